@@ -1,0 +1,94 @@
+"""Parquet reading and writing.
+
+Writes are atomic: a shard is written to a hidden temporary file in the same directory, flushed
+to disk, then renamed over its final name, so a reader (or a resumed run) never sees half a
+file. Readers are polars lazy scans over the shard glob; temporary files never match it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.layout import SHARD_GLOB, DataLayout
+
+EXTRA_METADATA_KEY = b"s2f.extra"
+
+
+def write_table_atomic(table: pa.Table, path: Path, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write `table` to `path` atomically, with `extra` (JSON) in the file metadata.
+
+    The schema's own metadata (table name, schema version, docs) is kept."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = dict(table.schema.metadata or {})
+    if extra is not None:
+        metadata[EXTRA_METADATA_KEY] = json.dumps(dict(extra), sort_keys=True).encode()
+    table = table.replace_schema_metadata(metadata)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a table from dict rows, filling absent fields with null."""
+    rows = list(rows)
+    columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def read_extra(path: Path) -> dict[str, Any] | None:
+    """The `extra` metadata of a shard, or None if the file is missing or unreadable."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    raw = meta.get(EXTRA_METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def shard_paths(layout: DataLayout, table: str) -> list[Path]:
+    """All finished shards of a table, in a stable order."""
+    return sorted(layout.table_dir(table).glob(f"*/{SHARD_GLOB}"))
+
+
+def scan(layout: DataLayout, table: str, schema: pa.Schema | None = None) -> pl.LazyFrame:
+    """Lazy scan of every shard of a table; an empty frame with the schema if there are none."""
+    paths = shard_paths(layout, table)
+    if not paths:
+        if schema is None:
+            from storage.schemas import TABLES
+
+            schema = TABLES[table]
+        return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
+    return pl.scan_parquet([str(p) for p in paths])

@@ -1,0 +1,99 @@
+"""Where everything lives under one data directory.
+
+    <data_dir>/
+      tables/<table>/<manifest>/shard-<NNNNN>.parquet   one Parquet file per shard of manifest lines
+      audio/<youtube_id>/<clip_key>.flac                16 kHz mono speech segment of one clip
+      mlflow/mlflow.db, mlflow/artifacts/               MLflow tracking store and artifacts
+      prefect/                                          PREFECT_HOME (SQLite database, logs)
+      locks/                                            advisory file locks of running stages
+      demo_corpus/                                      `s2f demo` builds its corpus here
+
+Video is never copied: clips reference their source media by path and time range.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SHARD_TEMPLATE = "shard-{index:05d}.parquet"
+SHARD_GLOB = "shard-*.parquet"
+AUDIO_TEMPLATE = "audio/{youtube_id}/{clip_key}.flac"
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def clip_key(youtube_id: str, start_s: float, end_s: float) -> str:
+    """The key of one clip: a YouTube id holds several AVSpeech segments, so the key is
+    (id, start, end), in whole milliseconds so that it is also a safe file name."""
+    return f"{youtube_id}_{round(start_s * 1000):09d}_{round(end_s * 1000):09d}"
+
+
+def safe_name(name: str) -> str:
+    """Validate a name used as a directory component (manifest names, table names)."""
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(f"not a safe name for a directory: {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Paths under one data directory. Nothing here touches the disk except `ensure`."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+
+    # tables -------------------------------------------------------------------------------
+    def table_dir(self, table: str) -> Path:
+        return self.root / "tables" / safe_name(table)
+
+    def shard_path(self, table: str, manifest: str, index: int) -> Path:
+        return self.table_dir(table) / safe_name(manifest) / SHARD_TEMPLATE.format(index=index)
+
+    def table_glob(self, table: str) -> str:
+        return str(self.table_dir(table) / "*" / SHARD_GLOB)
+
+    # media ----------------------------------------------------------------------------------
+    def audio_path(self, youtube_id: str, key: str) -> Path:
+        return self.root / AUDIO_TEMPLATE.format(youtube_id=youtube_id, clip_key=key)
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).resolve().relative_to(self.root))
+
+    def resolve(self, relative: str) -> Path:
+        return self.root / relative
+
+    # services -------------------------------------------------------------------------------
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        # Absolute SQLite URI: a relative one lands in whatever the current directory is.
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def demo_corpus_dir(self) -> Path:
+        return self.root / "demo_corpus"
+
+    def ensure(self) -> DataLayout:
+        for d in (self.root / "tables", self.root / "audio", self.mlflow_dir, self.prefect_home,
+                  self.locks_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self

@@ -1,0 +1,136 @@
+"""The written schema of every table the pipeline hands between stages.
+
+Each field carries its documentation in the field metadata (`doc`), and each table its schema
+version in the file metadata, so a Parquet file describes itself. `docs/tables.md` is generated
+from these definitions (`python -m storage.schemas > docs/tables.md`); a test keeps it current.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+
+def _f(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
+
+
+def _schema(name: str, doc: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={
+        "s2f.table": name, "s2f.schema_version": str(SCHEMA_VERSION), "s2f.doc": doc,
+    })
+
+
+# Clip statuses written by ingestion. Later stages write their own status tables.
+CLIP_STATUSES = {
+    "ok": "media found, streams probed, audio segment written as FLAC",
+    "invalid_row": "the manifest line is not a valid AVSpeech row (reason in `error`)",
+    "duplicate": "exact duplicate of an earlier manifest line (which one in `error`)",
+    "missing_media": "no <media-root>/<id>.(mp4|webm|mkv) and no download asked for",
+    "download_failed": "yt-dlp could not fetch the video after retries",
+    "corrupt_media": "the file is empty, truncated or not a media container",
+    "no_audio": "the container has no audio stream",
+    "no_video": "the container has no video stream",
+    "out_of_range": "the segment lies (partly) past the end of the media",
+    "decode_failed": "the audio segment could not be decoded",
+}
+
+CLIPS = _schema("clips", "One row per manifest line: validation, media probe and the cut audio.", [
+    _f("clip_key", pa.string(), "youtube_id + start/end in ms; null for lines that do not parse"),
+    _f("manifest", pa.string(), "manifest name (CSV file stem)", nullable=False),
+    _f("split", pa.string(), "train | test | unknown, from the manifest", nullable=False),
+    _f("line_no", pa.int64(), "1-based line number in the manifest", nullable=False),
+    _f("youtube_id", pa.string(), "11-character YouTube id"),
+    _f("start_s", pa.float64(), "segment start in seconds"),
+    _f("end_s", pa.float64(), "segment end in seconds"),
+    _f("hint_x", pa.float32(), "face centre x, normalised to [0, 1]"),
+    _f("hint_y", pa.float32(), "face centre y, normalised to [0, 1]"),
+    _f("status", pa.string(), "one of CLIP_STATUSES", nullable=False),
+    _f("error", pa.string(), "why the clip stopped here; null when ok"),
+    _f("media_path", pa.string(), "absolute path of the source media file"),
+    _f("video_path", pa.string(), "source video (same as media_path): referenced, never copied"),
+    _f("audio_path", pa.string(), "FLAC of the segment, relative to the data directory"),
+    _f("video_codec", pa.string(), "codec of the first video stream (h264, vp9, ...)"),
+    _f("audio_codec", pa.string(), "codec of the first audio stream (aac, opus, ...)"),
+    _f("width", pa.int32(), "video width in pixels"),
+    _f("height", pa.int32(), "video height in pixels"),
+    _f("fps", pa.float32(), "average video frame rate"),
+    _f("media_duration_s", pa.float64(), "duration of the whole media file"),
+    _f("audio_samples", pa.int64(), "samples in the FLAC (16 kHz mono)"),
+])
+
+PREPROCESS_STATUSES = {
+    "ok": "face crop, landmarks and face features written",
+    "no_face": "no face found in any sampled frame",
+    "decode_failed": "the video frames could not be decoded",
+    "audio_failed": "the FLAC segment could not be read",
+    "error": "an unexpected error (message in `error`)",
+}
+
+PREPROCESS = _schema("preprocess", "One row per ok clip: what preprocessing made of it.", [
+    _f("clip_key", pa.string(), "key of the clip", nullable=False),
+    _f("status", pa.string(), "one of PREPROCESS_STATUSES", nullable=False),
+    _f("error", pa.string(), "why the clip stopped here; null when ok"),
+    _f("video_decoder", pa.string(), "dali-gpu | dali-cpu | pyav: which path decoded the frames"),
+    _f("frames_sampled", pa.int32(), "frames decoded from the segment"),
+    _f("faces_found", pa.int32(), "frames with a detected face"),
+])
+
+FACES = _schema("faces", "One row per sampled frame with a detected face.", [
+    _f("clip_key", pa.string(), "key of the clip", nullable=False),
+    _f("frame_time_s", pa.float64(), "time of the frame in the source media", nullable=False),
+    _f("bbox", pa.list_(pa.float32(), 4), "face box x0, y0, x1, y1 in frame pixels"),
+    _f("landmarks", pa.list_(pa.float32(), 136), "68 (x, y) iBUG points in frame pixels"),
+    _f("det_score", pa.float32(), "detector score (HOG margin or MMOD confidence)"),
+    _f("crop_jpeg", pa.binary(), "aligned 224x224 RGB face crop, JPEG"),
+])
+
+
+def face_features_schema(dim: int) -> pa.Schema:
+    return _schema("face_features", "One row per clip and face encoder.", [
+        _f("clip_key", pa.string(), "key of the clip", nullable=False),
+        _f("encoder", pa.string(), "face encoder name in the registry", nullable=False),
+        _f("feature", pa.list_(pa.float32(), dim), "face feature of the clip's representative face"),
+        _f("l2_norm", pa.float32(), "L2 norm of `feature`"),
+    ])
+
+
+TABLES: dict[str, pa.Schema] = {
+    "clips": CLIPS,
+    "preprocess": PREPROCESS,
+    "faces": FACES,
+    "face_features": face_features_schema(128),
+}
+
+STATUS_VOCABULARY: dict[str, dict[str, str]] = {"clips": CLIP_STATUSES, "preprocess": PREPROCESS_STATUSES}
+
+
+def to_markdown() -> str:
+    """docs/tables.md: every table's schema, fields and statuses."""
+    from storage.layout import AUDIO_TEMPLATE, SHARD_TEMPLATE
+
+    out = [
+        "# Tables", "",
+        "Generated by `python -m storage.schemas > docs/tables.md`; do not edit by hand.", "",
+        f"Schema version {SCHEMA_VERSION}. Every table is a directory of Parquet shards: "
+        f"`tables/<table>/<manifest>/{SHARD_TEMPLATE}`. Audio: `{AUDIO_TEMPLATE}`. "
+        "Writes are atomic (temporary file, then rename); readers are polars lazy scans.", "",
+    ]
+    for name, schema in TABLES.items():
+        meta = schema.metadata or {}
+        out += [f"## `{name}`", "", meta.get(b"s2f.doc", b"").decode(), "",
+                "| field | type | doc |", "|---|---|---|"]
+        for field in schema:
+            doc = (field.metadata or {}).get(b"doc", b"").decode()
+            type_ = str(field.type) + ("" if field.nullable else " not null")
+            out.append(f"| `{field.name}` | {type_} | {doc} |")
+        if name in STATUS_VOCABULARY:
+            out += ["", "| status | meaning |", "|---|---|"]
+            out += [f"| `{k}` | {v} |" for k, v in STATUS_VOCABULARY[name].items()]
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(to_markdown())
