@@ -59,8 +59,9 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from storage.layout import DataLayout
     from storage.status import print_status
+
+    from storage.layout import DataLayout
 
     return print_status(DataLayout(args.data_dir), fmt=args.format, out=sys.stdout)
 
