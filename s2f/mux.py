@@ -91,8 +91,7 @@ def write_media(
 
 def _chain(first: np.ndarray, rest: Iterable[np.ndarray]) -> Iterable[tuple[int, np.ndarray]]:
     yield 0, first
-    for i, img in enumerate(rest, start=1):
-        yield i, img
+    yield from enumerate(rest, start=1)
 
 
 def _encode_audio(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream,
