@@ -1,0 +1,136 @@
+"""The paper's evaluation metrics, plus the ones that catch a collapsed model.
+
+All functions take numpy arrays (N×D features, N×68×2 landmarks) and return plain floats or
+dicts, so they can be logged to MLflow and written to Parquet as they are.
+
+- `feature_similarity`: cosine distance in degrees, L2 and L1 between predicted and true
+  features (mean and std over samples), as in the paper's Table 2.
+- `retrieval_recall`: for each voice, rank a pool of face features by cosine distance to the
+  prediction; recall@K is the fraction whose true face is in the top K; chance is K / pool size.
+- `bootstrap_ci`: percentile confidence interval of any per-sample statistic.
+- `diversity`: spread of the predictions relative to the spread of the true features; a model
+  that predicts one face for every voice scores ~0 however good its mean distance looks.
+- `craniofacial_measurements`: distances and ratios on dlib's 68 iBUG landmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+RECALL_KS = (1, 2, 5, 10, 20, 50)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def cosine_degrees(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-sample angle between prediction and truth, in degrees."""
+    cos = np.sum(_unit(pred) * _unit(true), axis=-1)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def feature_similarity(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Mean ± std of cosine distance (degrees), L2 and L1 between predicted and true features.
+    L2 and L1 are taken on L2-normalised features, so encoders of any scale compare."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    deg = cosine_degrees(pred, true)
+    diff = _unit(pred) - _unit(true)
+    l2 = np.linalg.norm(diff, axis=-1)
+    l1 = np.abs(diff).sum(axis=-1)
+    out: dict[str, float] = {}
+    for name, v in (("cosine_deg", deg), ("l2", l2), ("l1", l1)):
+        out[f"{name}_mean"] = float(v.mean())
+        out[f"{name}_std"] = float(v.std())
+    return out
+
+
+def retrieval_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """0-based rank of each sample's true pool entry when the pool is sorted by cosine distance
+    to the sample's prediction. `target[i]` is the index of sample i's true face in `pool`.
+    Ties count against the model (the true face ranks after every equally distant one)."""
+    sims = _unit(pred) @ _unit(pool).T  # N × P
+    true_sim = sims[np.arange(len(pred)), target]
+    return (sims >= true_sim[:, None]).sum(axis=1) - 1
+
+
+def retrieval_recall(ranks: np.ndarray, pool_size: int,
+                     ks: Sequence[int] = RECALL_KS) -> dict[int, dict[str, float]]:
+    """recall@K and the chance level K / pool size, for each K below the pool size."""
+    out: dict[int, dict[str, float]] = {}
+    for k in ks:
+        if k >= pool_size:
+            continue
+        out[k] = {"recall": float(np.mean(ranks < k)), "chance": k / pool_size}
+    return out
+
+
+def bootstrap_ci(values: np.ndarray, statistic: Callable[[np.ndarray], float] = np.mean,
+                 n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of `statistic` over per-sample `values`."""
+    values = np.asarray(values)
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    stats = np.array([statistic(values[i]) for i in idx])
+    return (float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2)))
+
+
+def spread(features: np.ndarray) -> float:
+    """Mean angular distance (degrees) of L2-normalised features to their mean direction."""
+    u = _unit(features)
+    return float(cosine_degrees(u, np.broadcast_to(u.mean(axis=0), u.shape)).mean())
+
+
+def diversity(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Spread of the predictions across voices relative to the spread of the true features.
+    1 means predictions vary as much as real faces do; ~0 means every voice gets one face."""
+    s_pred, s_true = spread(pred), spread(true)
+    return {"spread_pred_deg": s_pred, "spread_true_deg": s_true,
+            "diversity": s_pred / s_true if s_true > 0 else float("nan")}
+
+
+# Craniofacial measurements on the 68-point iBUG layout (0-based indices):
+# jaw 0-16, brows 17-26, nose bridge 27-30, nostrils 31-35, eyes 36-47, mouth 48-67.
+def _d(lm: np.ndarray, a: int, b: int) -> np.ndarray:
+    return np.linalg.norm(lm[..., a, :] - lm[..., b, :], axis=-1)
+
+
+def craniofacial_measurements(landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """Scale-free measurements (ratios to the outer inter-ocular distance) per face.
+    `landmarks`: N×68×2. Returns name → N values."""
+    lm = np.asarray(landmarks, np.float64)
+    iod = np.maximum(_d(lm, 36, 45), 1e-9)  # outer eye corners
+    face_height = np.linalg.norm(lm[..., 8, :] - (lm[..., 19, :] + lm[..., 24, :]) / 2, axis=-1)
+    nose_width = _d(lm, 31, 35)
+    nose_height = _d(lm, 27, 33)
+    return {
+        "nose_width": nose_width / iod,
+        "nose_height": nose_height / iod,
+        "nasal_index": nose_width / np.maximum(nose_height, 1e-9),
+        "mouth_width": _d(lm, 48, 54) / iod,
+        "upper_lip_height": _d(lm, 51, 62) / iod,
+        "lower_lip_height": _d(lm, 66, 57) / iod,
+        "face_width": _d(lm, 0, 16) / iod,
+        "face_height": face_height / iod,
+        "face_width_height_ratio": _d(lm, 0, 16) / np.maximum(face_height, 1e-9),
+        "jaw_width": _d(lm, 4, 12) / iod,
+        "eye_distance": _d(lm, 39, 42) / iod,  # inner corners
+        "eye_width": (_d(lm, 36, 39) + _d(lm, 42, 45)) / 2 / iod,
+        "chin_height": _d(lm, 57, 8) / iod,
+    }
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Pearson r and its two-sided p-value; (nan, nan) when either side is constant."""
+    from scipy.stats import pearsonr
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return (float("nan"), float("nan"))
+    r, p = pearsonr(x, y)
+    return (float(r), float(p))
