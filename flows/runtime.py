@@ -29,5 +29,9 @@ def configure(data_dir: Path | str | None = None) -> DataLayout:
         # The 20 s default is too short for a cold start on 2 busy cores.
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # No telemetry: nothing leaves the machine at run time.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     os.environ.setdefault("MLFLOW_TRACKING_URI", layout.mlflow_tracking_uri)
     return layout

@@ -51,6 +51,8 @@ def write_media(
     if audio_codec is None and audio is not None:
         audio_codec = "opus" if path.suffix == ".webm" else "aac"
     with av.open(str(path), mode="w") as container:
+        # Bit-exact muxing: no random Matroska segment UID, no library version strings.
+        container.flags |= av.container.Flags.bitexact.value
         vstream = astream = None
         frame_iter = iter(frames) if frames is not None and video_codec else None
         first = next(frame_iter, None) if frame_iter is not None else None

@@ -26,7 +26,8 @@ def _schema(name: str, doc: str, fields: list[pa.Field]) -> pa.Schema:
 CLIP_STATUSES = {
     "ok": "media found, streams probed, audio segment written as FLAC",
     "invalid_row": "the manifest line is not a valid AVSpeech row (reason in `error`)",
-    "duplicate": "exact duplicate of an earlier manifest line (which one in `error`)",
+    "duplicate": "same clip key (youtube_id, start, end in ms) as an earlier manifest line of "
+                 "the run (which one in `error`)",
     "missing_media": "no <media-root>/<id>.(mp4|webm|mkv) and no download asked for",
     "download_failed": "yt-dlp could not fetch the video after retries",
     "corrupt_media": "the file is empty, truncated or not a media container",
@@ -34,6 +35,7 @@ CLIP_STATUSES = {
     "no_video": "the container has no video stream",
     "out_of_range": "the segment lies (partly) past the end of the media",
     "decode_failed": "the audio segment could not be decoded",
+    "error": "an unexpected error while reading the media (message in `error`)",
 }
 
 CLIPS = _schema("clips", "One row per manifest line: validation, media probe and the cut audio.", [
@@ -96,11 +98,40 @@ def face_features_schema(dim: int) -> pa.Schema:
     ])
 
 
+EVALUATIONS = _schema(
+    "evaluations", "One row per evaluation of a voice encoder (+ face decoder) on the test split "
+    "(s2f.evaluation); directory per registered model name.", [
+        _f("evaluation_id", pa.string(), "unique id of the evaluation", nullable=False),
+        _f("created_at", pa.timestamp("us", tz="UTC"), "when the evaluation finished"),
+        _f("model_name", pa.string(), "registered name of the voice encoder"),
+        _f("model_version", pa.string(), "registered version of the voice encoder"),
+        _f("model_uri", pa.string(), "URI the evaluation was asked for", nullable=False),
+        _f("model_run_id", pa.string(), "MLflow run that produced the voice encoder"),
+        _f("decoder_name", pa.string(), "registered name of the face decoder"),
+        _f("decoder_version", pa.string(), "registered version of the face decoder"),
+        _f("decoder_uri", pa.string(), "URI of the face decoder; null when none was used"),
+        _f("face_encoder", pa.string(), "face_features encoder whose features are predicted"),
+        _f("test_snapshot_id", pa.string(), "sha256 (16 hex) of the sorted test clip keys",
+           nullable=False),
+        _f("features_hash", pa.string(), "sha256 (16 hex) of the test features, by clip key"),
+        _f("identity_source", pa.string(), "youtube_id, or the identities.parquet used"),
+        _f("n_clips", pa.int64(), "test clips evaluated"),
+        _f("n_identities", pa.int64(), "identities in the retrieval pool"),
+        _f("recall_at_10_6s", pa.float64(), "recall@10 from 6 s input (promotion gate)"),
+        _f("cosine_deg_mean_6s", pa.float64(), "mean cosine distance in degrees, 6 s input"),
+        _f("diversity_6s", pa.float64(), "spread of predictions / spread of true features"),
+        _f("metrics", pa.map_(pa.string(), pa.float64()),
+           "every metric by name, CIs included (s2f.evaluation.scores lists them)"),
+        _f("mlflow_run_id", pa.string(), "MLflow run holding the figures and tables"),
+    ])
+
+
 TABLES: dict[str, pa.Schema] = {
     "clips": CLIPS,
     "preprocess": PREPROCESS,
     "faces": FACES,
     "face_features": face_features_schema(128),
+    "evaluations": EVALUATIONS,
 }
 
 STATUS_VOCABULARY: dict[str, dict[str, str]] = {"clips": CLIP_STATUSES, "preprocess": PREPROCESS_STATUSES}

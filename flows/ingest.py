@@ -1,0 +1,224 @@
+"""Prefect flow `ingest`: AVSpeech manifests -> `clips` table (one row per manifest line).
+
+    s2f ingest --manifest avspeech_train.csv --manifest avspeech_test.csv \\
+               --media-root media/ --data-dir s2f-data [--download] [--shard-size 256]
+
+or from Python (after `flows.runtime.configure(data_dir)`):
+
+    from flows.ingest import IngestParams, ingest_flow
+    summary = ingest_flow(IngestParams(manifests=[...], media_root=..., data_dir=...))
+
+Thin on purpose: the work is in `s2f.ingest`. One planning task streams every manifest once
+(shard byte offsets, duplicate clip keys), then one task per shard of `shard_size` lines
+(`.map`, so the task runner can run shards in parallel) validates, probes, cuts audio and writes
+`tables/clips/<manifest>/shard-NNNNN.parquet` atomically. A re-run skips shards whose inputs are
+unchanged. With `download`, a missing video is fetched by the `download-video` task, retried
+with exponential backoff, then recorded as `download_failed`. Bad rows are normal and never fail
+the run; a shard that crashes (a full disk, a bug) fails the flow after the other shards finish,
+and a re-run redoes only that shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import unmapped
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from tqdm import tqdm
+
+from s2f.ingest.download import DEFAULT_URL_TEMPLATE, download_video
+from s2f.ingest.manifest import ManifestPlan, ShardPlan, manifest_name_of, plan_manifests
+from s2f.ingest.media import MediaError, find_media
+from s2f.ingest.shard import ShardResult, ingest_shard, remove_stale_shards
+from storage.layout import DataLayout
+from storage.schemas import CLIP_STATUSES
+
+
+class IngestParams(BaseModel):
+    """Everything `ingest_flow` needs, validated before any work starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifests: list[Path] = Field(min_length=1, description="AVSpeech CSVs (no header)")
+    media_root: Path = Field(description="directory of <youtube_id>.(mp4|webm|mkv)")
+    data_dir: Path = Field(description="the pipeline's data directory")
+    download: bool = Field(False, description="fetch missing media with yt-dlp")
+    shard_size: int = Field(256, ge=1, le=100_000, description="manifest lines per shard")
+    url_template: str = Field(DEFAULT_URL_TEMPLATE, description="download URL; {id} is replaced")
+    download_retries: int = Field(2, ge=0, le=10, description="retries after a failed download")
+    download_retry_delay_s: float = Field(
+        5.0, ge=0, le=3600, description="first retry delay; doubles on each further retry")
+
+    @field_validator("manifests")
+    @classmethod
+    def _manifests_exist(cls, paths: list[Path]) -> list[Path]:
+        for path in paths:
+            if not path.is_file():
+                raise ValueError(f"manifest not found: {path}")
+            manifest_name_of(path)  # names a table directory: must be a safe name
+        names = [path.stem for path in paths]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two manifests share a file stem: {names}")
+        return [path.resolve() for path in paths]
+
+    @field_validator("media_root")
+    @classmethod
+    def _media_root_is_dir(cls, path: Path) -> Path:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"media root is not a directory: {path}")
+        return path.resolve()
+
+    @field_validator("url_template")
+    @classmethod
+    def _template_has_id(cls, template: str) -> str:
+        if "{id}" not in template or not template.startswith(("http://", "https://")):
+            raise ValueError("url_template must be an http(s) URL containing {id}")
+        return template
+
+    def check_media_root(self) -> None:
+        if not self.download and not self.media_root.is_dir():
+            raise ValueError(f"media root not found: {self.media_root} (use --download to "
+                             "create it and fetch the media)")
+
+
+@task(name="plan-ingest", cache_policy=NO_CACHE)
+def plan_ingest(manifests: list[Path], shard_size: int) -> list[ManifestPlan]:
+    return plan_manifests(manifests, shard_size)
+
+
+@task(name="download-video", cache_policy=NO_CACHE)
+def download_video_task(youtube_id: str, media_root: Path, url_template: str) -> Path:
+    return download_video(youtube_id, media_root, url_template)
+
+
+# Two shards naming the same missing video must not both run yt-dlp on one `.part` file.
+_download_locks: dict[str, threading.Lock] = {}
+_download_locks_guard = threading.Lock()
+
+
+def _fetcher(media_root: Path, url_template: str, retries: int, first_delay_s: float):
+    delays = [first_delay_s * 2**attempt for attempt in range(retries)]
+    download = download_video_task.with_options(retries=retries, retry_delay_seconds=delays)
+
+    def fetch(youtube_id: str) -> Path:
+        with _download_locks_guard:
+            lock = _download_locks.setdefault(youtube_id, threading.Lock())
+        with lock:
+            try:
+                return find_media(media_root, youtube_id)  # another shard fetched it meanwhile
+            except MediaError:
+                return download(youtube_id, media_root, url_template)
+
+    return fetch
+
+
+@task(name="ingest-shard", cache_policy=NO_CACHE)
+def ingest_shard_task(plan: ShardPlan, data_dir: Path, media_root: Path,
+                      params: IngestParams) -> ShardResult:
+    fetch = (_fetcher(media_root, params.url_template, params.download_retries,
+                      params.download_retry_delay_s) if params.download else None)
+    return ingest_shard(plan, DataLayout(data_dir), media_root, fetch, params.download)
+
+
+def _status_table(counts: Counter[str]) -> list[dict[str, Any]]:
+    return [{"status": status, "rows": int(counts.get(status, 0)), "meaning": meaning}
+            for status, meaning in CLIP_STATUSES.items() if counts.get(status)]
+
+
+@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def ingest_flow(params: IngestParams) -> dict[str, Any]:
+    """Ingest every manifest line into `clips`; returns counts by status and table paths."""
+    params.check_media_root()
+    logger = get_run_logger()
+    layout = DataLayout(params.data_dir).ensure()
+    if params.download:
+        params.media_root.mkdir(parents=True, exist_ok=True)
+
+    plans: list[ManifestPlan] = plan_ingest(params.manifests, params.shard_size)
+    for plan in plans:
+        removed = remove_stale_shards(layout, plan.manifest, len(plan.shards))
+        if removed:
+            logger.info("%s shrank: removed %d stale shards", plan.manifest, len(removed))
+    shards = [shard for plan in plans for shard in plan.shards]
+    logger.info("%d manifests, %d lines (%d blank), %d shards of up to %d lines",
+                len(plans), sum(p.lines for p in plans), sum(p.blank_lines for p in plans),
+                len(shards), params.shard_size)
+
+    progress_id = create_progress_artifact(0.0, key="ingest-progress",
+                                           description="shards of manifest lines ingested")
+    futures = ingest_shard_task.map(shards, unmapped(layout.root), unmapped(params.media_root),
+                                    unmapped(params))
+    counts: Counter[str] = Counter()
+    results: list[ShardResult] = []
+    failed: list[str] = []
+    with tqdm(total=len(shards), desc="ingest shards", unit="shard", file=sys.stderr) as bar:
+        for done, future in enumerate(as_completed(futures), start=1):
+            try:
+                result = future.result()
+            except Exception as exc:  # an environment failure or a bug: report after the rest
+                failed.append(f"{type(exc).__name__}: {exc}")
+                logger.error("shard failed: %s", exc)
+            else:
+                results.append(result)
+                counts.update(result.counts)
+            bar.update(1)
+            if progress_id is not None and (done == len(shards) or done % 10 == 0):
+                update_progress_artifact(progress_id, 100.0 * done / max(len(shards), 1))
+    if progress_id is not None:
+        update_progress_artifact(progress_id, 100.0)
+
+    create_table_artifact(_status_table(counts), key="ingest-status-counts",
+                          description="clips rows by status after this ingest run")
+    summary: dict[str, Any] = {
+        "counts": {k: int(v) for k, v in sorted(counts.items())},
+        "rows": int(sum(counts.values())),
+        "lines": int(sum(p.lines for p in plans)),
+        "blank_lines": int(sum(p.blank_lines for p in plans)),
+        "shards": len(shards),
+        "shards_skipped": sum(r.skipped for r in results),
+        "tables": sorted({str(layout.table_dir("clips") / p.manifest) for p in plans}),
+        "failed_shards": failed,
+    }
+    logger.info("ingest summary: %s", summary)
+    if failed:
+        raise RuntimeError(f"{len(failed)} shards failed (re-run to retry them): {failed[:3]}")
+    return summary
+
+
+def params_from_args(args: argparse.Namespace) -> IngestParams:
+    return IngestParams(
+        manifests=list(args.manifest), media_root=args.media_root, data_dir=args.data_dir,
+        download=bool(args.download), shard_size=args.shard_size,
+        url_template=getattr(args, "url_template", None) or DEFAULT_URL_TEMPLATE)
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    """`s2f ingest`: 0 when the run finished (bad rows are normal), 2 for bad parameters."""
+    try:
+        params = params_from_args(args)
+        params.check_media_root()
+    except (ValidationError, ValueError) as exc:
+        print(f"s2f ingest: invalid parameters:\n{exc}", file=sys.stderr)
+        return 2
+    summary = ingest_flow(params)
+    print(f"clips tables: {', '.join(summary['tables'])}")
+    print(f"{summary['lines']} lines ({summary['blank_lines']} blank), {summary['rows']} rows, "
+          f"{summary['shards']} shards ({summary['shards_skipped']} unchanged, skipped)")
+    for status, n in summary["counts"].items():
+        print(f"  {status:<16} {n}")
+    print(f"details: s2f status --data-dir {params.data_dir}")
+    return 0

@@ -1,0 +1,320 @@
+"""Read AVSpeech manifests line by line: validate, number, shard, and find duplicate clips.
+
+AVSpeech CSVs have no header; each line is `youtube_id,start_seconds,end_seconds,x,y` with
+(x, y) the normalised face centre. Lines are streamed as bytes (never the whole file) and every
+non-blank line becomes exactly one record:
+
+- status `ok` (so far: media comes later) or `invalid_row` with the reason in `error`;
+- blank (empty or whitespace-only) lines are skipped but keep their line number and are
+  counted, so `line_no` always matches what an editor shows;
+- a UTF-8 BOM and CRLF endings are accepted; a line longer than MAX_LINE_BYTES is skipped over in
+  chunks (memory stays flat) and recorded with its length, never its full text;
+- `error` quotes at most ERROR_QUOTE_CHARS characters of a bad line.
+
+Duplicates are decided on the clip key (youtube_id, start, end in ms: `storage.layout.clip_key`),
+because every later stage joins on it: `plan_manifests` makes one streaming pass over all
+manifests of a run, keeps a 16-byte hash per valid line, and maps every later copy to the first
+line, so the answer is the same however shards are scheduled.
+
+    python -m s2f.ingest.manifest MANIFEST.csv     # print every record as JSON lines
+"""
+
+from __future__ import annotations
+
+import array
+import csv
+import hashlib
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from storage.layout import clip_key, safe_name
+
+YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
+# Plain decimal numbers only: Python's float() would also take "nan", "inf" and "1_000".
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+EXPECTED_COLUMNS = ("youtube_id", "start_seconds", "end_seconds", "x", "y")
+MAX_LINE_BYTES = 4096
+ERROR_QUOTE_CHARS = 200
+_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 16
+
+
+def is_valid_youtube_id(value: str) -> bool:
+    return YOUTUBE_ID.fullmatch(value) is not None
+
+
+def split_of(manifest_name: str) -> str:
+    """`test` if the manifest's stem says test, `train` if it says train, else `unknown`."""
+    lowered = manifest_name.lower()
+    if "test" in lowered:
+        return "test"
+    if "train" in lowered:
+        return "train"
+    return "unknown"
+
+
+def manifest_name_of(path: Path) -> str:
+    """The manifest's name (its file stem), validated because it names a table directory."""
+    return safe_name(Path(path).stem)
+
+
+def quote(text: str) -> str:
+    """A bad line as it may appear in `error`: repr-quoted, cut to ERROR_QUOTE_CHARS."""
+    if len(text) > ERROR_QUOTE_CHARS:
+        return repr(text[:ERROR_QUOTE_CHARS]) + f"... ({len(text)} chars)"
+    return repr(text)
+
+
+@dataclass(frozen=True)
+class RawLine:
+    """One physical line: its bytes (without the line ending), or only a prefix if too long."""
+
+    line_no: int
+    offset: int
+    data: bytes
+    length: int  # full length in bytes without the line ending
+
+    @property
+    def too_long(self) -> bool:
+        return self.length > MAX_LINE_BYTES
+
+
+def iter_raw_lines(
+    fh: BinaryIO,
+    first_line_no: int = 1,
+    max_lines: int | None = None,
+    hasher: Any | None = None,
+) -> Iterator[RawLine]:
+    """Stream lines from a binary file positioned at a line start. `hasher` (a hashlib object)
+    sees every byte read, line endings included, so a shard's content can be fingerprinted in
+    the same pass."""
+    line_no = first_line_no
+    produced = 0
+    while max_lines is None or produced < max_lines:
+        offset = fh.tell()
+        # +2: a line of exactly MAX_LINE_BYTES still fits with its "\r\n".
+        head = fh.readline(MAX_LINE_BYTES + 2)
+        if not head:
+            return
+        if hasher is not None:
+            hasher.update(head)
+        length, tail, chunk = len(head), head[-2:], head
+        # Too long: keep the head, skip the rest in bounded chunks.
+        while not chunk.endswith(b"\n"):
+            chunk = fh.readline(_CHUNK)
+            if not chunk:
+                break
+            if hasher is not None:
+                hasher.update(chunk)
+            length += len(chunk)
+            tail = (tail + chunk)[-2:]
+        if tail.endswith(b"\n"):
+            length -= 2 if tail == b"\r\n" else 1
+        data = head[:length]
+        if offset == 0 and data.startswith(_BOM):
+            data, length = data[len(_BOM):], length - len(_BOM)
+        yield RawLine(line_no=line_no, offset=offset, data=data, length=length)
+        line_no += 1
+        produced += 1
+
+
+def is_blank(raw: RawLine) -> bool:
+    return not raw.too_long and not raw.data.strip()
+
+
+def _number(text: str, name: str) -> tuple[float | None, str | None]:
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
+        return None, f"{name} is not a number: {quote(text)}"
+    value = float(text)
+    if not math.isfinite(value):
+        return None, f"{name} is not finite: {quote(text)}"
+    return value, None
+
+
+def parse_line(raw: RawLine, manifest: str, split: str) -> dict[str, Any]:
+    """One `clips` record (status `ok` or `invalid_row`) for a non-blank line. Never raises."""
+    record: dict[str, Any] = {"manifest": manifest, "split": split, "line_no": raw.line_no,
+                              "status": "invalid_row", "error": None}
+    if raw.too_long:
+        preview = raw.data[:ERROR_QUOTE_CHARS].decode("utf-8", errors="replace")
+        record["error"] = (f"line is {raw.length} bytes long (limit {MAX_LINE_BYTES}); "
+                           f"starts with {quote(preview)}")
+        return record
+    try:
+        text = raw.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        preview = raw.data.decode("utf-8", errors="replace")
+        record["error"] = f"not UTF-8 text ({exc.reason} at byte {exc.start}): {quote(preview)}"
+        return record
+    try:
+        fields = next(csv.reader([text], strict=True))
+    except (csv.Error, StopIteration) as exc:
+        record["error"] = f"not a CSV line ({exc}): {quote(text)}"
+        return record
+    if len(fields) != len(EXPECTED_COLUMNS):
+        record["error"] = (f"expected {len(EXPECTED_COLUMNS)} columns "
+                           f"({','.join(EXPECTED_COLUMNS)}), got {len(fields)}: {quote(text)}")
+        return record
+
+    problems: list[str] = []
+    youtube_id = fields[0].strip()
+    if is_valid_youtube_id(youtube_id):
+        record["youtube_id"] = youtube_id
+    else:
+        problems.append(f"youtube_id must be 11 characters of [A-Za-z0-9_-]: {quote(youtube_id)}")
+    values: dict[str, float] = {}
+    for name, text_value in zip(EXPECTED_COLUMNS[1:], fields[1:], strict=True):
+        value, problem = _number(text_value, name)
+        if problem:
+            problems.append(problem)
+        else:
+            assert value is not None
+            values[name] = value
+    start, end = values.get("start_seconds"), values.get("end_seconds")
+    if start is not None:
+        record["start_s"] = start
+        if start < 0:
+            problems.append(f"start_seconds is negative: {start}")
+    if end is not None:
+        record["end_s"] = end
+    if start is not None and end is not None and not start < end:
+        problems.append(f"start_seconds ({start}) must be before end_seconds ({end})")
+    for name, column in (("x", "hint_x"), ("y", "hint_y")):
+        value = values.get(name)
+        if value is None:
+            continue
+        record[column] = value
+        if not 0.0 <= value <= 1.0:
+            problems.append(f"{name} must lie in [0, 1]: {value}")
+    if problems:
+        record["error"] = "; ".join(problems)
+        return record
+    assert start is not None and end is not None
+    record["clip_key"] = clip_key(youtube_id, start, end)
+    record["status"] = "ok"
+    return record
+
+
+def iter_records(path: Path, manifest: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every non-blank line of a manifest as a record (duplicates not marked: see plan_manifests)."""
+    path = Path(path)
+    manifest = manifest or manifest_name_of(path)
+    split = split_of(manifest)
+    with open(path, "rb") as fh:
+        for raw in iter_raw_lines(fh):
+            if not is_blank(raw):
+                yield parse_line(raw, manifest, split)
+
+
+# Planning: shards and duplicates ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Lines [first_line, first_line + n_lines) of one manifest, starting at byte `offset`.
+    `duplicates` maps a line number in this shard to (manifest, line_no) of its first copy."""
+
+    manifest: str
+    manifest_path: str
+    split: str
+    index: int
+    offset: int
+    first_line: int
+    n_lines: int
+    duplicates: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class ManifestPlan:
+    manifest: str
+    path: Path
+    lines: int = 0
+    blank_lines: int = 0
+    shards: list[ShardPlan] = field(default_factory=list)
+
+
+def _key_digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+def plan_manifests(paths: list[Path], shard_size: int) -> list[ManifestPlan]:
+    """One streaming pass over every manifest: shard boundaries (byte offsets) and, for every
+    later copy of a clip key, the line of its first copy (first in the order given).
+
+    Memory: 16 bytes of hash + 10 bytes of position per valid line (about 26 MB per million
+    lines), independent of line length."""
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    names = [manifest_name_of(p) for p in paths]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two manifests share a name (file stem): {names}")
+    digests = bytearray()
+    manifest_idx = array.array("H")
+    line_nos = array.array("q")
+    plans: list[ManifestPlan] = []
+    for m_idx, (path, name) in enumerate(zip(paths, names, strict=True)):
+        plan = ManifestPlan(manifest=name, path=Path(path).resolve())
+        split = split_of(name)
+        offsets: list[int] = []
+        with open(path, "rb") as fh:
+            for raw in iter_raw_lines(fh):
+                if (raw.line_no - 1) % shard_size == 0:
+                    offsets.append(raw.offset)
+                plan.lines = raw.line_no
+                if is_blank(raw):
+                    plan.blank_lines += 1
+                    continue
+                record = parse_line(raw, name, split)
+                if record["status"] == "ok":
+                    digests += _key_digest(record["clip_key"])
+                    manifest_idx.append(m_idx)
+                    line_nos.append(raw.line_no)
+        for index, offset in enumerate(offsets):
+            first = index * shard_size + 1
+            plan.shards.append(ShardPlan(
+                manifest=name, manifest_path=str(plan.path), split=split, index=index,
+                offset=offset, first_line=first, n_lines=min(shard_size, plan.lines - first + 1)))
+        plans.append(plan)
+
+    if line_nos:
+        duplicates = _find_duplicates(np.frombuffer(bytes(digests), dtype="V16"),
+                                      np.frombuffer(manifest_idx, dtype=np.uint16),
+                                      np.frombuffer(line_nos, dtype=np.int64))
+        for (m_idx, line_no), (first_m, first_line) in duplicates.items():
+            plan = plans[m_idx]
+            shard = plan.shards[(line_no - 1) // shard_size]
+            shard.duplicates[line_no] = (names[first_m], first_line)
+    return plans
+
+
+def _find_duplicates(digests: np.ndarray, manifest_idx: np.ndarray,
+                     line_nos: np.ndarray) -> dict[tuple[int, int], tuple[int, int]]:
+    """Positions are in reading order, so a stable sort by digest puts each key's first copy
+    first within its group."""
+    hi = digests.view(np.uint64).reshape(-1, 2)
+    order = np.lexsort((np.arange(len(hi)), hi[:, 1], hi[:, 0]))
+    sorted_hi = hi[order]
+    same_as_previous = np.zeros(len(order), dtype=bool)
+    same_as_previous[1:] = np.all(sorted_hi[1:] == sorted_hi[:-1], axis=1)
+    group_start = np.maximum.accumulate(np.where(~same_as_previous, np.arange(len(order)), 0))
+    out: dict[tuple[int, int], tuple[int, int]] = {}
+    for pos in np.flatnonzero(same_as_previous):
+        dup, first = order[pos], order[group_start[pos]]
+        out[(int(manifest_idx[dup]), int(line_nos[dup]))] = (
+            int(manifest_idx[first]), int(line_nos[first]))
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    for arg in sys.argv[1:]:
+        for rec in iter_records(Path(arg)):
+            print(json.dumps(rec))

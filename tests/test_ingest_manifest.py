@@ -1,0 +1,191 @@
+"""Manifest parsing: every line validated, one record per non-blank line, duplicates by clip key.
+
+    pytest tests/test_ingest_manifest.py
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from s2f.ingest.manifest import (
+    ERROR_QUOTE_CHARS,
+    MAX_LINE_BYTES,
+    RawLine,
+    is_blank,
+    iter_raw_lines,
+    iter_records,
+    parse_line,
+    plan_manifests,
+    split_of,
+)
+
+GOOD = "AbC-_123xyz,12.5,17.25,0.25,0.75"
+
+
+def parse(text: str) -> dict:
+    data = text.encode()
+    return parse_line(RawLine(1, 0, data, len(data)), "m", "unknown")
+
+
+def test_good_line_parses_to_ok_record_with_clip_key() -> None:
+    record = parse(GOOD)
+    assert record["status"] == "ok" and record["error"] is None
+    assert record["youtube_id"] == "AbC-_123xyz"
+    assert (record["start_s"], record["end_s"]) == (12.5, 17.25)
+    assert (record["hint_x"], record["hint_y"]) == (0.25, 0.75)
+    assert record["clip_key"] == "AbC-_123xyz_000012500_000017250"
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("short,1,2,0.5,0.5", "youtube_id must be 11 characters"),
+    ("AbC-_123xy!,1,2,0.5,0.5", "youtube_id must be 11 characters"),
+    ("AbC-_123xyzz,1,2,0.5,0.5", "youtube_id must be 11 characters"),
+    ("AbC-_123xyz,nan,2,0.5,0.5", "start_seconds is not a number"),
+    ("AbC-_123xyz,1,inf,0.5,0.5", "end_seconds is not a number"),
+    ("AbC-_123xyz,1,1e999,0.5,0.5", "end_seconds is not finite"),
+    ("AbC-_123xyz,1_0,20,0.5,0.5", "start_seconds is not a number"),
+    ("AbC-_123xyz,-1,2,0.5,0.5", "start_seconds is negative"),
+    ("AbC-_123xyz,3,3,0.5,0.5", "must be before end_seconds"),
+    ("AbC-_123xyz,4,3,0.5,0.5", "must be before end_seconds"),
+    ("AbC-_123xyz,1,2,1.5,0.5", "x must lie in [0, 1]"),
+    ("AbC-_123xyz,1,2,0.5,-0.1", "y must lie in [0, 1]"),
+    ("AbC-_123xyz,1,2,0.5", "expected 5 columns"),
+    ("AbC-_123xyz,1,2,0.5,0.5,extra", "expected 5 columns"),
+    ("youtube_id,start,end,x,y", "start_seconds is not a number"),
+    ("AbC-_123xyz,1,2,0.5,0.5\x00", "y is not a number"),
+    ("\"AbC-_123xyz\"x,1,2,0.5,0.5", "not a CSV line"),
+])
+def test_bad_lines_are_invalid_rows_with_a_reason(line: str, reason: str) -> None:
+    record = parse(line)
+    assert record["status"] == "invalid_row"
+    assert reason in record["error"]
+    assert record.get("clip_key") is None
+
+
+def test_not_utf8_is_recorded() -> None:
+    data = b"AbC-_123xyz,1,2,0.5,\xff\xfe"
+    record = parse_line(RawLine(3, 0, data, len(data)), "m", "train")
+    assert record["status"] == "invalid_row" and "not UTF-8" in record["error"]
+    assert record["line_no"] == 3 and record["split"] == "train"
+
+
+def test_error_quotes_at_most_a_prefix_of_the_line() -> None:
+    record = parse("x" * 3000 + ",1,2,0.5,0.5")
+    assert record["status"] == "invalid_row"
+    assert len(record["error"]) < 2 * ERROR_QUOTE_CHARS + 200
+
+
+def test_bom_crlf_blank_and_overlong_lines(tmp_path: Path) -> None:
+    overlong = "y" * (MAX_LINE_BYTES * 50)
+    path = tmp_path / "avspeech_train.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{GOOD}\r\n\r\n   \n{overlong}\n{GOOD[:-1]}1".encode())
+    records = list(iter_records(path))
+    assert [r["line_no"] for r in records] == [1, 4, 5]  # blank lines 2, 3 keep their numbers
+    assert records[0]["status"] == "ok" and records[0]["youtube_id"] == "AbC-_123xyz"
+    assert records[1]["status"] == "invalid_row"
+    assert f"{len(overlong)} bytes long" in records[1]["error"]
+    assert len(records[1]["error"]) < 400
+    assert records[2]["status"] == "ok" and records[2]["hint_y"] == 0.71  # no final newline
+    assert {r["split"] for r in records} == {"train"}
+
+
+def test_overlong_line_is_skipped_without_reading_it_whole() -> None:
+    stream = io.BytesIO(b"a" * (MAX_LINE_BYTES * 100) + b"\r\nnext\n")
+    lines = list(iter_raw_lines(stream))
+    assert [(raw.line_no, raw.length, raw.too_long) for raw in lines] == [
+        (1, MAX_LINE_BYTES * 100, True), (2, 4, False)]
+    assert len(lines[0].data) <= MAX_LINE_BYTES + 2
+    assert lines[1].data == b"next" and lines[1].offset == MAX_LINE_BYTES * 100 + 2
+
+
+@pytest.mark.parametrize("length", [MAX_LINE_BYTES - 1, MAX_LINE_BYTES, MAX_LINE_BYTES + 1,
+                                    MAX_LINE_BYTES + 2, 3 * MAX_LINE_BYTES])
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_line_length_boundaries(length: int, ending: bytes) -> None:
+    body = b"z" * length
+    lines = list(iter_raw_lines(io.BytesIO(body + ending + b"tail")))
+    assert [(raw.length, raw.too_long) for raw in lines] == [
+        (length, length > MAX_LINE_BYTES), (4, False)]
+    assert lines[1].offset == length + len(ending) and lines[1].data == b"tail"
+    if length <= MAX_LINE_BYTES:
+        assert lines[0].data == body
+
+
+@pytest.mark.parametrize(("stem", "split"), [
+    ("avspeech_train", "train"), ("avspeech_test", "test"), ("AVSpeech-Test", "test"),
+    ("clips", "unknown")])
+def test_split_from_manifest_name(stem: str, split: str) -> None:
+    assert split_of(stem) == split
+
+
+def test_plan_shards_and_duplicates_across_shards_and_manifests(tmp_path: Path) -> None:
+    a = tmp_path / "a_train.csv"
+    b = tmp_path / "b_test.csv"
+    a.write_text("AAAAAAAAAAA,1,2,0.5,0.5\n\nBBBBBBBBBBB,1,2,0.5,0.5\n"
+                 "AAAAAAAAAAA,1.0,2.0,0.1,0.1\nbad\nAAAAAAAAAAA,1,2.001,0.5,0.5\n")
+    b.write_text("BBBBBBBBBBB,1,2,0.5,0.5\nCCCCCCCCCCC,1,2,0.5,0.5\n")
+    plans = plan_manifests([a, b], shard_size=2)
+    assert [(p.manifest, p.lines, p.blank_lines, len(p.shards)) for p in plans] == [
+        ("a_train", 6, 1, 3), ("b_test", 2, 0, 1)]
+    assert [(s.first_line, s.n_lines) for s in plans[0].shards] == [(1, 2), (3, 2), (5, 2)]
+    # Same key (1.0 == 1 s) later in another shard, and the same key in another manifest.
+    assert plans[0].shards[1].duplicates == {4: ("a_train", 1)}
+    assert plans[1].shards[0].duplicates == {1: ("a_train", 3)}
+    assert plans[0].shards[0].duplicates == plans[0].shards[2].duplicates == {}
+    # The byte offsets point at the shard's first line.
+    data = a.read_bytes()
+    for shard in plans[0].shards:
+        expected = data.split(b"\n")[shard.first_line - 1]
+        assert data[shard.offset:].split(b"\n")[0] == expected
+
+
+def test_plan_refuses_two_manifests_with_one_name(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "m.csv").write_text(GOOD + "\n")
+    (tmp_path / "x" / "m.csv").write_text(GOOD + "\n")
+    with pytest.raises(ValueError, match="share a name"):
+        plan_manifests([tmp_path / "m.csv", tmp_path / "x" / "m.csv"], 10)
+
+
+_line_chars = st.characters(codec="utf-8", exclude_characters="\n")
+_near_valid = st.builds(
+    lambda vid, a, b, x, y, extra: ",".join([vid, a, b, x, y] + extra),
+    st.text(alphabet="AbC-_1z!", min_size=10, max_size=12),
+    st.sampled_from(["0", "1.5", "-1", "nan", "1e400", " 2 ", "", "x"]),
+    st.sampled_from(["2", "0.5", "inf", "3e1", "abc"]),
+    st.sampled_from(["0", "1", "0.5", "1.01", "-0"]),
+    st.sampled_from(["0.25", "2", "", "\"0.5\""]),
+    st.lists(st.sampled_from(["", "q", "\""]), max_size=2),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.text(_line_chars, max_size=60), _near_valid,
+                          st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))),
+                max_size=12),
+       st.sampled_from([b"\n", b"\r\n"]), st.booleans())
+def test_fuzz_one_record_per_non_blank_line(lines: list, newline: bytes, bom: bool) -> None:
+    raw_lines = [line.encode() if isinstance(line, str) else line for line in lines]
+    data = (b"\xef\xbb\xbf" if bom else b"") + newline.join(raw_lines)
+    records = [parse_line(raw, "m", "unknown") for raw in iter_raw_lines(io.BytesIO(data))
+               if not is_blank(raw)]
+    # What counts as a line: split on \n only (a lone \r stays inside its line).
+    expected_lines = data.split(b"\n") if data else []
+    if expected_lines and expected_lines[-1] == b"":
+        expected_lines.pop()
+    stripped = [line.removesuffix(b"\r") for line in expected_lines]
+    if bom and stripped:
+        stripped[0] = stripped[0].removeprefix(b"\xef\xbb\xbf")
+    non_blank = [i + 1 for i, line in enumerate(stripped) if line.strip()]
+    assert [r["line_no"] for r in records] == non_blank
+    for record in records:
+        assert record["status"] in ("ok", "invalid_row")
+        assert (record["status"] == "ok") == (record["error"] is None)
+        if record["status"] == "ok":
+            assert 0 <= record["start_s"] < record["end_s"]
+            assert 0 <= record["hint_x"] <= 1 and 0 <= record["hint_y"] <= 1
