@@ -59,9 +59,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from storage.status import print_status
-
     from storage.layout import DataLayout
+    from storage.status import print_status
 
     return print_status(DataLayout(args.data_dir), fmt=args.format, out=sys.stdout)
 
@@ -70,9 +69,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.runtime import configure
 
     configure(args.data_dir)
-    from flows.demo import run_from_cli
+    from flows.pipeline import run_demo_from_cli
 
-    return run_from_cli(args)
+    return run_demo_from_cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="fetch missing media with yt-dlp (validated ids only)")
     p.add_argument("--shard-size", type=int, default=256, help="manifest lines per shard (default 256)")
+    p.add_argument("--url-template", default=None,
+                   help="download URL with {id} (default https://www.youtube.com/watch?v={id})")
     p.set_defaults(handler=_cmd_ingest)
 
     p = sub.add_parser("preprocess", help="decode frames, crop faces, compute face features",
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face encoder: dlib-resnet (default) or vggface")
     p.add_argument("--vggface-weights", type=Path, default=None,
                    help="converted VGG-Face weights (.pt) for --encoder vggface")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="decode (NVDEC) and align on the GPU when there is one (default auto)")
     p.set_defaults(handler=_cmd_preprocess)
 
     p = sub.add_parser("status", help="one row per manifest line: furthest stage and why",

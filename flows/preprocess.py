@@ -1,0 +1,147 @@
+"""Prefect flow `preprocess`: `clips` shards -> `preprocess`, `faces`, `face_features` shards.
+
+    s2f preprocess --data-dir s2f-data [--frames 3] [--detector hog|cnn]
+                   [--encoder dlib-resnet|vggface] [--vggface-weights FILE.pt]
+
+or from Python (after `flows.runtime.configure(data_dir)`):
+
+    from flows.preprocess import PreprocessParams, preprocess_flow
+    summary = preprocess_flow(PreprocessParams(data_dir=...))
+
+Thin on purpose: the work is in `s2f.preprocess`. One task per clips shard
+(`tables/clips/<manifest>/shard-NNNNN.parquet` -> `tables/{preprocess,faces,face_features}/
+<manifest>/shard-NNNNN.parquet`). A shard whose three outputs exist and record the input
+shard's SHA-256 and the same parameters is skipped, so a re-run redoes only new, changed or
+failed shards. A shard task that crashes is retried; a shard that still fails is reported and
+fails the run after the other shards finish. Bad clips never fail a shard: they get a status.
+Models (dlib, VGG-Face) and the DALI pipeline are loaded inside the worker thread, once per
+thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from s2f.preprocess import (
+    OUTPUT_TABLES,
+    PreprocessConfig,
+    output_paths,
+    preprocess_shard,
+    read_status_counts,
+    shard_is_done,
+)
+from storage.io import shard_paths
+from storage.layout import DataLayout
+from storage.schemas import PREPROCESS_STATUSES
+
+
+class PreprocessParams(BaseModel):
+    """Everything `preprocess_flow` needs, validated before any work starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(description="the pipeline's data directory")
+    frames: int = Field(3, ge=1, le=64, description="frames sampled per clip")
+    detector: Literal["hog", "cnn"] = Field("hog", description="dlib face detector")
+    encoder: Literal["dlib-resnet", "vggface"] = Field("dlib-resnet", description="face encoder")
+    vggface_weights: Path | None = Field(None, description="VGG-Face state_dict for vggface")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to decode/warp")
+    retries: int = Field(2, ge=0, le=10, description="retries of a crashed shard task")
+
+    @model_validator(mode="after")
+    def _vggface_needs_weights(self) -> PreprocessParams:
+        if self.encoder == "vggface" and (self.vggface_weights is None
+                                          or not self.vggface_weights.is_file()):
+            from s2f.features import VggFaceWeightsMissing, load_vggface
+
+            try:  # the library's message says what to get and where to pass it
+                load_vggface(self.vggface_weights)
+            except VggFaceWeightsMissing as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    def config(self) -> PreprocessConfig:
+        return PreprocessConfig(frames=self.frames, detector=self.detector, encoder=self.encoder,
+                                vggface_weights=str(self.vggface_weights)
+                                if self.vggface_weights else None, device=self.device)
+
+
+@task(name="preprocess-shard", cache_policy=NO_CACHE)
+def preprocess_shard_task(clips_shard: Path, data_dir: Path, params: PreprocessParams
+                          ) -> dict[str, Any]:
+    layout, config = DataLayout(data_dir), params.config()
+    if shard_is_done(layout, clips_shard, config):
+        return {"shard": str(clips_shard), "skipped": True,
+                "counts": read_status_counts([output_paths(layout, clips_shard)["preprocess"]])}
+    return preprocess_shard(clips_shard, layout, config)
+
+
+@flow(name="preprocess", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def preprocess_flow(params: PreprocessParams) -> dict[str, Any]:
+    """Preprocess every clips shard; returns counts by status, shard counts and table paths."""
+    logger = get_run_logger()
+    layout = DataLayout(params.data_dir).ensure()
+    shards = shard_paths(layout, "clips")
+    logger.info("preprocess: %d clips shards under %s", len(shards), layout.table_dir("clips"))
+    shard_task = preprocess_shard_task.with_options(retries=params.retries,
+                                                   retry_delay_seconds=2)
+    futures = [shard_task.submit(s, layout.root, params) for s in shards]
+    counts: Counter[str] = Counter()
+    done = skipped = 0
+    failed: list[dict[str, str]] = []
+    for future, shard in zip(futures, shards, strict=True):
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 - reported below, other shards are kept
+            logger.error("shard %s failed: %s", shard, exc)
+            failed.append({"shard": str(shard), "error": f"{type(exc).__name__}: {exc}"[:300]})
+            continue
+        counts.update(result["counts"])
+        skipped += int(result["skipped"])
+        done += int(not result["skipped"])
+    rows = [{"status": s, "clips": int(counts.get(s, 0)), "meaning": m}
+            for s, m in PREPROCESS_STATUSES.items() if counts.get(s)]
+    create_table_artifact(key="preprocess-status-counts", table=rows or [{"status": "none",
+                                                                          "clips": 0}],
+                          description=f"preprocess: {done} shards done, {skipped} skipped, "
+                                      f"{len(failed)} failed")
+    summary = {"counts": dict(counts), "shards_done": done, "shards_skipped": skipped,
+               "shards_failed": failed,
+               "tables": {t: str(layout.table_dir(t)) for t in OUTPUT_TABLES}}
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(shards)} shards failed: {failed}")
+    return summary
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    """`s2f preprocess`: run the flow, print counts by status and where the tables are."""
+    try:
+        params = PreprocessParams(data_dir=args.data_dir, frames=args.frames,
+                                  detector=args.detector, encoder=args.encoder,
+                                  vggface_weights=args.vggface_weights,
+                                  device=getattr(args, "device", "auto"))
+    except ValueError as exc:
+        print(f"s2f preprocess: {exc}")
+        return 2
+    state = preprocess_flow(params, return_state=True)
+    layout = DataLayout(params.data_dir)
+    counts = read_status_counts(shard_paths(layout, "preprocess"))
+    print("preprocess: clips by status")
+    for status in PREPROCESS_STATUSES:
+        if counts.get(status):
+            print(f"  {status:<14} {counts[status]}")
+    for table in OUTPUT_TABLES:
+        print(f"  table {table:<14} {layout.table_dir(table)}")
+    if not state.is_completed():
+        print(f"preprocess failed: {state.message}")
+        return 1
+    return 0

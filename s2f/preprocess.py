@@ -1,0 +1,299 @@
+"""Preprocess clips: decode K frames, detect + landmark + align faces, compute face features.
+
+The library behind `s2f preprocess` (flows/preprocess.py adds only orchestration):
+
+    from s2f.preprocess import PreprocessConfig, preprocess_clips, preprocess_shard
+    tables = preprocess_clips(rows, PreprocessConfig(frames=3))   # rows: dicts of the clips table
+    tables.preprocess, tables.faces, tables.face_features          # pyarrow Tables
+    preprocess_shard(clips_shard, layout, config)                  # one clips shard -> 3 shards
+
+Per clip (only clips whose ingestion status is "ok"): K frames at 25/50/75 % of the segment
+(`s2f.video`), the face nearest the manifest hint in each frame (`s2f.faces.detect`), a
+similarity alignment to the 68-point template and a 224x224 crop (`s2f.faces.align`, on the
+GPU when there is one), and one face feature (`s2f.features`) from the clip's representative
+face: the middle sampled frame's face when it has one (the paper uses one representative
+frame), else the highest-scored face. The feature is computed from the crop before JPEG.
+
+Statuses: ok, no_face (no face in any sampled frame), decode_failed, error (message kept). A bad
+clip never stops the shard. Clips are processed in chunks of `chunk_clips`, so memory stays flat
+in the shard size.
+
+Tests: `pytest tests/test_preprocess_flow.py`; timing per stage: `python benchmarks/preprocess.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from s2f.faces.align import (
+    CROP_PADDING,
+    CROP_SIZE,
+    encode_jpeg,
+    similarity_to_template,
+    to_uint8_hwc,
+    warp_faces_from_frames,
+)
+from s2f.faces.detect import Face, FaceDetector
+from s2f.features import FaceEncoder, encoder_for_this_thread
+from s2f.video import ClipRequest, DaliFrameDecoder, DecodedClip, DecodeError, decode_clips
+from storage.io import rows_to_table, write_table_atomic
+from storage.layout import DataLayout
+from storage.schemas import FACES, PREPROCESS, face_features_schema
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TABLES = ("preprocess", "faces", "face_features")
+CODE_VERSION = 1  # bump when outputs change for the same inputs: finished shards are redone
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    frames: int = 3
+    detector: str = "hog"
+    encoder: str = "dlib-resnet"
+    vggface_weights: str | None = None
+    device: str = "auto"  # auto | cpu | cuda
+    chunk_clips: int = 16  # decoded frames held at once: 16 x 3 x 1080p = 300 MB
+    dali_batch: int = 8
+
+    @property
+    def gpu(self) -> bool:
+        if self.device == "auto":
+            return torch.cuda.is_available()
+        return self.device == "cuda"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the outputs depend on (resumability): everything except chunking."""
+        weights = None
+        if self.vggface_weights and self.encoder == "vggface":
+            p = Path(self.vggface_weights)
+            weights = {"path": str(p.resolve()), "size": p.stat().st_size if p.exists() else None}
+        return {"frames": self.frames, "detector": self.detector, "encoder": self.encoder,
+                "vggface_weights": weights, "crop": [CROP_SIZE, CROP_PADDING],
+                "code_version": CODE_VERSION}
+
+
+@dataclass
+class PreprocessTables:
+    preprocess: pa.Table
+    faces: pa.Table
+    face_features: pa.Table
+
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.preprocess.column("status").to_pylist():
+            counts[s] = counts.get(s, 0) + 1
+        return counts
+
+
+def _request(row: Mapping[str, Any]) -> ClipRequest:
+    return ClipRequest(str(row["clip_key"]), str(row.get("video_path") or row.get("media_path")),
+                       float(row["start_s"]), float(row["end_s"]),
+                       float(row["fps"]) if row.get("fps") else None, row.get("video_codec"))
+
+
+def _hint(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    x, y = row.get("hint_x"), row.get("hint_y")
+    return None if x is None or y is None else (float(x), float(y))
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for at in range(0, len(items), size):
+        yield items[at:at + size]
+
+
+def _frames_bhwc(decoded: DecodedClip, keep: list[int], device: torch.device) -> torch.Tensor:
+    frames = decoded.frames
+    tensor = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(frames)
+    return tensor[keep].to(device)
+
+
+def _frames_numpy(decoded: DecodedClip) -> np.ndarray:
+    frames = decoded.frames
+    return frames.cpu().numpy() if isinstance(frames, torch.Tensor) else frames
+
+
+def _representative(faces: list[tuple[int, Face]], frames: int) -> int:
+    """Index into `faces` of the clip's representative face: the middle frame's, else the best."""
+    middle = frames // 2
+    for n, (k, _) in enumerate(faces):
+        if k == middle:
+            return n
+    return max(range(len(faces)), key=lambda n: faces[n][1].score)
+
+
+def preprocess_clips(rows: Sequence[Mapping[str, Any]], config: PreprocessConfig | None = None, *,
+                     encoder: FaceEncoder | None = None, detector: FaceDetector | None = None,
+                     dali: DaliFrameDecoder | None = None,
+                     progress: bool = True, desc: str = "preprocess") -> PreprocessTables:
+    """Preprocess clips-table rows (only status "ok" rows are taken). Never raises per clip."""
+    from tqdm import tqdm
+
+    config = config or PreprocessConfig()
+    gpu = config.gpu
+    device = torch.device("cuda" if gpu else "cpu")
+    detector = detector or FaceDetector.for_this_thread(config.detector)
+    encoder = encoder or encoder_for_this_thread(config.encoder,
+                                                 vggface_weights=config.vggface_weights,
+                                                 device=str(device))
+    dali = dali or DaliFrameDecoder(gpu=gpu, batch_size=config.dali_batch)
+    ok_rows = [r for r in rows if r.get("status") == "ok" and r.get("clip_key")]
+    status_rows: list[dict[str, Any]] = []
+    face_rows: list[dict[str, Any]] = []
+    feature_rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(ok_rows), desc=desc, unit="clip", disable=not progress, leave=False)
+    for chunk in _chunks(ok_rows, config.chunk_clips):
+        decoded = decode_clips([_request(r) for r in chunk], config.frames, gpu=gpu, dali=dali)
+        reps: list[tuple[str, np.ndarray]] = []
+        for row, result in zip(chunk, decoded, strict=True):
+            key = str(row["clip_key"])
+            if isinstance(result, DecodeError):
+                status_rows.append({"clip_key": key, "status": "decode_failed",
+                                    "error": result.message, "video_decoder": result.decoder,
+                                    "frames_sampled": 0, "faces_found": 0})
+                continue
+            try:
+                faces, crops = _faces_of_clip(result, _hint(row), detector, device)
+            except Exception as exc:  # noqa: BLE001 - recorded, the shard goes on
+                log.exception("clip %s: face step failed", key)
+                status_rows.append({"clip_key": key, "status": "error",
+                                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                                    "video_decoder": result.decoder,
+                                    "frames_sampled": len(result.times_s), "faces_found": 0})
+                continue
+            for (k, face), crop in zip(faces, crops, strict=True):
+                face_rows.append({
+                    "clip_key": key, "frame_time_s": float(result.times_s[k]),
+                    "bbox": [float(v) for v in face.box],
+                    "landmarks": face.landmarks.reshape(-1).astype(float).tolist(),
+                    "det_score": float(face.score), "crop_jpeg": encode_jpeg(crop),
+                })
+            status = {"clip_key": key, "status": "ok" if faces else "no_face", "error": None,
+                      "video_decoder": result.decoder, "frames_sampled": len(result.times_s),
+                      "faces_found": len(faces)}
+            status_rows.append(status)
+            if faces:
+                reps.append((key, crops[_representative(faces, len(result.times_s))]))
+        _encode(reps, encoder, status_rows, feature_rows)
+        bar.update(len(chunk))
+    bar.close()
+    return PreprocessTables(rows_to_table(status_rows, PREPROCESS), rows_to_table(face_rows, FACES),
+                            rows_to_table(feature_rows, face_features_schema(encoder.dim)))
+
+
+def _faces_of_clip(decoded: DecodedClip, hint: tuple[float, float] | None,
+                   detector: FaceDetector, device: torch.device
+                   ) -> tuple[list[tuple[int, Face]], np.ndarray]:
+    """The chosen face of each sampled frame (frame index, Face) and their aligned crops."""
+    frames = _frames_numpy(decoded)  # dlib works on host memory
+    faces = [(k, f) for k in range(len(frames))
+             if (f := detector.best_face(frames[k], hint)) is not None]
+    if not faces:
+        return [], np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+    landmarks = torch.from_numpy(np.stack([f.landmarks for _, f in faces])).to(device)
+    m = similarity_to_template(landmarks)
+    crops = warp_faces_from_frames(_frames_bhwc(decoded, [k for k, _ in faces], device), m)
+    return faces, to_uint8_hwc(crops)
+
+
+def _encode(reps: list[tuple[str, np.ndarray]], encoder: FaceEncoder,
+            status_rows: list[dict[str, Any]], feature_rows: list[dict[str, Any]]) -> None:
+    if not reps:
+        return
+    try:
+        features = encoder.encode(np.stack([c for _, c in reps]))
+    except Exception as exc:  # noqa: BLE001 - the whole chunk's features failed: say so per clip
+        log.exception("face encoder %s failed", encoder.name)
+        failed = {k for k, _ in reps}
+        for row in status_rows:
+            if row["clip_key"] in failed and row["status"] == "ok":
+                row.update(status="error", error=f"encoder {encoder.name}: {exc}"[:500])
+        return
+    for (key, _), feature in zip(reps, features, strict=True):
+        feature_rows.append({"clip_key": key, "encoder": encoder.name,
+                             "feature": feature.astype(np.float32).tolist(),
+                             "l2_norm": float(np.linalg.norm(feature))})
+
+
+# -- shards ---------------------------------------------------------------------------------------
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def output_paths(layout: DataLayout, clips_shard: Path) -> dict[str, Path]:
+    """tables/clips/<manifest>/shard-N.parquet -> the same manifest/name under each output."""
+    manifest, name = clips_shard.parent.name, clips_shard.name
+    return {t: layout.table_dir(t) / manifest / name for t in OUTPUT_TABLES}
+
+
+def shard_extra(clips_shard: Path, config: PreprocessConfig) -> dict[str, Any]:
+    return {"input": str(clips_shard), "input_sha256": file_sha256(clips_shard),
+            "params": config.fingerprint()}
+
+
+def shard_is_done(layout: DataLayout, clips_shard: Path, config: PreprocessConfig) -> bool:
+    """True when every output exists and records this input's hash and these parameters."""
+    from storage.io import read_extra
+
+    want = shard_extra(clips_shard, config)
+    for path in output_paths(layout, clips_shard).values():
+        extra = read_extra(path)
+        if not extra or extra.get("input_sha256") != want["input_sha256"] \
+                or json.dumps(extra.get("params"), sort_keys=True) != json.dumps(want["params"],
+                                                                              sort_keys=True):
+            return False
+    return True
+
+
+def preprocess_shard(clips_shard: Path, layout: DataLayout, config: PreprocessConfig,
+                     progress: bool = True) -> dict[str, Any]:
+    """Preprocess one clips shard and write its three output shards atomically.
+
+    `preprocess` is written last: it marks the shard finished. Returns a small summary record."""
+    clips_shard = Path(clips_shard)
+    extra = shard_extra(clips_shard, config)
+    rows = pq.read_table(clips_shard).to_pylist()
+    tables = preprocess_clips(rows, config, progress=progress,
+                              desc=f"{clips_shard.parent.name}/{clips_shard.stem}")
+    paths = output_paths(layout, clips_shard)
+    encoder_info = {"encoder": config.encoder,
+                    "dim": tables.face_features.schema.field("feature").type.list_size}
+    write_table_atomic(tables.faces, paths["faces"], extra=extra)
+    write_table_atomic(tables.face_features, paths["face_features"],
+                       extra={**extra, **encoder_info, **_encoder_notes(config)})
+    write_table_atomic(tables.preprocess, paths["preprocess"], extra=extra)
+    return {"shard": str(clips_shard), "skipped": False, "counts": tables.status_counts()}
+
+
+def _encoder_notes(config: PreprocessConfig) -> dict[str, Any]:
+    from s2f.features import VGGFACE_FEATURE, VGGFACE_MEAN_RGB
+
+    notes: dict[str, Any] = {"representative_face": "middle sampled frame, else best det_score",
+                             "config": asdict(config)}
+    if config.encoder == "vggface":
+        notes |= {"feature": VGGFACE_FEATURE, "mean_rgb": list(VGGFACE_MEAN_RGB)}
+    return notes
+
+
+def read_status_counts(paths: Sequence[Path]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for path in paths:
+        for s in pq.read_table(path, columns=["status"]).column("status").to_pylist():
+            counts[s] = counts.get(s, 0) + 1
+    return counts
