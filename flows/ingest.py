@@ -44,7 +44,9 @@ from s2f.ingest.download import DEFAULT_URL_TEMPLATE, download_video
 from s2f.ingest.manifest import ManifestPlan, ShardPlan, manifest_name_of, plan_manifests
 from s2f.ingest.media import MediaError, find_media
 from s2f.ingest.shard import ShardResult, ingest_shard, remove_stale_shards
+from storage.io import remove_stale_temps
 from storage.layout import DataLayout
+from storage.lock import StageLocked, stage_lock
 from storage.schemas import CLIP_STATUSES
 
 
@@ -141,8 +143,20 @@ def _status_table(counts: Counter[str]) -> list[dict[str, Any]]:
 
 @flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def ingest_flow(params: IngestParams) -> dict[str, Any]:
-    """Ingest every manifest line into `clips`; returns counts by status and table paths."""
+    """Ingest every manifest line into `clips`; returns counts by status and table paths.
+    Raises StageLocked if another ingest run holds this data directory."""
     params.check_media_root()
+    layout = DataLayout(params.data_dir).ensure()
+    # A second ingest on the same data directory would rewrite and delete the same shards.
+    with stage_lock(layout, "ingest"):
+        # Holding the lock, any temporary file is a killed run's leftover: nobody will rename it.
+        removed = remove_stale_temps([layout.table_dir("clips"), layout.root / "audio"])
+        if removed:
+            get_run_logger().info("removed %d temporary files of killed runs", len(removed))
+        return _ingest(params)
+
+
+def _ingest(params: IngestParams) -> dict[str, Any]:
     logger = get_run_logger()
     layout = DataLayout(params.data_dir).ensure()
     if params.download:
@@ -207,14 +221,19 @@ def params_from_args(args: argparse.Namespace) -> IngestParams:
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
-    """`s2f ingest`: 0 when the run finished (bad rows are normal), 2 for bad parameters."""
+    """`s2f ingest`: 0 when the run finished (bad rows are normal), 2 for bad parameters,
+    3 when another ingest run holds the data directory."""
     try:
         params = params_from_args(args)
         params.check_media_root()
     except (ValidationError, ValueError) as exc:
         print(f"s2f ingest: invalid parameters:\n{exc}", file=sys.stderr)
         return 2
-    summary = ingest_flow(params)
+    try:
+        summary = ingest_flow(params)
+    except StageLocked as exc:
+        print(f"s2f ingest: {exc}", file=sys.stderr)
+        return 3
     print(f"clips tables: {', '.join(summary['tables'])}")
     print(f"{summary['lines']} lines ({summary['blank_lines']} blank), {summary['rows']} rows, "
           f"{summary['shards']} shards ({summary['shards_skipped']} unchanged, skipped)")

@@ -47,6 +47,22 @@ def write_table_atomic(table: pa.Table, path: Path, extra: Mapping[str, Any] | N
     return path
 
 
+TEMP_GLOB = ".*.tmp-*"
+
+
+def remove_stale_temps(directories: Iterable[Path]) -> list[Path]:
+    """Delete the temporary files (`.NAME.tmp-PID-XXXX`, from `write_table_atomic` and
+    `s2f.ingest.media.write_flac_atomic`) that a killed run left under `directories`.
+    Only safe while holding the stage's lock (storage.lock): a live writer's temp looks the same."""
+    removed = []
+    for directory in directories:
+        for path in Path(directory).rglob(TEMP_GLOB):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

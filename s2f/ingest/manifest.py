@@ -41,6 +41,9 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 EXPECTED_COLUMNS = ("youtube_id", "start_seconds", "end_seconds", "x", "y")
 MAX_LINE_BYTES = 4096
 ERROR_QUOTE_CHARS = 200
+# AVSpeech segments are 3-10 s. A cut is decoded into memory, so a hostile row asking for
+# hours of a long video would cost gigabytes: refuse it as a bad row instead.
+MAX_SEGMENT_S = 600.0
 _BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 16
 
@@ -186,6 +189,8 @@ def parse_line(raw: RawLine, manifest: str, split: str) -> dict[str, Any]:
         record["end_s"] = end
     if start is not None and end is not None and not start < end:
         problems.append(f"start_seconds ({start}) must be before end_seconds ({end})")
+    elif start is not None and end is not None and end - start > MAX_SEGMENT_S:
+        problems.append(f"segment is {end - start:g} s long (limit {MAX_SEGMENT_S:g} s)")
     for name, column in (("x", "hint_x"), ("y", "hint_y")):
         value = values.get(name)
         if value is None:

@@ -99,6 +99,7 @@ class MediaSource:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._used = False  # has a segment been decoded from self.container yet
         size = self.path.stat().st_size
         if size == 0:
             raise MediaError("corrupt_media", f"{self.path} is empty (0 bytes)")
@@ -148,21 +149,29 @@ class MediaSource:
     def decode_segment(self, start_s: float, end_s: float) -> np.ndarray:
         """The segment's audio as int16 mono samples at SAMPLE_RATE."""
         self.check_range(start_s, end_s)
-        stream = self.container.streams.audio[0]
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         chunks: list[np.ndarray] = []
         first_time: float | None = None
         try:
+            # Decoders keep state across seeks (AAC's overlap window, Opus's pre-skip): a segment
+            # cut after another one came out shifted or different, so a clip's audio depended on
+            # which clips shared its shard. A fresh container per segment (the first one is the
+            # probe's) makes a cut a function of (file, start, end) alone.
+            if self._used:
+                self.container.close()
+                self.container = av.open(str(self.path))
+            self._used = True
+            stream = self.container.streams.audio[0]
             target = max(0.0, start_s - _SEEK_MARGIN_S)
-            if target > 0:
+            if target > 0:  # a fresh container is already at the start: no seek(0)
                 try:
                     self.container.seek(int(target / stream.time_base), stream=stream,
                                         backward=True)
                 except av.error.FFmpegError:
                     # A damaged index need not mean damaged audio: read from the start instead.
-                    self.container.seek(0)
-            else:
-                self.container.seek(0)
+                    self.container.close()
+                    self.container = av.open(str(self.path))
+                    stream = self.container.streams.audio[0]
             done = False
             for packet in self.container.demux(stream):
                 for frame in packet.decode():

@@ -1,0 +1,154 @@
+"""One run per (stage, data directory), with real processes: a second run is refused with a
+message naming the holder, a SIGKILLed holder frees the lock at once, and two ingests started
+together never produce a corrupted or double-counted table.
+
+    pytest tests/reliability/test_lock.py
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from ingest_helpers import make_good
+
+from storage.io import shard_paths
+from storage.layout import DataLayout
+from storage.lock import StageLocked, read_holder, stage_lock
+
+from .helpers import check_clips, python, subprocess_env
+
+HOLD = """
+import sys
+from storage.layout import DataLayout
+from storage.lock import stage_lock
+with stage_lock(DataLayout(sys.argv[1]).ensure(), sys.argv[2]):
+    print("locked", flush=True)
+    sys.stdin.read()  # hold until the test closes our stdin (or kills us)
+"""
+
+
+def _holder(data_dir: Path, stage: str = "ingest") -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(python("-c", HOLD, str(data_dir), stage), env=subprocess_env(),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"locked\n"
+    return proc
+
+
+@pytest.fixture()
+def small(tmp_path: Path) -> dict:
+    media = tmp_path / "media"
+    make_good(media / "goodmp4____.mp4")
+    lines = [f"goodmp4____,{i / 100:.2f},{i / 100 + 0.5:.2f},0.5,0.5" for i in range(60)]
+    lines += ["bad line", "", "missingvid_,0,1,0.5,0.5"]
+    manifest = tmp_path / "lock_train.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return {"media": media, "manifest": manifest}
+
+
+def _cli(small: dict, data_dir: Path) -> list[str]:
+    return python("-m", "flows.cli", "ingest", "--manifest", str(small["manifest"]),
+                  "--media-root", str(small["media"]), "--data-dir", str(data_dir),
+                  "--shard-size", "8")
+
+
+def _session_env() -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    return subprocess_env(PREFECT_API_URL=PREFECT_API_URL.value(),
+                          PREFECT_LOGGING_LEVEL="WARNING")
+
+
+def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path / "data").ensure()
+    holder = _holder(layout.root)
+    try:
+        with pytest.raises(StageLocked) as refused:
+            with stage_lock(layout, "ingest"):
+                pytest.fail("two holders of one stage lock")
+        message = str(refused.value)
+        assert f"pid {holder.pid} on host {socket.gethostname()}" in message
+        assert "another ingest run is using this data directory" in message
+        assert refused.value.holder["data_dir"] == str(layout.root)
+        # Other stages and other data directories are not blocked.
+        with stage_lock(layout, "preprocess"), stage_lock(DataLayout(tmp_path / "other"), "ingest"):
+            pass
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
+    assert read_holder(layout, "ingest") == {}  # cleared on release
+    with stage_lock(layout, "ingest") as me:
+        assert me["pid"] == os.getpid() and read_holder(layout, "ingest")["pid"] == os.getpid()
+
+
+def test_a_sigkilled_holder_releases_the_lock(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path / "data").ensure()
+    holder = _holder(layout.root)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    assert read_holder(layout, "ingest")["pid"] == holder.pid  # its name stays behind...
+    started = time.monotonic()
+    with stage_lock(layout, "ingest") as me:  # ...but the kernel dropped its flock
+        assert time.monotonic() - started < 1.0
+        assert read_holder(layout, "ingest")["pid"] == me["pid"] == os.getpid()
+
+
+def test_second_ingest_is_refused_by_cli_and_flow(prefect_server: None, small: dict,
+                                                   tmp_path: Path) -> None:
+    from flows.ingest import IngestParams, ingest_flow
+
+    data_dir = tmp_path / "data"
+    holder = _holder(data_dir)
+    try:
+        refused = subprocess.run(_cli(small, data_dir), env=_session_env(), capture_output=True,
+                                 timeout=300, cwd=tmp_path)
+        assert refused.returncode == 3, refused.stderr.decode()[-2000:]
+        err = refused.stderr.decode()
+        assert f"pid {holder.pid}" in err and "another ingest run" in err
+        params = IngestParams(manifests=[small["manifest"]], media_root=small["media"],
+                              data_dir=data_dir, shard_size=8)
+        with pytest.raises(StageLocked, match=f"pid {holder.pid}"):
+            ingest_flow(params)
+        # Refused before any work: nothing written.
+        assert shard_paths(DataLayout(data_dir), "clips") == []
+        assert list((data_dir / "audio").iterdir()) == []
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    done = subprocess.run(_cli(small, data_dir), env=_session_env(), capture_output=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    frame = check_clips(data_dir, {"lock_train": small["manifest"]})
+    assert frame.height == 62 and (frame["status"] == "ok").sum() == 60
+
+
+@pytest.mark.slow
+def test_two_ingests_started_together(prefect_server: None, small: dict, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = _session_env()
+    procs = [subprocess.Popen(_cli(small, data_dir), env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    results = [(p.pid, p.wait(timeout=300), p.stderr.read().decode())  # type: ignore[union-attr]
+               for p in procs]
+    for p in procs:
+        p.stdout.close()  # type: ignore[union-attr]
+        p.stderr.close()  # type: ignore[union-attr]
+    codes = sorted(rc for _, rc, _ in results)
+    # Either one was refused while the other ran, or they happened not to overlap; never both
+    # writing, never a failure other than the refusal.
+    assert codes in ([0, 3], [0, 0]), results
+    for pid, rc, err in results:
+        if rc == 3:
+            other = next(q for q, _, _ in results if q != pid)
+            assert f"pid {other}" in err, err
+    frame = check_clips(data_dir, {"lock_train": small["manifest"]})
+    assert frame.height == 62
+    assert frame.filter(pl.col("status") == "ok")["clip_key"].n_unique() == 60
