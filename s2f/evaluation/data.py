@@ -1,0 +1,216 @@
+"""The evaluation data: the identity-disjoint test split and what it is compared against.
+
+Test set: `clips` rows with status ok and ``split == 'test'`` joined with `face_features` (one
+face encoder) on clip_key. The manifest decides the split; training never sees these rows
+(`s2f.train.data` filters on the same column).
+
+Identity: the YouTube video id (AVSpeech has no speaker labels), or, when the demo corpus's
+`identities.parquet` is available, the corpus identity that owns the video (several videos may
+show one identity). `EvalSet.identity_source` records which one was used.
+
+Snapshot id: sha256 of the sorted test clip keys (first 16 hex digits). Two evaluations are
+comparable only when their snapshot ids are equal; the hash of the feature bytes is kept
+beside it (`features_hash`) so re-extracted features show up too.
+
+    python -m s2f.evaluation.data DATA_DIR [ENCODER]     # prints the test set's size and ids
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from storage.io import shard_paths
+from storage.layout import DataLayout
+
+IDENTITY_COLUMNS = ("identity_id", "identity", "identity_key", "speaker_id")
+
+
+class EvaluationDataError(ValueError):
+    """The data directory cannot be evaluated (no test clips, no features, bad identities)."""
+
+
+@dataclass
+class EvalSet:
+    clip_keys: list[str]
+    youtube_ids: list[str]
+    identities: list[str]
+    audio_paths: list[Path]
+    features: np.ndarray          # N×D true face features
+    encoder: str
+    identity_source: str          # "youtube_id" or the identities.parquet path
+    snapshot_id: str
+    features_hash: str
+
+    def __len__(self) -> int:
+        return len(self.clip_keys)
+
+    def identity_pool(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Per-identity averaged true features (the retrieval pool, as in SF2F) and, for each
+        clip, the index of its identity in the pool."""
+        names = sorted(set(self.identities))
+        index = {n: i for i, n in enumerate(names)}
+        target = np.array([index[n] for n in self.identities])
+        pool = np.stack([self.features[target == i].mean(axis=0) for i in range(len(names))])
+        return names, pool, target
+
+
+def snapshot_id(clip_keys: list[str]) -> str:
+    digest = hashlib.sha256("\n".join(sorted(clip_keys)).encode()).hexdigest()
+    return digest[:16]
+
+
+def _features_hash(keys: list[str], features: np.ndarray) -> str:
+    order = np.argsort(np.asarray(keys))
+    return hashlib.sha256(np.ascontiguousarray(features[order], np.float32).tobytes()).hexdigest()[:16]
+
+
+def _ok_clips(layout: DataLayout) -> pl.DataFrame:
+    paths = shard_paths(layout, "clips")
+    if not paths:
+        raise EvaluationDataError(f"{layout.root}: no clips table; run `s2f ingest` first")
+    return (pl.scan_parquet([str(p) for p in paths])
+            .filter((pl.col("status") == "ok") & pl.col("audio_path").is_not_null())
+            .select("clip_key", "youtube_id", "split", "audio_path")
+            .unique("clip_key", keep="first", maintain_order=True).collect())
+
+
+def _features(layout: DataLayout, encoder: str, keys: pl.Series | None = None) -> pl.DataFrame:
+    paths = shard_paths(layout, "face_features")
+    if not paths:
+        raise EvaluationDataError(f"{layout.root}: no face_features table; run `s2f preprocess`")
+    lf = (pl.scan_parquet([str(p) for p in paths])
+          .filter(pl.col("encoder") == encoder).select("clip_key", "feature"))
+    if keys is not None:
+        lf = lf.filter(pl.col("clip_key").is_in(keys.implode()))
+    return lf.unique("clip_key", keep="first", maintain_order=True).collect()
+
+
+def _to_matrix(col: pl.Series) -> np.ndarray:
+    if col.dtype == pl.Array:
+        return col.to_numpy().astype(np.float32)
+    return np.asarray(col.to_list(), dtype=np.float32)
+
+
+def load_identities(path: Path) -> pl.DataFrame:
+    """identities.parquet → one row per youtube_id with `identity` and the voice parameters.
+    Accepts one row per video (`youtube_id`) or one row per identity with a `youtube_ids` list."""
+    df = pl.read_parquet(path)
+    id_col = next((c for c in IDENTITY_COLUMNS if c in df.columns), None)
+    if id_col is None:
+        raise EvaluationDataError(f"{path}: no identity column (one of {IDENTITY_COLUMNS})")
+    if "youtube_ids" in df.columns and "youtube_id" not in df.columns:
+        df = df.explode("youtube_ids").rename({"youtube_ids": "youtube_id"})
+    if "youtube_id" not in df.columns:
+        raise EvaluationDataError(f"{path}: no youtube_id or youtube_ids column")
+    df = df.with_columns(pl.col(id_col).cast(pl.String).alias("identity"))
+    if id_col != "identity":
+        df = df.drop(id_col)
+    return df.unique("youtube_id", keep="first", maintain_order=True)
+
+
+def default_identities_path(layout: DataLayout) -> Path | None:
+    p = layout.demo_corpus_dir / "identities.parquet"
+    return p if p.exists() else None
+
+
+def load_eval_set(layout: DataLayout, encoder: str, identities_path: Path | None = None) -> EvalSet:
+    """The test split with its true features; identities from `identities_path` if given."""
+    clips = _ok_clips(layout).filter(pl.col("split") == "test")
+    if clips.height == 0:
+        raise EvaluationDataError(f"{layout.root}: no ok clips with split == 'test'")
+    feats = _features(layout, encoder, clips["clip_key"])
+    df = clips.join(feats, on="clip_key", how="inner").sort("clip_key")
+    if df.height == 0:
+        raise EvaluationDataError(
+            f"{layout.root}: no face_features rows of encoder {encoder!r} for the "
+            f"{clips.height} test clips")
+    source = "youtube_id"
+    identities = df["youtube_id"].to_list()
+    if identities_path is not None:
+        ids = load_identities(identities_path).select("youtube_id", "identity")
+        df = df.join(ids, on="youtube_id", how="left")
+        missing = df.filter(pl.col("identity").is_null())["youtube_id"].unique().to_list()
+        if missing:
+            raise EvaluationDataError(f"{identities_path}: no identity for videos {missing[:5]}")
+        identities, source = df["identity"].to_list(), str(identities_path)
+    keys = df["clip_key"].to_list()
+    features = _to_matrix(df["feature"])
+    return EvalSet(
+        clip_keys=keys, youtube_ids=df["youtube_id"].to_list(), identities=identities,
+        audio_paths=[layout.resolve(p) for p in df["audio_path"].to_list()],
+        features=features, encoder=encoder, identity_source=source,
+        snapshot_id=snapshot_id(keys), features_hash=_features_hash(keys, features))
+
+
+def current_snapshot_id(layout: DataLayout, encoder: str) -> str:
+    """The snapshot id the test split has now (without reading the features)."""
+    clips = _ok_clips(layout).filter(pl.col("split") == "test")
+    paths = shard_paths(layout, "face_features")
+    if not paths:
+        raise EvaluationDataError(f"{layout.root}: no face_features table; run `s2f preprocess`")
+    feats = (pl.scan_parquet([str(p) for p in paths])
+             .filter(pl.col("encoder") == encoder).select("clip_key").unique().collect())
+    return snapshot_id(clips.join(feats, on="clip_key")["clip_key"].to_list())
+
+
+def training_mean_feature(layout: DataLayout, encoder: str) -> np.ndarray:
+    """Mean true feature over the train split: the "mean face" baseline's one prediction."""
+    train = _ok_clips(layout).filter(pl.col("split") == "train")
+    feats = _features(layout, encoder, train["clip_key"])
+    if feats.height == 0:
+        raise EvaluationDataError(f"{layout.root}: no train features of encoder {encoder!r}")
+    return _to_matrix(feats["feature"]).mean(axis=0)
+
+
+def face_crops(layout: DataLayout, clip_keys: list[str]) -> dict[str, bytes]:
+    """The first detected face crop (JPEG) of each clip, where the faces table has one."""
+    paths = shard_paths(layout, "faces")
+    if not paths or not clip_keys:
+        return {}
+    df = (pl.scan_parquet([str(p) for p in paths])
+          .filter(pl.col("clip_key").is_in(pl.Series(clip_keys).implode())
+                  & pl.col("crop_jpeg").is_not_null())
+          .sort("clip_key", "frame_time_s").unique("clip_key", keep="first")
+          .select("clip_key", "crop_jpeg").collect())
+    return dict(zip(df["clip_key"].to_list(), df["crop_jpeg"].to_list(), strict=True))
+
+
+def data_summary(layout: DataLayout) -> dict[str, object]:
+    """What the model card says about the data: manifests, counts by status, split sizes."""
+    paths = shard_paths(layout, "clips")
+    if not paths:
+        return {"manifests": [], "rows": 0, "status_counts": {}, "split_counts": {},
+                "split_videos": {}, "train_snapshot_id": None}
+    clips = pl.scan_parquet([str(p) for p in paths]).select(
+        "clip_key", "manifest", "status", "split", "youtube_id").collect()
+    ok = clips.filter(pl.col("status") == "ok")
+    return {
+        "train_snapshot_id": snapshot_id(
+            ok.filter(pl.col("split") == "train")["clip_key"].drop_nulls().to_list()),
+        "manifests": sorted(clips["manifest"].unique().to_list()),
+        "rows": clips.height,
+        "status_counts": dict(clips.group_by("status").len().sort("status").iter_rows()),
+        "split_counts": dict(ok.group_by("split").len().sort("split").iter_rows()),
+        "split_videos": dict(ok.group_by("split").agg(pl.col("youtube_id").n_unique())
+                             .sort("split").iter_rows()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    layout = DataLayout(Path(args[0]))
+    es = load_eval_set(layout, args[1] if len(args) > 1 else "dlib-resnet",
+                       default_identities_path(layout))
+    print(f"{len(es)} test clips, {len(set(es.identities))} identities ({es.identity_source}), "
+          f"dim {es.features.shape[1]}, snapshot {es.snapshot_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

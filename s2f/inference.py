@@ -1,0 +1,172 @@
+"""Registered models in, face features and reconstructions out: the shared inference path of
+evaluation, promotion and `s2f predict`.
+
+A model is named by an MLflow URI (`models:/speech2face-voice-encoder@champion`,
+`models:/name/3`, `models:/m-<id>`). `load_registered_model` resolves it to its registry name
+and version (so every output can say which model made it), loads the torch module (pickle
+serialisation: the module class must be importable) and reads the training run's params,
+which say which face encoder the features imitate and which audio settings (window,
+compression) the encoder was trained with.
+
+Call contract of the modules (see `s2f.models`): the voice encoder maps a spectrogram
+B×2×T×257 to features B×D and has `cfg.seconds`; the face decoder maps features B×D to
+(texture, landmarks B×68×2, image B×3×S×S).
+
+    python -m s2f.inference models:/speech2face-voice-encoder@champion   # prints what it resolves to
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from s2f.audio import AudioConfig, fix_length, spectrogram
+from s2f.names import FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri  # noqa: F401 (re-export)
+
+DEFAULT_FACE_ENCODER = "dlib-resnet"
+
+
+class ModelResolutionError(LookupError):
+    """The URI names no registered model version (unknown name, alias or version)."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model: the URI asked for and the registry name/version it resolved to."""
+
+    uri: str
+    name: str | None
+    version: str | None
+    run_id: str | None
+
+    def label(self) -> str:
+        return f"{self.name} v{self.version}" if self.name else self.uri
+
+
+@dataclass
+class LoadedModel:
+    ref: ModelRef
+    module: torch.nn.Module
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def face_encoder(self) -> str:
+        return self.params.get("encoder", DEFAULT_FACE_ENCODER)
+
+    def audio_config(self, seconds: float | None = None) -> AudioConfig:
+        """The STFT settings the encoder was trained with, at `seconds` (default: its own)."""
+        cfg = AudioConfig()
+        over: dict[str, Any] = {}
+        for key in ("window", "compression"):
+            if key in self.params:
+                over[key] = self.params[key]
+        own = getattr(getattr(self.module, "cfg", None), "seconds", None)
+        over["seconds"] = float(seconds if seconds is not None else own or cfg.seconds)
+        return replace(cfg, **over)
+
+
+def resolve_model_uri(uri: str) -> ModelRef:
+    """`models:/name@alias` or `models:/name/version` → name, version and source run."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    if not uri.startswith("models:/"):
+        return ModelRef(uri, None, None, None)
+    rest = uri[len("models:/"):]
+    try:
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        elif "/" in rest:
+            name, version = rest.split("/", 1)
+            mv = client.get_model_version(name, version)
+        else:  # a logged model (models:/m-<id>) outside the registry
+            return ModelRef(uri, None, None, None)
+    except MlflowException as exc:
+        raise ModelResolutionError(f"{uri}: no such registered model version ({exc.message})") from exc
+    return ModelRef(uri, mv.name, str(mv.version), mv.run_id)
+
+
+def _run_params(run_id: str | None) -> dict[str, str]:
+    if not run_id:
+        return {}
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(MlflowClient().get_run(run_id).data.params)
+    except MlflowException:
+        return {}  # the run was deleted; the module itself still carries its config
+
+
+def load_registered_model(uri: str, device: str | torch.device = "cpu") -> LoadedModel:
+    """Resolve and load a torch model from MLflow, in eval mode on `device`."""
+    import mlflow.pytorch
+
+    ref = resolve_model_uri(uri)
+    # Load the exact version, not the alias: the alias may move while we run.
+    load_uri = f"models:/{ref.name}/{ref.version}" if ref.name else uri
+    module = mlflow.pytorch.load_model(load_uri, map_location=torch.device(device))
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"{uri} did not load as a torch module (got {type(module).__name__}); "
+                        "register it with serialization_format='pickle'")
+    return LoadedModel(ref, module.eval().to(device), _run_params(ref.run_id))
+
+
+@torch.no_grad()
+def encode_waves(encoder: LoadedModel, waves: list[np.ndarray], seconds: float | None = None,
+                 batch_size: int = 8) -> np.ndarray:
+    """16 kHz mono waveforms of any length → predicted face features N×D (float32).
+    Each wave is repeated/cut to `seconds` first, as in training."""
+    cfg = encoder.audio_config(seconds)
+    device = next(encoder.module.parameters(), torch.empty(0)).device
+    out: list[np.ndarray] = []
+    for i in range(0, len(waves), batch_size):
+        batch = np.stack([fix_length(w, cfg.num_samples) for w in waves[i:i + batch_size]])
+        spec = spectrogram(torch.from_numpy(batch).to(device), cfg)
+        out.append(encoder.module(spec).float().cpu().numpy())
+    if not out:
+        raise ValueError("no waveforms to encode")
+    return np.concatenate(out)
+
+
+@dataclass
+class Reconstruction:
+    landmarks: np.ndarray   # N×68×2, the decoder's normalised [-1, 1] frame
+    images: np.ndarray      # N×H×W×3 uint8
+
+
+@torch.no_grad()
+def decode_features(decoder: LoadedModel, features: np.ndarray, batch_size: int = 16
+                    ) -> Reconstruction:
+    """Face features → the decoder's landmarks and warped face images."""
+    device = next(decoder.module.parameters(), torch.empty(0)).device
+    lms: list[np.ndarray] = []
+    imgs: list[np.ndarray] = []
+    for i in range(0, len(features), batch_size):
+        x = torch.as_tensor(np.asarray(features[i:i + batch_size], np.float32), device=device)
+        _, landmarks, image = decoder.module(x)
+        if image is None:
+            raise ValueError(f"{decoder.ref.label()} returned no image")
+        lms.append(landmarks.float().cpu().numpy())
+        pix = (image.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1)
+        imgs.append(pix.cpu().numpy())
+    if not lms:
+        raise ValueError("no features to decode")
+    return Reconstruction(np.concatenate(lms), np.concatenate(imgs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    for uri in (sys.argv[1:] if argv is None else argv):
+        m = load_registered_model(uri)
+        print(m.ref, m.face_encoder, m.audio_config())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,260 @@
+"""The model card of a registered voice encoder, written by the pipeline from its records.
+
+`write_model_card` renders markdown from an evaluation row (as stored in the `evaluations`
+table, so every number in the card is the table's number), the data summary of the data
+directory and the training run's params. `publish_model_card` logs it as `model_card.md` in the
+evaluation's MLflow run and sets it as the registered model version's description, which the
+MLflow UI shows on the version's page (a compact form without the per-measurement tables when
+the full card exceeds the registry's 5,000-character description column).
+
+    python -m s2f.model_card DATA_DIR [VERSION]    # prints the card of the latest evaluation
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from s2f.evaluation.data import data_summary
+from s2f.evaluation.record import read_evaluations
+from s2f.evaluation.scores import SECONDS, sec_tag
+from s2f.inference import VOICE_ENCODER_NAME
+from s2f.metrics import RECALL_KS
+from storage.layout import DataLayout
+
+MAX_DESCRIPTION = 5000
+
+FACE_ENCODERS = {
+    "dlib-resnet": ("dlib's ResNet face descriptor (dlib_face_recognition_resnet_model_v1, "
+                    "128-D, LFW 99.38 %), shipped in the face-recognition-models wheel",
+                    "the descriptor is the network's final linear output (signed, no ReLU); the "
+                    "voice encoder's last layer has no activation to match"),
+    "vggface": ("VGG-Face (VGG16 for face recognition), 4096-D, user-supplied converted weights",
+                "fc7 taken after its ReLU (non-negative); the voice encoder ends in a ReLU to "
+                "match"),
+}
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{float(v):.{digits}f}"
+
+
+def _p(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{float(v):.2g}"
+
+
+def _ci(m: dict[str, float], name: str) -> str:
+    if name not in m:
+        return "n/a"
+    return f"{_num(m[name])} [{_num(m.get(name + '_ci_low'))}, {_num(m.get(name + '_ci_high'))}]"
+
+
+def _similarity_table(m: dict[str, float]) -> list[str]:
+    out = ["| input | cosine distance (deg) | L2 | L1 |", "|---|---|---|---|"]
+    rows = [(f"voice, {sec_tag(s)}", f"_{sec_tag(s)}", "") for s in SECONDS]
+    rows.append(("mean face (baseline)", "", "mean_face_"))
+    for label, suffix, prefix in rows:
+        cells = [f"{_num(m.get(f'{prefix}{k}_mean{suffix}'))} ± "
+                 f"{_num(m.get(f'{prefix}{k}_std{suffix}'))}" for k in ("cosine_deg", "l2", "l1")]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _recall_table(m: dict[str, float]) -> list[str]:
+    heads = [f"voice {sec_tag(s)} [95% CI]" for s in SECONDS]
+    out = ["| K | chance | " + " | ".join(heads) + " | mean face [95% CI] |",
+           "|---|---|" + "---|" * len(heads) + "---|"]
+    for k in RECALL_KS:
+        if f"chance_at_{k}" not in m:
+            continue
+        cells = [_ci(m, f"recall_at_{k}_{sec_tag(s)}") for s in SECONDS]
+        out.append(f"| {k} | {_num(m[f'chance_at_{k}'])} | " + " | ".join(cells)
+                   + f" | {_ci(m, f'mean_face_recall_at_{k}')} |")
+    return out
+
+
+def _correlation_tables(m: dict[str, float]) -> list[str]:
+    cranio = sorted({k[len("cranio_"):-len("_r")] for k in m
+                     if k.startswith("cranio_") and k.endswith("_r")})
+    out: list[str] = []
+    if cranio:
+        out += ["", "Craniofacial measurements (dlib 68 landmarks of the decoder's output), "
+                "reconstruction of the true feature (F2F) vs of the voice feature (S2F):", "",
+                "| measurement | Pearson r | p |", "|---|---|---|"]
+        out += [f"| {c} | {_num(m.get(f'cranio_{c}_r'), 3)} | {_p(m.get(f'cranio_{c}_p'))} |"
+                for c in cranio]
+    voice = sorted(k[len("voice_"):-len("_r")] for k in m
+                   if k.startswith("voice_") and k.endswith("_r"))
+    if voice:
+        out += ["", "Demo-corpus voice parameters vs a read-out of the predicted feature "
+                "(`ridge`: leave-one-out ridge; `ridge_true`: the same from the true face "
+                "feature, the ceiling; `projection`: the corpus's own projection):", "",
+                "| parameter_method | Pearson r | p |", "|---|---|---|"]
+        out += [f"| {v} | {_num(m.get(f'voice_{v}_r'), 3)} | {_p(m.get(f'voice_{v}_p'))} |"
+                for v in voice]
+    return out
+
+
+def _setting(params: dict[str, str], key: str) -> str:
+    """A training param; `None` there means "the preset's default"."""
+    value = params.get(key)
+    return "the preset's default" if value in (None, "None", "") else value
+
+
+def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
+                     params: dict[str, str] | None = None, compact: bool = False) -> str:
+    """Markdown model card. `evaluation`: a row of the evaluations table (metrics as a dict);
+    `data`: `s2f.evaluation.data.data_summary`; `params`: the training run's params."""
+    params = params or {}
+    m: dict[str, float] = evaluation["metrics"]
+    face_encoder = evaluation.get("face_encoder") or params.get("encoder", "dlib-resnet")
+    fe_desc, fe_act = FACE_ENCODERS.get(face_encoder, (face_encoder, "see the training run"))
+    status = ", ".join(f"{k}: {v}" for k, v in data.get("status_counts", {}).items()) or "n/a"
+    splits = ", ".join(f"{k}: {v} clips / {data.get('split_videos', {}).get(k, '?')} videos"
+                       for k, v in data.get("split_counts", {}).items()) or "n/a"
+    name, version = evaluation.get("model_name"), evaluation.get("model_version")
+    lines = [
+        f"# Model card: {name} v{version}",
+        "",
+        "Speech2Face voice encoder (Oh et al., CVPR 2019, reproduced): predicts the face "
+        "feature of a speaker from a spectrogram of their speech; the face decoder "
+        f"({evaluation.get('decoder_name') or 'none'} v{evaluation.get('decoder_version') or '-'}) "
+        "turns the feature into a frontal, neutral face. Written by the pipeline from the "
+        "evaluations table; do not edit by hand.",
+        "",
+        "## Intended use",
+        "- Research on the correlation between voices and faces; reproducing the paper's "
+        "measurements (feature similarity, retrieval, craniofacial correlations).",
+        "- Teaching and testing of the pipeline on the built-in demo corpus.",
+        "",
+        "## Out of scope",
+        "- Identifying, recognising, locating or tracking a person from their voice.",
+        "- Forensic, surveillance, hiring, credit, insurance or any other decision about a person.",
+        "- Producing an image presented as what a particular speaker looks like.",
+        "",
+        "## What the model cannot recover",
+        "- A recognisable face. It predicts an average-looking face whose traits (for example "
+        "apparent gender, age range, some craniofacial proportions) correlate with the voice in "
+        "the training data; retrieval below shows how far from identity that is.",
+        "- Anything the voice does not carry: hairstyle, expression, skin detail, accessories.",
+        "- The same face across languages or recording conditions: the paper reports that one "
+        "speaker in two languages can yield different faces.",
+        "",
+        "## Training data",
+        f"- Manifests: {', '.join(data.get('manifests', [])) or 'n/a'} "
+        f"({data.get('rows', 'n/a')} manifest rows).",
+        f"- Rows by ingestion status: {status}.",
+        "- Split rule: the manifest's split column; `test` rows are never trained on. The "
+        "training rows are divided into train/validation by identity (the YouTube video id "
+        "stands in for the speaker: sha1(id) / 2^160 < "
+        f"{params.get('val_fraction', '0.1')} goes to validation), so no speaker is on both sides.",
+        f"- Split sizes (ok clips): {splits}.",
+        f"- Data snapshot of the training run: {params.get('data_snapshot', 'n/a')} (hash of "
+        f"the clips and face_features shards it read; {params.get('train_pairs', '?')} train / "
+        f"{params.get('val_pairs', '?')} validation pairs).",
+        f"- Training data snapshot id: {data.get('train_snapshot_id') or 'n/a'}; test snapshot "
+        f"id: {evaluation.get('test_snapshot_id')} (sha256 of the sorted clip keys).",
+        "",
+        "## Face encoder",
+        f"- `{face_encoder}`: {fe_desc}.",
+        f"- Activation: {fe_act}.",
+        f"- Voice encoder: preset `{params.get('preset', '?')}`, input length (s) "
+        f"{_setting(params, 'seconds')}, last activation {_setting(params, 'final_activation')}, window "
+        f"{params.get('window', 'hann_periodic')}, compression "
+        f"{params.get('compression', 'real_imag')}, padding {params.get('padding', 'same')}.",
+        "",
+        "## Evaluation",
+        f"Test split: {evaluation.get('n_clips')} clips, {evaluation.get('n_identities')} "
+        f"identities (identity = {evaluation.get('identity_source')}); evaluation "
+        f"{evaluation.get('evaluation_id')}, MLflow run {evaluation.get('mlflow_run_id')}.",
+        "",
+        "Feature similarity (mean ± std over test clips; L2 and L1 on L2-normalised features):",
+        "",
+        *_similarity_table(m),
+        "",
+        "Retrieval: recall@K of the true identity among the per-identity averaged true "
+        "features of the test identities, bootstrap 95 % CI over voices:",
+        "",
+        *_recall_table(m),
+        "",
+        f"Diversity (spread of predictions / spread of true features, 6 s): "
+        f"{_num(m.get('diversity_6s'))}; of the decoder's landmarks: "
+        f"{_num(m.get('recon_landmark_diversity'))}; of its images: "
+        f"{_num(m.get('recon_image_diversity'))}. Near 0 means one face for every voice.",
+    ]
+    if compact:
+        lines += ["", "Craniofacial and voice-parameter correlations: see `model_card.md` in "
+                  "the evaluation run."]
+    else:
+        lines += _correlation_tables(m)
+    lines += [
+        "",
+        "## Known biases and limitations",
+        "- The composition of the training data (age, gender, ethnicity, language, accent, "
+        "recording conditions) is unknown: AVSpeech-style data is whatever YouTube videos were "
+        "collected, and the demo corpus is synthetic (morphed photographs, espeak-ng voices).",
+        "- The model learns the correlations of that data, including its stereotypes; groups "
+        "rare in the data get worse, more average reconstructions.",
+        "- The face encoder's own biases (dlib / VGG-Face) are inherited.",
+        "- No demographic classifier is run here; the paper's demographic confusion matrices "
+        "are not reproduced.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def training_params(name: str, version: str) -> dict[str, str]:
+    """Params of the run that produced a registered model version (empty if it has none)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run_id = client.get_model_version(name, version).run_id
+    return dict(client.get_run(run_id).data.params) if run_id else {}
+
+
+def publish_model_card(layout: DataLayout, evaluation: dict[str, Any]) -> str:
+    """Write the card for the evaluated model version, log it as `model_card.md` in the
+    evaluation's MLflow run and set it as the version's description. Returns the card."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    name, version = evaluation["model_name"], evaluation["model_version"]
+    if not name or not version:
+        raise ValueError("the evaluation is of an unregistered model: no version to describe")
+    params = training_params(name, version)
+    card = write_model_card(evaluation, data_summary(layout), params)
+    if evaluation.get("mlflow_run_id"):
+        client.log_text(evaluation["mlflow_run_id"], card, "model_card.md")
+    description = card if len(card) <= MAX_DESCRIPTION else \
+        write_model_card(evaluation, data_summary(layout), params, compact=True)
+    client.update_model_version(name, version, description=description[:MAX_DESCRIPTION])
+    return card
+
+
+def latest_model_evaluation(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME,
+                version: str | None = None) -> dict[str, Any]:
+    rows = [r for r in read_evaluations(layout) if r["model_name"] == model_name
+            and (version is None or r["model_version"] == version)]
+    if not rows:
+        raise LookupError(f"no evaluation of {model_name} {version or ''}: run `s2f evaluate`")
+    return rows[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    layout = DataLayout(Path(args[0]))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", layout.mlflow_tracking_uri)
+    row = latest_model_evaluation(layout, version=args[1] if len(args) > 1 else None)
+    print(write_model_card(row, data_summary(layout),
+                           training_params(row["model_name"], row["model_version"])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

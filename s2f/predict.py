@@ -1,0 +1,170 @@
+"""Voice → face: one command from an audio or video file to a labelled face image.
+
+Any file PyAV reads (wav, flac, mp3, m4a, mp4, webm, ...) is decoded to 16 kHz mono, checked
+for at least `min_voiced_s` of speech, repeated/cut to `seconds` (6 s: the input length the
+promotion gate scores), encoded by the voice encoder and decoded by the face decoder. For each
+input `<stem>` the output directory gets `<stem>.png` (the face), `<stem>.npy` (the predicted
+feature) and `<stem>.json` (sidecar). Both the PNG's text chunks and the sidecar carry the model
+names and versions and `NOTICE`: the image is a statistical reconstruction, not the speaker.
+
+Speech check: a 25 ms frame (10 ms hop) counts as voiced when its RMS is above −40 dBFS and
+within 30 dB of the loudest frame; the voiced frames × 10 ms must reach `min_voiced_s`.
+
+    python -m s2f.predict OUT_DIR AUDIO...      # uses models:/...@champion from MLFLOW_TRACKING_URI
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from s2f.audio import SAMPLE_RATE, load_audio
+from s2f.inference import (
+    FACE_DECODER_NAME,
+    VOICE_ENCODER_NAME,
+    LoadedModel,
+    decode_features,
+    encode_waves,
+    load_registered_model,
+    model_uri,
+)
+
+NOTICE = ("Statistical reconstruction from a voice by Speech2Face: an average-looking face with "
+          "traits that correlate with voices in the training data. It is NOT the speaker's face "
+          "and must not be used to identify, locate or judge anyone.")
+DEFAULT_MODEL_URI = model_uri(VOICE_ENCODER_NAME, "champion")
+DEFAULT_DECODER_URI = model_uri(FACE_DECODER_NAME, "champion")
+DEFAULT_SECONDS = 6.0
+VOICED_FLOOR_DBFS = -40.0
+VOICED_RANGE_DB = 30.0
+
+
+class PredictInputError(ValueError):
+    """An input file that cannot give a prediction, with the reason."""
+
+
+def voiced_seconds(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    win, hop = int(0.025 * sample_rate), int(0.010 * sample_rate)
+    if wave.size < win:
+        return 0.0
+    frames = np.lib.stride_tricks.sliding_window_view(wave.astype(np.float64), win)[::hop]
+    rms = np.sqrt(np.mean(frames ** 2, axis=1))
+    floor = max(10 ** (VOICED_FLOOR_DBFS / 20), float(rms.max()) * 10 ** (-VOICED_RANGE_DB / 20))
+    return float(np.count_nonzero(rms > floor)) * hop / sample_rate
+
+
+def read_speech(path: Path, min_voiced_s: float = 1.0) -> np.ndarray:
+    """Decode `path` to 16 kHz mono float32, or raise PredictInputError saying why not."""
+    path = Path(path)
+    if not path.exists():
+        raise PredictInputError(f"{path}: file not found")
+    if not path.is_file():
+        raise PredictInputError(f"{path}: not a file")
+    try:
+        wave = load_audio(path, SAMPLE_RATE)
+    except av.error.FFmpegError as exc:
+        raise PredictInputError(f"{path}: not a readable audio or video file ({exc})") from exc
+    except ValueError as exc:  # load_audio: no audio stream / nothing decoded
+        raise PredictInputError(str(exc)) from exc
+    voiced = voiced_seconds(wave)
+    if voiced < min_voiced_s:
+        raise PredictInputError(
+            f"{path}: only {voiced:.2f} s of speech (of {wave.size / SAMPLE_RATE:.2f} s); "
+            f"at least {min_voiced_s:g} s is needed")
+    return wave
+
+
+@dataclass
+class Prediction:
+    source: str
+    image_path: str | None = None
+    feature_path: str | None = None
+    sidecar_path: str | None = None
+    error: str | None = None
+
+
+def _labels(encoder: LoadedModel, decoder: LoadedModel, source: Path, seconds: float,
+            voiced: float) -> dict[str, str]:
+    return {
+        "notice": NOTICE,
+        "source": source.name,
+        "model_name": encoder.ref.name or "", "model_version": encoder.ref.version or "",
+        "model_uri": encoder.ref.uri,
+        "decoder_name": decoder.ref.name or "", "decoder_version": decoder.ref.version or "",
+        "decoder_uri": decoder.ref.uri,
+        "face_encoder": encoder.face_encoder,
+        "input_seconds": f"{seconds:g}", "voiced_seconds": f"{voiced:.2f}",
+    }
+
+
+def _write_png(path: Path, image: np.ndarray, labels: dict[str, str]) -> None:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Description", NOTICE)  # the standard key image viewers show
+    info.add_text("Software", "speech2face s2f predict")
+    for k, v in labels.items():
+        info.add_text(f"s2f:{k}", v)
+    Image.fromarray(image).save(path, pnginfo=info)
+
+
+def _unique_stem(out_dir: Path, stem: str, taken: set[str]) -> str:
+    name, i = stem, 1
+    while name in taken:
+        i += 1
+        name = f"{stem}-{i}"
+    taken.add(name)
+    return name
+
+
+def predict_files(paths: list[Path], out_dir: Path, model_uri: str = DEFAULT_MODEL_URI,
+                  decoder_uri: str = DEFAULT_DECODER_URI, seconds: float = DEFAULT_SECONDS,
+                  min_voiced_s: float = 1.0, device: str = "cpu") -> list[Prediction]:
+    """Predict a face for each file; a bad file gets `error` set and the others go on.
+    Model problems (unknown URI, mismatched encoder/decoder) raise."""
+    encoder = load_registered_model(model_uri, device)
+    decoder = load_registered_model(decoder_uri, device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[Prediction] = []
+    taken: set[str] = set()
+    for src in map(Path, paths):
+        pred = Prediction(source=str(src))
+        results.append(pred)
+        try:
+            wave = read_speech(src, min_voiced_s)
+        except PredictInputError as exc:
+            pred.error = str(exc)
+            continue
+        feature = encode_waves(encoder, [wave], seconds)
+        image = decode_features(decoder, feature).images[0]
+        stem = _unique_stem(out_dir, src.stem, taken)
+        labels = _labels(encoder, decoder, src, seconds, voiced_seconds(wave))
+        png, npy, side = (out_dir / f"{stem}{ext}" for ext in (".png", ".npy", ".json"))
+        _write_png(png, image, labels)
+        np.save(npy, feature[0])
+        side.write_text(json.dumps({**labels, "image": png.name, "feature": npy.name,
+                                    "feature_dim": int(feature.shape[1])}, indent=2))
+        pred.image_path, pred.feature_path, pred.sidecar_path = str(png), str(npy), str(side)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        print(__doc__)
+        return 2
+    results = predict_files([Path(a) for a in args[1:]], Path(args[0]))
+    for r in results:
+        print(f"error: {r.error}" if r.error else f"{r.source} -> {r.image_path}")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""`s2f predict`: common audio/video formats in, labelled face out; bad inputs explained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from eval_helpers import (
+    BIN_HZ,
+    DECODER_NAME,
+    ENCODER_NAME,
+    face_decoder,
+    make_eval_data,
+    register,
+    tone_encoder,
+    use_tracking,
+)
+from PIL import Image
+
+from s2f.mux import write_media
+from s2f.predict import NOTICE, PredictInputError, predict_files, read_speech
+
+
+def _tone(bin_: int, seconds: float, sr: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.5 * np.sin(2 * np.pi * bin_ * BIN_HZ * t)).astype(np.float32)
+
+
+@pytest.fixture()
+def models(tmp_path: Path):
+    use_tracking(tmp_path)
+    data = make_eval_data(tmp_path / "data", n_test=4, n_train=1, clips=1)
+    register(tone_encoder(data), ENCODER_NAME, "champion")
+    register(face_decoder(), DECODER_NAME, "champion")
+    return data
+
+
+def test_every_common_format_gives_a_labelled_face(models, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    frames = [np.full((32, 32, 3), 100, np.uint8)] * 10
+    made = {  # file → identity whose tone it carries
+        write_media(media / "a.wav", None, audio=_tone(models.bins[0], 2.0), video_codec=None,
+                    audio_codec="pcm"): 0,
+        write_media(media / "b.flac", None, audio=_tone(models.bins[1], 2.0), video_codec=None,
+                    audio_codec="flac"): 1,
+        write_media(media / "c.mp3", None, audio=_tone(models.bins[2], 2.0), video_codec=None,
+                    audio_codec="mp3"): 2,
+        write_media(media / "d.m4a", None, audio=_tone(models.bins[3], 2.0), video_codec=None,
+                    audio_codec="aac"): 3,
+        write_media(media / "e.mp4", frames, fps=5, audio=_tone(models.bins[0], 2.0)): 0,
+        write_media(media / "f.webm", frames, fps=5, audio=_tone(models.bins[1], 2.0),
+                    video_codec="vp9"): 1,
+    }
+    results = predict_files(list(made), tmp_path / "out")
+    assert [r.error for r in results] == [None] * len(made)
+    for r, identity in zip(results, made.values(), strict=True):
+        png = Image.open(r.image_path)
+        assert png.text["Description"] == NOTICE and "NOT the speaker's face" in NOTICE
+        assert png.text["s2f:model_name"] == ENCODER_NAME and png.text["s2f:model_version"] == "1"
+        assert png.text["s2f:decoder_name"] == DECODER_NAME
+        assert png.size == (64, 64)
+        side = json.loads(Path(r.sidecar_path).read_text())
+        assert side["notice"] == NOTICE and side["model_version"] == "1"
+        assert side["image"] == Path(r.image_path).name
+        # The file was decoded at the right rate: its tone gives back its identity's feature.
+        np.testing.assert_allclose(np.load(r.feature_path), models.base[identity], rtol=1e-5)
+
+
+def test_bad_inputs_get_clear_errors(models, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    video_only = write_media(media / "silent_film.mp4", [np.zeros((32, 32, 3), np.uint8)] * 5,
+                             fps=5)
+    short = write_media(media / "short.wav", None, audio=_tone(models.bins[0], 0.6),
+                        video_codec=None, audio_codec="pcm")
+    silence = write_media(media / "silence.flac", None, audio=np.zeros(48000, np.float32),
+                          video_codec=None, audio_codec="flac")
+    garbage = media / "garbage.mp3"
+    garbage.write_bytes(b"this is not an mp3 file" * 10)
+    cases = {media / "missing.wav": "file not found", video_only: "no audio stream",
+             short: "at least 1 s", silence: "only 0.00 s of speech",
+             garbage: "not a readable audio or video file"}
+    for path, message in cases.items():
+        with pytest.raises(PredictInputError, match=message):
+            read_speech(path)
+    good = write_media(media / "ok.wav", None, audio=_tone(models.bins[2], 1.5),
+                       video_codec=None, audio_codec="pcm")
+    results = predict_files([*cases, good], tmp_path / "out")
+    assert [r.error is None for r in results] == [False] * len(cases) + [True]
+    assert all(Path(r.image_path).exists() for r in results if r.error is None)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok.json", "ok.npy", "ok.png"]
+
+
+def test_pyfunc_model_serves_base64_audio(models, tmp_path: Path) -> None:
+    import base64
+    import io
+
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from s2f.serving import log_pyfunc_model
+
+    info = log_pyfunc_model(layout=models.layout)
+    assert info.registered_model_version == 1
+    served = mlflow.pyfunc.load_model(f"models:/speech2face-pyfunc/{info.registered_model_version}")
+    flac = write_media(tmp_path / "v.flac", None, audio=_tone(models.bins[2], 1.5),
+                       video_codec=None, audio_codec="flac")
+    good = base64.b64encode(flac.read_bytes()).decode()
+    out = served.predict(pd.DataFrame({"audio": [good, base64.b64encode(b"junk").decode(), "%%"]}))
+    assert list(out["error"].isna()) == [True, False, False]
+    assert "not a readable audio" in out["error"][1] and "base64" in out["error"][2]
+    png = Image.open(io.BytesIO(base64.b64decode(out["image_png"][0])))
+    assert png.size == (64, 64)
+    np.testing.assert_allclose(out["feature"][0], models.base[2], rtol=1e-5)
+    assert out["model"][0] == "speech2face-voice-encoder v1" and out["notice"][0] == NOTICE
