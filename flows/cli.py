@@ -2,9 +2,15 @@
 
     s2f demo            [--data-dir DIR]        corpus -> ingest -> preprocess -> ... end to end
     s2f demo-corpus     --out DIR               build the offline demo corpus (faces + voices)
+    s2f pipeline        --data-dir DIR ...      the chosen stages as one Prefect run (Dask optional)
     s2f ingest          --manifest CSV ...      validate an AVSpeech manifest, probe media, cut audio
     s2f preprocess      --data-dir DIR          decode frames, detect/align faces, face features
+    s2f train-decoder   --data-dir DIR          train the face decoder on faces + face features
+    s2f train           --data-dir DIR          train the voice encoder [--config small|paper]
     s2f status          --data-dir DIR          one row per manifest line: furthest stage, reason
+    s2f evaluate        --data-dir DIR          the paper's metrics on the test split -> MLflow, table
+    s2f promote         --data-dir DIR          challenger -> champion only if better and not collapsed
+    s2f predict         AUDIO... --out DIR      voice/video file -> labelled face image + feature
 
 Every command that touches a data directory keeps Prefect's and MLflow's state inside it
 (SQLite), unless PREFECT_API_URL / MLFLOW_TRACKING_URI point at servers.
@@ -58,6 +64,15 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     return run_from_cli(args)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from flows.runtime import configure
+
+    configure(args.data_dir)
+    from flows.train import run_from_cli
+
+    return run_from_cli(args)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from storage.layout import DataLayout
     from storage.status import print_status
@@ -72,6 +87,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.pipeline import run_demo_from_cli
 
     return run_demo_from_cli(args)
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from flows.runtime import configure
+
+    configure(args.data_dir)
+    from flows.pipeline import run_pipeline_from_cli
+
+    return run_pipeline_from_cli(args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.runtime import configure
+
+    configure(args.data_dir)
+    from flows.evaluate import run_evaluate_from_cli
+
+    return run_evaluate_from_cli(args)
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from flows.runtime import configure
+
+    configure(args.data_dir)
+    from flows.evaluate import run_promote_from_cli
+
+    return run_promote_from_cli(args)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from flows.runtime import configure
+
+    configure(args.data_dir)
+    from flows.evaluate import run_predict_from_cli
+
+    return run_predict_from_cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +144,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips-per-identity", type=int, default=3, help="clips per identity (default 3)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     p.set_defaults(handler=_cmd_demo)
+
+    stages = ["ingest", "preprocess", "train-decoder", "train", "evaluate", "promote"]
+    p = sub.add_parser("pipeline", help="run the chosen stages as one Prefect flow run",
+                       description="Run the selected stages (in pipeline order) as subflows of "
+                                   "one `speech2face-pipeline` run, the same flow the "
+                                   "deployments in prefect.yaml run. Every parameter is checked "
+                                   "before the first stage starts. Shard-level stages (ingest, "
+                                   "preprocess) can run on Dask: --runner dask [--dask-address "
+                                   "tcp://HOST:8786 | --dask-workers N], or S2F_TASK_RUNNER=dask.")
+    _data_dir(p)
+    p.add_argument("--stages", nargs="+", choices=stages, default=stages, metavar="STAGE",
+                   help=f"stages to run (default all: {' '.join(stages)})")
+    p.add_argument("--manifest", type=Path, action="append", default=None,
+                   help="AVSpeech CSV to ingest; repeat for several")
+    p.add_argument("--manifest-dir", type=Path, default=None,
+                   help="also ingest every *.csv in this directory")
+    p.add_argument("--media-root", type=Path, default=None,
+                   help="directory holding <youtube_id>.(mp4|webm|mkv)")
+    p.add_argument("--download", action="store_true", help="fetch missing media with yt-dlp")
+    p.add_argument("--shard-size", type=int, default=256, help="manifest lines per shard")
+    p.add_argument("--frames", type=int, default=3, help="frames sampled per clip")
+    p.add_argument("--detector", choices=["hog", "cnn"], default="hog", help="dlib detector")
+    p.add_argument("--encoder", default="dlib-resnet", help="dlib-resnet or vggface")
+    p.add_argument("--vggface-weights", type=Path, default=None, help="VGG-Face weights (.pt)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--config", choices=["small", "paper"], default="small",
+                   help="model preset for training")
+    p.add_argument("--decoder-steps", type=int, default=None, help="face decoder steps")
+    p.add_argument("--train-steps", type=int, default=None, help="voice encoder steps")
+    p.add_argument("--bootstrap", type=int, default=1000, help="evaluation bootstrap resamples")
+    p.add_argument("--runner", choices=["default", "thread", "dask"], default="default",
+                   help="task runner of ingest/preprocess (default: each flow's own, or "
+                        "S2F_TASK_RUNNER)")
+    p.add_argument("--dask-address", default=None,
+                   help="scheduler of a running Dask cluster (default: S2F_DASK_ADDRESS, else "
+                        "a LocalCluster)")
+    p.add_argument("--dask-workers", type=int, default=None,
+                   help="LocalCluster worker processes (default 2)")
+    p.set_defaults(handler=_cmd_pipeline)
 
     p = sub.add_parser("demo-corpus", help="build the offline demo corpus of talking-head clips",
                        description="Synthesise AVSpeech-like talking-head clips offline: real "
@@ -140,12 +230,91 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode (NVDEC) and align on the GPU when there is one (default auto)")
     p.set_defaults(handler=_cmd_preprocess)
 
+    for name, what in (("train-decoder", "the face decoder (Cole et al.) on faces + features"),
+                       ("train", "the voice encoder against the frozen face decoder")):
+        p = sub.add_parser(name, help=f"train {what}",
+                           description=f"Train {what}; log to MLflow (experiment speech2face) "
+                                       "and register the model with alias challenger. "
+                                       "Checkpoints under DATA_DIR/checkpoints; --resume "
+                                       "continues from the last one.")
+        _data_dir(p)
+        p.add_argument("--config", choices=["small", "paper"], default="small",
+                       help="model preset (default small: CPU-sized)")
+        p.add_argument("--steps", type=int, default=None, help="training steps (default: preset)")
+        p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        p.add_argument("--encoder", default="dlib-resnet",
+                       help="face encoder whose features are used (default dlib-resnet)")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+        p.add_argument("--no-track", action="store_true", help="no MLflow logging/registration")
+        if name == "train":
+            p.add_argument("--decoder", choices=["checkpoint", "registry", "random"],
+                           default="checkpoint",
+                           help="frozen face decoder: last checkpoint (default), the registry's "
+                                "challenger, or a fixed random projection (smoke tests only)")
+            p.add_argument("--vggface-weights", type=Path, default=None,
+                           help="VGG-Face weights: its fc8 turns the distillation term on")
+        p.set_defaults(handler=_cmd_train)
+
     p = sub.add_parser("status", help="one row per manifest line: furthest stage and why",
                        description="Report every manifest line with the furthest stage it reached, "
                                    "its status and the reason it stopped, then counts by status.")
     _data_dir(p)
     p.add_argument("--format", choices=["table", "csv"], default="table", help="output format")
     p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser("evaluate", help="score a registered voice encoder on the test split",
+                       description="Feature similarity (3 s and 6 s input), recall@K with "
+                                   "bootstrap CIs against the test identities, the mean-face "
+                                   "baseline, diversity, craniofacial correlations and figures, "
+                                   "logged to MLflow and to the `evaluations` table; publishes "
+                                   "the model card to the registry.")
+    _data_dir(p)
+    p.add_argument("--model-uri", default="models:/speech2face-voice-encoder@challenger",
+                   help="voice encoder (default: %(default)s)")
+    p.add_argument("--decoder-uri", default="models:/speech2face-face-decoder@challenger",
+                   help="face decoder (default: %(default)s)")
+    p.add_argument("--no-decoder", action="store_true",
+                   help="skip the reconstruction metrics and the face grid")
+    p.add_argument("--identities", type=Path, default=None,
+                   help="identities.parquet (default: DATA_DIR/demo_corpus's, if present)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("promote", help="move `champion` to the challenger if it is better",
+                       description="Compare speech2face-voice-encoder@challenger with @champion "
+                                   "on the same test snapshot: promote only when recall@10 "
+                                   "(6 s) gains more than --margin without a worse cosine "
+                                   "distance, and never a collapsed model (diversity below "
+                                   "--min-diversity). Exit 1 when the challenger is refused.")
+    _data_dir(p)
+    p.add_argument("--margin", type=float, default=0.0, help="recall@10 gain needed (default 0)")
+    p.add_argument("--min-diversity", type=float, default=0.2,
+                   help="floor on prediction spread / true-feature spread (default 0.2)")
+    p.add_argument("--allow-different-data", action="store_true",
+                   help="compare evaluations made on different test snapshots (recorded)")
+    p.add_argument("--no-evaluate", action="store_true",
+                   help="use existing evaluations only; never evaluate a missing one")
+    p.add_argument("--decoder-uri", default=None,
+                   help="decoder for missing evaluations (default: the decoder's challenger)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.set_defaults(handler=_cmd_promote)
+
+    p = sub.add_parser("predict", help="voice or video file(s) -> face image, feature, sidecar",
+                       description="Decode any common audio/video file (wav, flac, mp3, m4a, "
+                                   "mp4, webm) to 16 kHz mono, check it holds at least 1 s of "
+                                   "speech, and write OUT/<name>.png (labelled with the model "
+                                   "and a notice that it is a statistical reconstruction, not "
+                                   "the speaker's face), <name>.npy and <name>.json.")
+    p.add_argument("audio", type=Path, nargs="+", help="audio or video files")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    _data_dir(p)
+    p.add_argument("--model-uri", default="models:/speech2face-voice-encoder@champion",
+                   help="voice encoder (default: %(default)s)")
+    p.add_argument("--decoder-uri", default="models:/speech2face-face-decoder@champion",
+                   help="face decoder (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=6.0,
+                   help="input length; shorter speech is repeated (default 6)")
+    p.set_defaults(handler=_cmd_predict)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Training of the face decoder and the voice encoder: config, data, loop, checkpoints, MLflow."""

@@ -1,0 +1,77 @@
+"""Atomic training checkpoints that resume bit-for-bit.
+
+A checkpoint holds the model, optimiser and scheduler state, torch's RNG states (CPU and CUDA),
+the step and the data position (epoch, next batch), and the config as JSON. It is written to a
+temporary file in the same directory, fsynced and renamed over `last.pt` (and `step-N.pt` when
+asked), so a crash never leaves half a checkpoint. Everything in it is a tensor or plain Python,
+so it loads with `torch.load(weights_only=True)`.
+
+    python -m s2f.train.checkpoint PATH      # prints step, epoch, batch of a checkpoint
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LAST = "last.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(directory: Path, state: dict[str, Any], keep_step: bool = False) -> Path:
+    """Write `state` as `directory/last.pt` (and `step-<step>.pt` if `keep_step`)."""
+    directory = Path(directory)
+    if keep_step:
+        save_atomic(state, directory / f"step-{int(state['step']):08d}.pt")
+    return save_atomic(state, directory / LAST)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint (a file, or a directory holding `last.pt`) with weights_only=True."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def latest(directory: Path) -> Path | None:
+    p = Path(directory) / LAST
+    return p if p.is_file() else None
+
+
+if __name__ == "__main__":
+    ck = load_checkpoint(Path(sys.argv[1]))
+    print({k: ck[k] for k in ("step", "epoch", "batch") if k in ck})

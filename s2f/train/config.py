@@ -1,0 +1,144 @@
+"""One config object naming every knob of a training run (logged whole to MLflow).
+
+`TrainConfig` trains the voice encoder (the paper's recipe: batch 8, Adam β1 0.5 ε 1e-4, lr 1e-3
+×0.95 every 10k steps); `DecoderTrainConfig` trains the face decoder. Presets: `small` (CPU demo:
+3 s, channels /8, D=128 dlib descriptor) and `paper` (the table as written, VGG-Face 4096-D).
+
+    python -m s2f.train.config small      # prints the resolved config as JSON
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from s2f.audio import AudioConfig
+from s2f.losses import DecoderLossConfig, LossConfig
+from s2f.models.face_decoder import FaceDecoderConfig
+from s2f.models.voice_encoder import VoiceEncoderConfig
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def flat(self) -> dict[str, str]:
+        """Flat `key -> str(value)` for MLflow params."""
+        return {k: json.dumps(v) if isinstance(v, list | dict) else str(v)
+                for k, v in self.model_dump().items()}
+
+
+class TrainConfig(_Base):
+    """Voice encoder training. `preset` picks the model and default audio length."""
+
+    preset: Literal["small", "paper"] = "small"
+    encoder: str = "dlib-resnet"             # which face_features rows to predict
+    seconds: float | None = None             # None: the preset's (3 s small, 6 s paper)
+    padding: Literal["same", "valid"] = "same"
+    final_activation: Literal["relu", "none"] | None = None  # None: the preset's
+    window: Literal["hann_periodic", "hann_symmetric"] = "hann_periodic"
+    compression: Literal["real_imag", "mag_phase"] = "real_imag"
+    batch_size: int = 8
+    lr: float = 1e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+    adam_eps: float = 1e-4
+    lr_decay: float = 0.95
+    decay_every: int = 10_000
+    steps: int = 500
+    lambda1: float = 0.025
+    lambda2: float = 200.0
+    temperature: float = 2.0
+    seed: int = 0
+    device: str = "auto"                     # auto | cpu | cuda | cuda:N
+    channels: list[int] | None = None        # None: the preset's conv widths (9 of them)
+    fc_width: int | None = None              # None: the preset's (256 small, 4096 paper)
+    bf16: bool = True                        # autocast bf16 (CUDA only; ignored on CPU)
+    audio_loader: Literal["auto", "pyav", "dali"] = "auto"  # auto: DALI on CUDA, else PyAV
+    channels_last: bool = True               # channels-last memory (CUDA, and CPU: mkldnn ~2x)
+    checkpoint_every: int = 200
+    val_fraction: float = 0.1
+    val_every: int = 200
+    val_batches: int = 16                    # cap on validation batches per evaluation
+    log_every: int = 10
+    decoder: Literal["registry", "checkpoint", "random"] = "checkpoint"  # f_dec source; random: smoke only
+    run_name: str | None = None
+    track: bool = True                       # MLflow on/off
+    register_model: bool = True              # register the voice encoder in the model registry
+
+    def encoder_config(self, out_dim: int | None = None) -> VoiceEncoderConfig:
+        over: dict[str, object] = {"padding": self.padding}
+        if self.seconds is not None:
+            over["seconds"] = self.seconds
+        if self.final_activation is not None:
+            over["final_activation"] = self.final_activation
+        if out_dim is not None:
+            over["out_dim"] = out_dim
+        if self.channels is not None:
+            over["channels"] = tuple(self.channels)
+        if self.fc_width is not None:
+            over["fc_width"] = self.fc_width
+        return VoiceEncoderConfig.preset(self.preset, **over)
+
+    def audio_config(self) -> AudioConfig:
+        return AudioConfig(seconds=self.encoder_config().seconds, window=self.window,
+                           compression=self.compression)
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(lambda1=self.lambda1, lambda2=self.lambda2, temperature=self.temperature)
+
+    @classmethod
+    def preset_config(cls, name: str, **overrides: object) -> TrainConfig:
+        base: dict[str, object] = {"preset": name}
+        if name == "paper":
+            base.update(encoder="vggface", steps=30_000, checkpoint_every=1000, val_every=1000)
+        base.update(overrides)
+        return cls(**base)  # type: ignore[arg-type]
+
+
+class DecoderTrainConfig(_Base):
+    """Face decoder training (Cole et al.): features → landmarks + texture → warped image."""
+
+    preset: Literal["small", "paper"] = "small"
+    encoder: str = "dlib-resnet"
+    image_size: int | None = None            # None: the preset's (64 small, 224 paper)
+    batch_size: int = 16
+    lr: float = 1e-3
+    beta1: float = 0.9
+    adam_eps: float = 1e-8
+    steps: int = 400
+    texture_weight: float = 1.0
+    landmark_weight: float = 10.0
+    image_weight: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 200
+    val_fraction: float = 0.1
+    log_every: int = 10
+    run_name: str | None = None
+    track: bool = True
+    register_model: bool = True
+
+    def decoder_config(self, in_dim: int) -> FaceDecoderConfig:
+        base = FaceDecoderConfig.paper() if self.preset == "paper" else FaceDecoderConfig.small()
+        size = self.image_size or base.image_size
+        return FaceDecoderConfig(in_dim=in_dim, first_dim=base.first_dim,
+                                 landmark_hidden=base.landmark_hidden, image_size=size,
+                                 base_channels=base.base_channels)
+
+    def loss_config(self) -> DecoderLossConfig:
+        return DecoderLossConfig(self.texture_weight, self.landmark_weight, self.image_weight)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+if __name__ == "__main__":
+    print(TrainConfig.preset_config(sys.argv[1] if len(sys.argv) > 1 else "small")
+          .model_dump_json(indent=2))

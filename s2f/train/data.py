@@ -1,0 +1,176 @@
+"""Training data: (audio, face feature) pairs streamed from the Parquet tables with bounded memory.
+
+Index: `clips` (status ok) ⋈ `face_features` (one encoder) on clip_key, small columns only
+(clip_key, youtube_id, split, audio_path, shard, row). Features stay in their shards: an epoch
+visits the face_features shards in a seeded order and the rows of each in a seeded order, and a
+batch reads its features from at most two cached shards; audio is decoded per batch (PyAV).
+
+Splits: the manifest's ``split == 'test'`` rows are never trained on (role ``test``). The train
+rows are split into train/validation by identity; AVSpeech has no identity labels, so the
+YouTube video id stands in for the speaker: a video is in validation when
+``sha1(youtube_id) / 2**160 < val_fraction``, so no video has clips on both sides.
+
+Audio decoding: PyAV per file (default) or NVIDIA DALI per batch (`loader="dali"`,
+`s2f.train.dali_audio`); both give the same samples.
+
+Determinism: the batch plan of epoch e depends only on (seed, e), so a run resumed from
+(epoch, batch) sees exactly the batches an uninterrupted run would.
+
+    python -m s2f.train.data DATA_DIR      # prints the number of pairs per role
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import torch
+
+from s2f.audio import AudioConfig, load_fixed
+from storage.io import shard_paths
+from storage.layout import DataLayout
+
+Role = Literal["train", "val", "test"]
+
+
+def is_validation(youtube_id: str, val_fraction: float) -> bool:
+    """Identity-disjoint split: the video id (AVSpeech's stand-in for identity) decides."""
+    h = int.from_bytes(hashlib.sha1(youtube_id.encode()).digest(), "big")
+    return h / 2**160 < val_fraction
+
+
+def pair_index(layout: DataLayout, encoder: str, role: Role, val_fraction: float) -> pl.DataFrame:
+    """clip_key, youtube_id, audio_path, shard, row for one role, sorted by (shard, row)."""
+    clips = (pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")])
+             .filter((pl.col("status") == "ok") & pl.col("audio_path").is_not_null())
+             .select("clip_key", "youtube_id", "split", "audio_path").collect())
+    parts = []
+    for i, p in enumerate(shard_paths(layout, "face_features")):
+        keys = pl.read_parquet(p, columns=["clip_key", "encoder"]).with_row_index("row")
+        keys = keys.filter(pl.col("encoder") == encoder).drop("encoder")
+        parts.append(keys.with_columns(pl.lit(i, dtype=pl.Int64).alias("shard"),
+                                       pl.col("row").cast(pl.Int64)))
+    if not parts or clips.height == 0:
+        return pl.DataFrame(schema={"clip_key": pl.String, "youtube_id": pl.String,
+                                    "audio_path": pl.String, "shard": pl.Int64, "row": pl.Int64})
+    idx = pl.concat(parts).unique("clip_key", keep="first").join(clips, on="clip_key", how="inner")
+    if role == "test":
+        idx = idx.filter(pl.col("split") == "test")
+    else:
+        idx = idx.filter(pl.col("split") == "train")
+        val = idx["youtube_id"].map_elements(lambda y: is_validation(y, val_fraction),
+                                             return_dtype=pl.Boolean)
+        idx = idx.filter(val if role == "val" else ~val)
+    return idx.drop("split").sort("shard", "row")
+
+
+@dataclass
+class Batch:
+    clip_keys: list[str]
+    waves: torch.Tensor      # B×N float32, fixed length
+    features: torch.Tensor   # B×D float32
+
+
+class FeatureShards:
+    """Reads feature rows from face_features shards, keeping at most `cache` shards in memory."""
+
+    def __init__(self, paths: list[Path], cache: int = 2) -> None:
+        self.paths, self.cache = paths, cache
+        self._loaded: dict[int, np.ndarray] = {}
+
+    def rows(self, shard: int, rows: np.ndarray) -> np.ndarray:
+        if shard not in self._loaded:
+            while len(self._loaded) >= self.cache:
+                self._loaded.pop(next(iter(self._loaded)))
+            col = pl.read_parquet(self.paths[shard], columns=["feature"])["feature"]
+            self._loaded[shard] = np.asarray(col.to_numpy().tolist(), dtype=np.float32) \
+                if col.dtype != pl.Array else col.to_numpy().astype(np.float32)
+        return self._loaded[shard][rows]
+
+
+class PairStream:
+    """Seeded, resumable batches of (fixed-length waveform, face feature)."""
+
+    def __init__(self, layout: DataLayout, encoder: str, role: Role, audio: AudioConfig,
+                 batch_size: int, seed: int = 0, val_fraction: float = 0.1,
+                 shuffle: bool = True, drop_last: bool = True,
+                 loader: Literal["pyav", "dali"] = "pyav") -> None:
+        self.layout, self.audio, self.batch_size = layout, audio, batch_size
+        self.loader = loader
+        self._dali = None
+        if loader == "dali":
+            from s2f.train.dali_audio import DaliAudioLoader
+
+            self._dali = DaliAudioLoader(batch_size, audio.sample_rate)
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.index = pair_index(layout, encoder, role, val_fraction)
+        self.shards = FeatureShards(shard_paths(layout, "face_features"))
+        self._shard_of = self.index["shard"].to_numpy()
+        self._row_of = self.index["row"].to_numpy()
+        self._keys = self.index["clip_key"].to_list()
+        self._audio = self.index["audio_path"].to_list()
+
+    def __len__(self) -> int:
+        n = self.index.height
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        """Positions (into the index) of every batch of `epoch`: shards in a seeded order, rows
+        shuffled within each shard."""
+        n = self.index.height
+        if not self.shuffle:
+            order = np.arange(n)
+        else:
+            rng = np.random.default_rng([self.seed, epoch])
+            shards = np.unique(self._shard_of)
+            order = np.concatenate([rng.permutation(np.flatnonzero(self._shard_of == s))
+                                    for s in rng.permutation(shards)]) if n else np.arange(0)
+        return [order[i:i + self.batch_size] for i in range(0, len(self) * self.batch_size,
+                                                            self.batch_size)]
+
+    def load(self, positions: np.ndarray) -> Batch:
+        feats = np.empty((len(positions), 0), dtype=np.float32)
+        rows = []
+        for p in positions:
+            rows.append(self.shards.rows(int(self._shard_of[p]), np.array([self._row_of[p]])))
+        feats = np.concatenate(rows) if rows else feats
+        paths = [self.layout.resolve(self._audio[p]) for p in positions]
+        if self._dali is not None:
+            waves = self._dali.load_fixed(paths, self.audio.num_samples)
+        else:
+            waves = np.stack([load_fixed(p, self.audio) for p in paths])
+        return Batch([self._keys[p] for p in positions], torch.from_numpy(waves),
+                     torch.from_numpy(feats))
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, Batch]]:
+        """(batch number within the epoch, batch), from batch `start` on."""
+        for i, positions in enumerate(self.plan(epoch)):
+            if i >= start:
+                yield i, self.load(positions)
+
+    def forever(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[int, int, Batch]]:
+        """(epoch, batch number, batch) without end, resuming at (epoch, start)."""
+        if len(self) == 0:
+            raise ValueError("no training pairs: clips ⋈ face_features is empty for this role")
+        while True:
+            for i, batch in self.batches(epoch, start):
+                yield epoch, i, batch
+            epoch, start = epoch + 1, 0
+
+    def features(self) -> np.ndarray:
+        """Every feature of this role (for the mean-feature baseline), read shard by shard."""
+        out = [self.shards.rows(int(s), self._row_of[self._shard_of == s])
+               for s in np.unique(self._shard_of)]
+        return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+
+
+if __name__ == "__main__":
+    lay = DataLayout(Path(sys.argv[1]))
+    for r in ("train", "val", "test"):
+        print(r, pair_index(lay, "dlib-resnet", r, 0.1).height)  # type: ignore[arg-type]

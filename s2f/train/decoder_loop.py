@@ -1,0 +1,185 @@
+"""Training of the face decoder (Cole et al. 2017) on faces ⋈ face_features.
+
+    features → decoder → (texture, landmarks, image)
+    targets: texture = crop warped to the mean shape (TPS), landmarks = the crop's landmarks,
+             image = the crop
+    loss = L1 texture + λ landmark MSE + L1 image (s2f.losses.face_decoder_loss)
+
+The mean shape (mean training landmarks) is stored in the model. Checkpoints and resume as in
+`loop.py` (the batch order of epoch e depends only on (seed, e)). The decoder is then frozen
+while the voice encoder trains; its `first_layer` is the loss's f_dec.
+
+    python -m s2f.train.decoder_loop DATA_DIR [STEPS]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from s2f.losses import face_decoder_loss
+from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig, to_mean_shape
+from s2f.train.checkpoint import latest, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from s2f.train.config import DecoderTrainConfig, resolve_device
+from s2f.train.face_data import FaceSet, load_face_set
+from s2f.train.tracking import (
+    FACE_DECODER_MODEL,
+    NullTracker,
+    data_snapshot_id,
+    git_commit,
+    image_grid,
+    loss_figure,
+    make_tracker,
+)
+from storage.layout import DataLayout
+
+
+@dataclass
+class DecoderResult:
+    step: int
+    train_loss: float
+    val: dict[str, float]
+    checkpoint: Path
+    model: FaceDecoder
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    run_id: str | None = None
+    model_version: str | None = None
+    seconds: float = 0.0
+
+
+def decoder_ckpt_dir(layout: DataLayout) -> Path:
+    return layout.root / "checkpoints" / "face_decoder"
+
+
+def load_decoder(path: Path, device: str | torch.device = "cpu") -> FaceDecoder:
+    """A trained decoder from its checkpoint (a file or a directory with last.pt)."""
+    ck = load_checkpoint(path, device)
+    model = FaceDecoder(FaceDecoderConfig(**json.loads(ck["decoder_config"])))
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval()
+
+
+def _batch_order(n: int, batch: int, seed: int, epoch: int) -> list[np.ndarray]:
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return [perm[i:i + batch] for i in range(0, n - batch + 1, batch)] or [perm]
+
+
+def _evaluate(model: FaceDecoder, data: FaceSet, cfg: DecoderTrainConfig,
+              device: torch.device) -> dict[str, float]:
+    if len(data) == 0:
+        return {}
+    model.eval()
+    with torch.no_grad():
+        idx = torch.arange(len(data))
+        terms = _step_loss(model, data, idx, cfg, device)[1]
+    return {f"val_{k}": v for k, v in terms.items()}
+
+
+def _step_loss(model: FaceDecoder, data: FaceSet, idx: torch.Tensor, cfg: DecoderTrainConfig,
+               device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+    img = data.images(idx).to(device)
+    lm = data.landmarks[idx].to(device)
+    with torch.no_grad():
+        tex_target = to_mean_shape(img, lm, model.mean_shape)
+    texture, landmarks, image = model(data.features[idx].to(device), detach_warp=True)
+    return face_decoder_loss(texture, landmarks, image, tex_target, lm, img, cfg.loss_config())
+
+
+def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool = False,
+                       ckpt_dir: Path | None = None, stop_after: int | None = None,
+                       tracker: NullTracker | None = None) -> DecoderResult:
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    probe = cfg.decoder_config(1)
+    train = load_face_set(layout, cfg.encoder, "train", cfg.val_fraction, probe.image_size)
+    val = load_face_set(layout, cfg.encoder, "val", cfg.val_fraction, probe.image_size)
+    if len(train) == 0:
+        raise ValueError(f"no faces with {cfg.encoder!r} features under {layout.root}")
+    model = FaceDecoder(cfg.decoder_config(train.features.shape[1]),
+                        mean_shape=train.landmarks.mean(dim=0)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999),
+                           eps=cfg.adam_eps)
+    ckpt_dir = ckpt_dir or decoder_ckpt_dir(layout)
+    step, epoch, batch_no = 0, 0, 0
+    if resume and (p := latest(ckpt_dir)) is not None:
+        ck = load_checkpoint(p, device)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        step, epoch, batch_no = int(ck["step"]), int(ck["epoch"]), int(ck["batch"])
+
+    def save() -> Path:
+        return save_checkpoint(ckpt_dir, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
+            "step": step, "epoch": epoch, "batch": batch_no, "config": cfg.model_dump_json(),
+            "decoder_config": json.dumps(model.cfg.to_dict())})
+
+    own = tracker is None
+    tracker = tracker or make_tracker(cfg.track, cfg.run_name, layout)
+    history: dict[str, list[tuple[int, float]]] = {"train_loss": []}
+    recent: list[float] = []
+    status, version = "FAILED", None
+    try:
+        tracker.log_params({**{f"decoder.{k}": v for k, v in cfg.flat().items()},
+                            "data_snapshot": data_snapshot_id(layout, ("clips", "faces",
+                                                                       "face_features")),
+                            "git_commit": git_commit() or "unknown", "train_faces": len(train),
+                            "val_faces": len(val), "resumed_at": step})
+        done = 0
+        while step < cfg.steps and not (stop_after is not None and done >= stop_after):
+            order = _batch_order(len(train), cfg.batch_size, cfg.seed, epoch)
+            if batch_no >= len(order):
+                epoch, batch_no = epoch + 1, 0
+                continue
+            model.train()
+            loss, terms = _step_loss(model, train, torch.from_numpy(order[batch_no]), cfg, device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step, batch_no, done = step + 1, batch_no + 1, done + 1
+            recent = (recent + [terms["loss"]])[-cfg.log_every:]
+            if step % cfg.log_every == 0:
+                tracker.log_metrics(terms, step)
+                history["train_loss"].append((step, float(np.mean(recent))))
+            if step % cfg.checkpoint_every == 0:
+                save()
+        ckpt = save()
+        metrics = _evaluate(model, val, cfg, device)
+        tracker.log_metrics(metrics, step)
+        tracker.log_figure(loss_figure(history, "face decoder"), "plots/decoder_loss.png")
+        show = val if len(val) else train
+        k = min(6, len(show))
+        with torch.no_grad():
+            model.eval()
+            _, _, recon = model(show.features[:k].to(device))
+        assert recon is not None
+        tracker.log_figure(image_grid({"true face": show.images(torch.arange(k)),
+                                       "decoder(face feature)": recon}, "face decoder"),
+                           "plots/decoder_faces.png")
+        if cfg.register_model and step >= cfg.steps:
+            from s2f.train.loop import _card
+
+            version = tracker.log_model(model, "face_decoder",
+                                        train.features[:2].numpy(), FACE_DECODER_MODEL,
+                                        _card("face decoder", cfg.model_dump_json()))
+        status = "FINISHED"
+    finally:
+        if own:
+            tracker.finish(status)
+    return DecoderResult(step, float(np.mean(recent)) if recent else float("nan"), metrics,
+                         ckpt, model, history, tracker.run_id, version,
+                         time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    lay = DataLayout(Path(sys.argv[1]))
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    r = train_face_decoder(DecoderTrainConfig(steps=steps, track=False), lay)
+    print(r.step, r.train_loss, r.val, f"{r.seconds:.1f}s")

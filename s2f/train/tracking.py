@@ -1,0 +1,236 @@
+"""MLflow tracking of training runs: params, metrics, figures, registered models with aliases.
+
+Experiment "speech2face". `MLFLOW_TRACKING_URI` is respected; `flows.runtime.configure` sets it
+to the data directory's SQLite store (an absolute URI) when unset. Models are logged with
+`mlflow.pytorch.log_model(name=..., serialization_format="pickle")` (the module comes back as
+itself), a signature and a batch-of-2 input example, registered under
+`speech2face-voice-encoder` / `speech2face-face-decoder`, and the new version gets the alias
+`challenger` (aliases, not the deprecated stages). A model card goes with every version.
+
+`NullTracker` is the explicit "tracking off" choice (`track=False` in the config).
+
+    python -m s2f.train.tracking       # lists the registered models and their aliases
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from storage.io import read_extra, shard_paths
+from storage.layout import DataLayout
+
+EXPERIMENT = "speech2face"
+VOICE_ENCODER_MODEL = "speech2face-voice-encoder"
+FACE_DECODER_MODEL = "speech2face-face-decoder"
+CHALLENGER = "challenger"
+
+MODEL_CARD = """# {name}
+
+Part of a reproduction of Speech2Face (Oh et al., CVPR 2019). {what}
+
+- Intended use: research on what voice and face share; reproducing the paper's figures.
+- It cannot infer a person's identity, and a face predicted from a voice is not that
+  person's face: it captures correlated attributes (age, gender, some craniofacial features)
+  coarsely, with the biases of its training data.
+- Demographic caveat: trained on {data}; performance differs across languages, accents, ages
+  and ethnicities, and across the groups under-represented there.
+- Never use it to identify, verify, profile or surveil anyone.
+
+Config: `{config}`
+"""
+
+
+def data_snapshot_id(layout: DataLayout, tables: tuple[str, ...] = ("clips", "face_features")
+                     ) -> str:
+    """Hash of the input shards' metadata: relative path, size and the writer's `extra`."""
+    h = hashlib.sha256()
+    for table in tables:
+        for p in shard_paths(layout, table):
+            extra = read_extra(p) or {}
+            h.update(f"{layout.relative(p)}|{p.stat().st_size}|"
+                     f"{json.dumps(extra, sort_keys=True)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=cwd or Path(__file__).resolve().parents[2], timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def pinned_requirements() -> list[str]:
+    """The model's runtime packages at their installed versions (explicit: inferring them
+    imports and probes every package for many seconds). The module class itself comes from
+    this project (`s2f.models`), which must be importable where the model is loaded."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("torch", "kornia", "numpy"):
+        try:
+            out.append(f"{pkg}=={version(pkg).split('+')[0]}")
+        except PackageNotFoundError:
+            out.append(pkg)
+    return out
+
+
+class NullTracker:
+    """Tracking off: every call does nothing, explicitly."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_figure(self, fig: Any, path: str) -> None: ...
+    def log_text(self, text: str, path: str) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_model(self, model: torch.nn.Module, name: str, example: np.ndarray,
+                  registered_name: str | None, card: str) -> str | None:
+        return None
+    def finish(self, status: str = "FINISHED") -> None: ...
+
+
+class MlflowTracker(NullTracker):
+    """One MLflow run in the `speech2face` experiment."""
+
+    def __init__(self, run_name: str | None = None, experiment: str = EXPERIMENT,
+                 tracking_uri: str | None = None, artifact_location: Path | None = None) -> None:
+        import mlflow
+
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        self.mlflow = mlflow
+        if artifact_location is not None and mlflow.get_experiment_by_name(experiment) is None:
+            # absolute, under the data directory (the default would be ./mlruns of the cwd)
+            mlflow.create_experiment(experiment, artifact_location=artifact_location.as_uri())
+        mlflow.set_experiment(experiment)
+        self.run = mlflow.start_run(run_name=run_name)
+        self.run_id = self.run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_figure(self, fig: Any, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.mlflow.log_figure(fig, path)
+        plt.close(fig)
+
+    def log_text(self, text: str, path: str) -> None:
+        self.mlflow.log_text(text, path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.mlflow.set_tags(tags)
+
+    def log_model(self, model: torch.nn.Module, name: str, example: np.ndarray,
+                  registered_name: str | None, card: str) -> str | None:
+        """Log (and register, with alias `challenger`) a model; returns the version or None."""
+        import mlflow.pytorch
+        from mlflow.models import infer_signature
+        from mlflow.tracking import MlflowClient
+
+        model = model.cpu().eval()
+        with torch.no_grad():
+            out = model(torch.from_numpy(example))
+        if isinstance(out, tuple):
+            # (texture, landmarks, image): MLflow's pyfunc wants one output tensor and would
+            # fail validating an example; the signature records the input, and the module
+            # (loaded with mlflow.pytorch.load_model) returns the tuple.
+            signature, example_or_none = infer_signature(example), None
+        else:
+            signature, example_or_none = infer_signature(example, out.numpy()), example
+        info = mlflow.pytorch.log_model(model, name=name, serialization_format="pickle",
+                                        signature=signature, input_example=example_or_none,
+                                        registered_model_name=registered_name,
+                                        pip_requirements=pinned_requirements())
+        self.mlflow.log_text(card, f"{name}_MODEL_CARD.md")
+        if registered_name is None:
+            return None
+        version = str(info.registered_model_version)
+        client = MlflowClient()
+        client.update_model_version(registered_name, version, description=card)
+        client.set_registered_model_alias(registered_name, CHALLENGER, version)
+        client.set_model_version_tag(registered_name, version, "run_id", self.run_id or "")
+        return version
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.mlflow.end_run(status=status)
+
+
+def make_tracker(track: bool, run_name: str | None, layout: DataLayout | None = None
+                 ) -> NullTracker:
+    """MLflow (the env's MLFLOW_TRACKING_URI, else the data dir's SQLite) or explicitly none."""
+    if not track:
+        return NullTracker()
+    import mlflow
+
+    uri = None
+    if layout is not None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        layout.mlflow_dir.mkdir(parents=True, exist_ok=True)
+        uri = layout.mlflow_tracking_uri
+    current = uri or mlflow.get_tracking_uri()
+    artifacts = layout.mlflow_artifacts if layout is not None and current.startswith("sqlite") \
+        else None
+    return MlflowTracker(run_name=run_name, tracking_uri=uri, artifact_location=artifacts)
+
+
+def loss_figure(history: dict[str, list[tuple[int, float]]], title: str) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, points in history.items():
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    if ax.get_lines():
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(rows: dict[str, torch.Tensor], title: str) -> Any:
+    """One row per entry (name → B×3×H×W in [0, 1])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(t.shape[0] for t in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.7 * len(rows)), squeeze=False)
+    for r, (name, imgs) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < imgs.shape[0]:
+                ax.imshow(imgs[c].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+        axes[r][0].set_title(name, fontsize=8, loc="left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+if __name__ == "__main__":
+    from mlflow.tracking import MlflowClient
+
+    for rm in MlflowClient().search_registered_models():
+        print(rm.name, rm.aliases)
