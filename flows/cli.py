@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identities", type=int, default=120, help="identities in the corpus (default 120)")
     p.add_argument("--clips-per-identity", type=int, default=3, help="clips per identity (default 3)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
+    p.add_argument("--decoder-steps", type=int, default=None,
+                   help="face decoder training steps (default: the small preset's)")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="voice encoder training steps (default: the small preset's)")
     p.set_defaults(handler=_cmd_demo)
 
     stages = ["ingest", "preprocess", "train-decoder", "train", "evaluate", "promote"]

@@ -1,0 +1,146 @@
+"""Which task runner the shard-level stages (ingest, preprocess) use.
+
+    from flows.runners import RunnerParams, task_runner_scope, with_runner
+
+    params = RunnerParams(kind="dask", dask_workers=4)          # or RunnerParams.from_env()
+    with task_runner_scope(params) as runner:                    # one cluster for all stages
+        with_runner(ingest_flow, runner)(ingest_params)
+        with_runner(preprocess_flow, runner)(preprocess_params)
+
+Kinds:
+
+- `default`: each stage flow keeps the runner it declares (ingest: 2 threads, preprocess: 1
+  thread); `S2F_TASK_RUNNER` may override it (`thread` or `dask`).
+- `thread`: `ThreadPoolTaskRunner(max_workers)`: shards run in threads of this process.
+- `dask`: prefect-dask's `DaskTaskRunner`. With `dask_address` (or `S2F_DASK_ADDRESS`,
+  e.g. `tcp://scheduler:8786`) the shards go to an existing Dask cluster; otherwise a
+  `LocalCluster` of `dask_workers` processes × `dask_threads_per_worker` threads, dashboard off.
+  Inside `task_runner_scope` that LocalCluster is started once and shared by every stage; a
+  runner built by `build_task_runner` alone starts one per flow run.
+
+Only paths, shard plans and pydantic params cross process boundaries: the stage tasks load
+dlib's models, encoders and DALI pipelines inside the worker (once per worker thread, see
+`s2f.faces.detect` and `s2f.features`), because dlib's CNN detector and ResNet cannot be pickled.
+Every Dask worker must see the data directory at the same path (a shared file system) and have
+this project installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, TypeVar
+
+from prefect import Flow
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
+
+RunnerKind = Literal["default", "thread", "dask"]
+ENV_KIND = "S2F_TASK_RUNNER"
+ENV_ADDRESS = "S2F_DASK_ADDRESS"
+ENV_WORKERS = "S2F_DASK_WORKERS"
+
+F = TypeVar("F", bound=Flow[Any, Any])
+
+
+class RunnerParams(BaseModel):
+    """Task-runner choice for the shard-level stages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: RunnerKind = Field("default", description="default (each flow's own; S2F_TASK_RUNNER "
+                                                    "may override), thread or dask")
+    max_workers: int | None = Field(None, ge=1, le=256, description="threads for kind=thread")
+    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster "
+                                                       "(default: S2F_DASK_ADDRESS)")
+    dask_workers: int = Field(2, ge=1, le=256, description="LocalCluster worker processes")
+    dask_threads_per_worker: int = Field(1, ge=1, le=64,
+                                         description="threads per LocalCluster worker")
+
+    def resolved(self) -> RunnerParams:
+        """`default` resolved against the environment (S2F_TASK_RUNNER, S2F_DASK_ADDRESS,
+        S2F_DASK_WORKERS); explicit settings win."""
+        kind = self.kind
+        if kind == "default":
+            env_kind = os.environ.get(ENV_KIND, "").strip().lower()
+            if env_kind and env_kind not in ("default", "thread", "dask"):
+                raise ValueError(f"{ENV_KIND}={env_kind!r}: expected thread or dask")
+            kind = env_kind or "default"  # type: ignore[assignment]
+        update: dict[str, Any] = {"kind": kind}
+        if kind == "dask":
+            update["dask_address"] = self.dask_address or os.environ.get(ENV_ADDRESS) or None
+            if ENV_WORKERS in os.environ and "dask_workers" not in self.model_fields_set:
+                update["dask_workers"] = int(os.environ[ENV_WORKERS])
+        return self.model_copy(update=update)
+
+    @classmethod
+    def from_env(cls) -> RunnerParams:
+        return cls().resolved()
+
+
+def build_task_runner(params: RunnerParams) -> TaskRunner[Any] | None:
+    """The task runner for `params` (resolved against the environment); None keeps each
+    flow's own default."""
+    p = params.resolved()
+    if p.kind == "default":
+        return None
+    if p.kind == "thread":
+        return ThreadPoolTaskRunner(max_workers=p.max_workers)
+    from prefect_dask import DaskTaskRunner
+
+    if p.dask_address:
+        return DaskTaskRunner(address=p.dask_address)
+    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(p))
+
+
+def local_cluster_kwargs(p: RunnerParams) -> dict[str, Any]:
+    """LocalCluster arguments: worker processes (dlib holds the GIL), no dashboard, and the
+    Prefect API this process uses, so that workers report task runs to it instead of each
+    starting an ephemeral server of their own on the same database."""
+    return {"n_workers": p.dask_workers, "threads_per_worker": p.dask_threads_per_worker,
+            "processes": True, "dashboard_address": None, "env": worker_env()}
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for local Dask workers: PREFECT_API_URL of the API this process talks to
+    (the ephemeral server's address when none is configured)."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            url = str(client.api_url)
+    return {"PREFECT_API_URL": url.rstrip("/")}
+
+
+@contextmanager
+def task_runner_scope(params: RunnerParams) -> Iterator[TaskRunner[Any] | None]:
+    """Like `build_task_runner`, but a Dask LocalCluster is started here once and shared by
+    every flow run inside the block (workers keep their loaded models between stages)."""
+    p = params.resolved()
+    if p.kind != "dask" or p.dask_address:
+        yield build_task_runner(p)
+        return
+    from distributed import LocalCluster
+    from prefect_dask import DaskTaskRunner
+
+    with LocalCluster(**local_cluster_kwargs(p)) as cluster:
+        yield DaskTaskRunner(address=cluster.scheduler_address)
+
+
+def with_runner(flow: F, runner: TaskRunner[Any] | None) -> F:
+    """`flow` with `runner`, or `flow` itself (its declared runner) when `runner` is None."""
+    if runner is None:
+        return flow
+    return flow.with_options(task_runner=runner)  # type: ignore[return-value]
+
+
+def describe(runner: TaskRunner[Any] | None) -> str:
+    if runner is None:
+        return "each stage's default (threads)"
+    if type(runner).__name__ == "DaskTaskRunner":
+        address = getattr(runner, "address", None)
+        return (f"dask at {address}" if address
+                else f"dask LocalCluster {getattr(runner, 'cluster_kwargs', {})}")
+    return f"{type(runner).__name__}(max_workers={getattr(runner, '_max_workers', '?')})"
