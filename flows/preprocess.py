@@ -15,7 +15,8 @@ shard's SHA-256 and the same parameters is skipped, so a re-run redoes only new,
 failed shards. A shard task that crashes is retried; a shard that still fails is reported and
 fails the run after the other shards finish. Bad clips never fail a shard: they get a status.
 Models (dlib, VGG-Face) and the DALI pipeline are loaded inside the worker thread, once per
-thread.
+thread. Within a shard, clips are spread over `workers` processes (`s2f.preprocess_pool`;
+default one per core): dlib holds the GIL, so the one shard thread would use a single core.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class PreprocessParams(BaseModel):
     vggface_weights: Path | None = Field(None, description="VGG-Face state_dict for vggface")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to decode/warp")
     retries: int = Field(2, ge=0, le=10, description="retries of a crashed shard task")
+    workers: int = Field(0, ge=0, le=256,
+                         description="processes per shard (0: one per CPU core)")
 
     @model_validator(mode="after")
     def _vggface_needs_weights(self) -> PreprocessParams:
@@ -72,7 +75,8 @@ class PreprocessParams(BaseModel):
     def config(self) -> PreprocessConfig:
         return PreprocessConfig(frames=self.frames, detector=self.detector, encoder=self.encoder,
                                 vggface_weights=str(self.vggface_weights)
-                                if self.vggface_weights else None, device=self.device)
+                                if self.vggface_weights else None, device=self.device,
+                                workers=self.workers)
 
 
 @task(name="preprocess-shard", cache_policy=NO_CACHE)

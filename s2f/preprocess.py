@@ -8,11 +8,14 @@ The library behind `s2f preprocess` (flows/preprocess.py adds only orchestration
     preprocess_shard(clips_shard, layout, config)                  # one clips shard -> 3 shards
 
 Per clip (only clips whose ingestion status is "ok"): K frames at 25/50/75 % of the segment
-(`s2f.video`), the face nearest the manifest hint in each frame (`s2f.faces.detect`), a
+(`s2f.video`), the face nearest the manifest hint in each frame (`s2f.faces.detect`; found
+coarse-first on the middle frame and tracked on the others, `s2f.faces.search`), a
 similarity alignment to the 68-point template and a 224x224 crop (`s2f.faces.align`, on the
 GPU when there is one), and one face feature (`s2f.features`) from the clip's representative
 face: the middle sampled frame's face when it has one (the paper uses one representative
 frame), else the highest-scored face. The feature is computed from the crop before JPEG.
+
+`preprocess_shard` spreads a shard's clips over one process per core (`s2f.preprocess_pool`).
 
 Statuses: ok, no_face (no face in any sampled frame), decode_failed, error (message kept). A bad
 clip never stops the shard. Clips are processed in chunks of `chunk_clips`, so memory stays flat
@@ -45,6 +48,7 @@ from s2f.faces.align import (
     warp_faces_from_frames,
 )
 from s2f.faces.detect import Face, FaceDetector
+from s2f.faces.search import clip_faces
 from s2f.features import FaceEncoder, encoder_for_this_thread
 from s2f.video import ClipRequest, DaliFrameDecoder, DecodedClip, DecodeError, decode_clips
 from storage.io import rows_to_table, write_table_atomic
@@ -54,6 +58,7 @@ from storage.schemas import FACES, PREPROCESS, face_features_schema
 log = logging.getLogger(__name__)
 
 OUTPUT_TABLES = ("preprocess", "faces", "face_features")
+FACE_SEARCHES = ("track", "full")
 CODE_VERSION = 1  # bump when outputs change for the same inputs: finished shards are redone
 
 
@@ -66,6 +71,14 @@ class PreprocessConfig:
     device: str = "auto"  # auto | cpu | cuda
     chunk_clips: int = 16  # decoded frames held at once: 16 x 3 x 1080p = 300 MB
     dali_batch: int = 8
+    # "track": coarse search on the middle frame, tracking on the others (s2f.faces.search,
+    # ~9x faster face search in benchmarks/run.py); "full": dlib's full search on every frame.
+    face_search: str = "track"
+    workers: int = 0  # processes per shard in preprocess_shard (0: one per CPU core)
+
+    def __post_init__(self) -> None:
+        if self.face_search not in FACE_SEARCHES:
+            raise ValueError(f"face_search must be one of {FACE_SEARCHES}, not {self.face_search!r}")
 
     @property
     def gpu(self) -> bool:
@@ -81,7 +94,7 @@ class PreprocessConfig:
             weights = {"path": str(p.resolve()), "size": p.stat().st_size if p.exists() else None}
         return {"frames": self.frames, "detector": self.detector, "encoder": self.encoder,
                 "vggface_weights": weights, "crop": [CROP_SIZE, CROP_PADDING],
-                "code_version": CODE_VERSION}
+                "face_search": self.face_search, "code_version": CODE_VERSION}
 
 
 @dataclass
@@ -164,7 +177,8 @@ def preprocess_clips(rows: Sequence[Mapping[str, Any]], config: PreprocessConfig
                                     "frames_sampled": 0, "faces_found": 0})
                 continue
             try:
-                faces, crops = _faces_of_clip(result, _hint(row), detector, device)
+                faces, crops = _faces_of_clip(result, _hint(row), detector, device,
+                                              config.face_search)
             except Exception as exc:  # noqa: BLE001 - recorded, the shard goes on
                 log.exception("clip %s: face step failed", key)
                 status_rows.append({"clip_key": key, "status": "error",
@@ -193,12 +207,17 @@ def preprocess_clips(rows: Sequence[Mapping[str, Any]], config: PreprocessConfig
 
 
 def _faces_of_clip(decoded: DecodedClip, hint: tuple[float, float] | None,
-                   detector: FaceDetector, device: torch.device
+                   detector: FaceDetector, device: torch.device, search: str = "full"
                    ) -> tuple[list[tuple[int, Face]], np.ndarray]:
     """The chosen face of each sampled frame (frame index, Face) and their aligned crops."""
     frames = _frames_numpy(decoded)  # dlib works on host memory
-    faces = [(k, f) for k in range(len(frames))
-             if (f := detector.best_face(frames[k], hint)) is not None]
+    if search == "track":
+        found = clip_faces(detector, frames, hint)
+    elif search == "full":
+        found = [detector.best_face(frame, hint) for frame in frames]
+    else:
+        raise ValueError(f"unknown face_search {search!r}: track or full")
+    faces = [(k, f) for k, f in enumerate(found) if f is not None]
     if not faces:
         return [], np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
     landmarks = torch.from_numpy(np.stack([f.landmarks for _, f in faces])).to(device)
@@ -269,8 +288,10 @@ def preprocess_shard(clips_shard: Path, layout: DataLayout, config: PreprocessCo
     clips_shard = Path(clips_shard)
     extra = shard_extra(clips_shard, config)
     rows = pq.read_table(clips_shard).to_pylist()
-    tables = preprocess_clips(rows, config, progress=progress,
-                              desc=f"{clips_shard.parent.name}/{clips_shard.stem}")
+    from s2f.preprocess_pool import preprocess_parallel  # imports this module
+
+    tables = preprocess_parallel(rows, config, progress=progress,
+                                 desc=f"{clips_shard.parent.name}/{clips_shard.stem}")
     paths = output_paths(layout, clips_shard)
     encoder_info = {"encoder": config.encoder,
                     "dim": tables.face_features.schema.field("feature").type.list_size}

@@ -28,6 +28,7 @@ from s2f.dlib_models import MMOD, SHAPE_68, model_path
 DETECTORS = ("hog", "cnn")
 HOG_MIN_FACE_PX = 80  # HOG's sliding window finds faces of about this size and up
 _local = threading.local()
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,14 @@ class FaceDetector:
         h, w = image.shape[:2]
         upsample = min(initial_upsample(h, w), self.max_upsample)
         while True:
-            found = self._detect_at(image, upsample)
+            found = self.detect_at(image, upsample)
             if found or upsample >= self.max_upsample or h * w * 4 ** (upsample + 1) > self.max_pixels:
                 return found
             upsample += 1
 
-    def _detect_at(self, image: np.ndarray, upsample: int
-                   ) -> list[tuple[tuple[float, float, float, float], float]]:
+    def detect_at(self, image: np.ndarray, upsample: int
+                  ) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Boxes and scores at exactly this upsampling (no retry); uint8 RGB, contiguous."""
         if self.kind == "hog":
             rects, scores, _ = self._detector.run(image, upsample, 0.0)
             pairs = zip(rects, scores, strict=True)
@@ -118,6 +120,11 @@ class FaceDetector:
             return None
         box, score = pick_face(found, image.shape[0], image.shape[1], hint)
         face = self.landmarks(image, box)
+        return Face(box, score, face.landmarks, face.shape)
+
+    def face_at(self, image: np.ndarray, box: Box, score: float) -> Face:
+        """The Face of a box found elsewhere (a coarser or cropped search): landmarks here."""
+        face = self.landmarks(np.ascontiguousarray(image, dtype=np.uint8), box)
         return Face(box, score, face.landmarks, face.shape)
 
 
