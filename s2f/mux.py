@@ -62,7 +62,10 @@ def write_media(
             vstream.pix_fmt = "yuvj420p" if video_codec == "mjpeg" else "yuv420p"
             vstream.thread_count = threads
             if video_codec == "h264":
-                vstream.options = {"crf": str(crf), "preset": "veryfast"}
+                # mbtree=0: with macroblock-tree rate control and B-frames, x264 (core 165) output
+                # depends on the process's heap history even single-threaded (an uninitialised
+                # read); without it the bytes are reproducible.
+                vstream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
             elif video_codec == "vp9":
                 vstream.options = {"crf": str(crf + 6), "b": "0", "deadline": "realtime",
                                    "cpu-used": "8", "row-mt": "0"}

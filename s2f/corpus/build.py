@@ -1,0 +1,523 @@
+"""Build the built-in demo corpus: `s2f demo-corpus --out DIR`.
+
+    from s2f.corpus.build import CorpusConfig, build_demo_corpus
+    summary = build_demo_corpus(CorpusConfig(out=Path("corpus"), identities=120,
+                                             clips_per_identity=3, seed=0))
+    print(summary.describe())
+
+Layout of DIR:
+
+    media/<youtube_id>.mp4|.webm   one file per "video" (H.264/AAC or VP9/Opus), 1-2 per identity
+    avspeech_train.csv             AVSpeech format, no header: youtube_id,start,end,x,y
+    avspeech_test.csv              the same for the test identities (~20%, disjoint)
+    identities.parquet             one row per identity: sources, embedding, voice parameters
+    faces/<identity_id>.png        the identity's aligned face
+    DATA_CARD.md, SOURCE.md        provenance, method, the face → voice function; attribution
+    voice_function.json            the constants of that function
+    corpus.json                    build record (config, counts, file sizes); written last
+
+The parent plans everything that does not depend on a face (ids, split, videos, codecs, which
+real face leads each morph); each identity is then built by one worker process
+(`build_identity`: morph, check, embed, voice, speech, frames, mux) from its own random
+stream, so the corpus is the same whatever the number of workers or their order.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from s2f.corpus.faces import ASSETS_DIR, CANVAS
+
+CORPUS_VERSION = 1
+FPS = 25
+SAMPLE_RATE = 22050          # espeak-ng's rate; the muxer resamples to 48 kHz for AAC/Opus
+MIN_CLIP_S, MAX_CLIP_S = 4.0, 10.0
+YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+YT_LAST = "AEIMQUYcgkosw048"  # a real id encodes 64 bits: its 11th character is one of these
+CONTAINERS = {"mp4": ("h264", "aac"), "webm": ("vp9", "opus")}
+MAX_MORPH_ATTEMPTS = 40
+OUTPUTS = ("media", "faces", "avspeech_train.csv", "avspeech_test.csv", "identities.parquet",
+           "DATA_CARD.md", "SOURCE.md", "voice_function.json", "corpus.json")
+
+
+@dataclass
+class CorpusConfig:
+    out: Path
+    identities: int = 120
+    clips_per_identity: int = 3
+    seed: int = 0
+    workers: int = 2               # processes; 0 or 1 builds in this process
+    test_fraction: float = 0.2
+    crf: int = 28                  # H.264 CRF (VP9 gets crf + 6, see s2f.mux)
+    faces_dir: Path = ASSETS_DIR
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.faces_dir = Path(self.faces_dir)
+        if self.identities < 1:
+            raise ValueError("identities must be at least 1")
+        if self.clips_per_identity < 1:
+            raise ValueError("clips_per_identity must be at least 1")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError("test_fraction must be in [0, 1)")
+
+    def record(self) -> dict:
+        """What defines the corpus's content (not where it is, nor how many workers)."""
+        return {"identities": self.identities, "clips_per_identity": self.clips_per_identity,
+                "seed": self.seed, "test_fraction": self.test_fraction, "crf": self.crf,
+                "fps": FPS, "version": CORPUS_VERSION}
+
+
+@dataclass
+class CorpusSummary:
+    out: Path
+    identities: int
+    train_identities: int
+    test_identities: int
+    clips: int
+    train_clips: int
+    test_clips: int
+    videos: dict[str, int]           # container → count
+    real_faces_used: int
+    real_faces_available: int
+    source_photos: list[str]
+    media_seconds: float
+    bytes_written: int
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # CPU s, summed over processes
+    workers: int = 1
+
+    def describe(self) -> str:
+        o = self.out
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items())
+        return "\n".join([
+            f"demo corpus: {self.identities} identities ({self.train_identities} train, "
+            f"{self.test_identities} test), {self.clips} clips in {sum(self.videos.values())} "
+            f"videos ({self.videos.get('mp4', 0)} H.264/AAC .mp4, {self.videos.get('webm', 0)} "
+            f"VP9/Opus .webm), {self.media_seconds / 60:.1f} min of media, "
+            f"{self.bytes_written / 1e6:.1f} MB",
+            f"  morphed from {self.real_faces_used} of {self.real_faces_available} real faces "
+            f"in {len(self.source_photos)} photos",
+            f"  media        {o / 'media'}",
+            f"  manifests    {o / 'avspeech_train.csv'} ({self.train_clips} rows), "
+            f"{o / 'avspeech_test.csv'} ({self.test_clips} rows)",
+            f"  identities   {o / 'identities.parquet'}",
+            f"  faces        {o / 'faces'} (one aligned PNG per identity)",
+            f"  data card    {o / 'DATA_CARD.md'}",
+            f"  built in {self.seconds:.1f} s with {self.workers} worker(s); "
+            f"CPU seconds by stage, summed over processes: {stages}",
+        ])
+
+
+# -- planning (parent) ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VideoPlan:
+    youtube_id: str
+    container: str           # "mp4" | "webm"
+    segments: int
+
+
+@dataclass(frozen=True)
+class IdentityPlan:
+    index: int
+    identity_id: str
+    split: str
+    primary: int             # index of the real face that leads this identity's first mix
+    videos: tuple[VideoPlan, ...]
+    seed: int
+
+
+def youtube_ids(rng: np.random.Generator, n: int) -> list[str]:
+    """n distinct 11-character ids of [A-Za-z0-9_-], shaped like YouTube's."""
+    out: list[str] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        head = "".join(YT_ALPHABET[i] for i in rng.integers(0, 64, 10))
+        yid = head + YT_LAST[int(rng.integers(0, 16))]
+        if yid not in seen:
+            seen.add(yid)
+            out.append(yid)
+    return out
+
+
+def plan_corpus(config: CorpusConfig, n_real: int) -> list[IdentityPlan]:
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(0,)))
+    n, k = config.identities, config.clips_per_identity
+    # videos per identity: one, or (with two or more clips) sometimes two
+    per_video = []
+    for _ in range(n):
+        n_vid = 1 if k == 1 else int(rng.integers(1, 3))
+        cut = sorted(rng.choice(np.arange(1, k), size=n_vid - 1, replace=False)) if n_vid > 1 else []
+        bounds = [0, *[int(c) for c in cut], k]
+        per_video.append([bounds[i + 1] - bounds[i] for i in range(n_vid)])
+    total = sum(len(v) for v in per_video)
+    ids = youtube_ids(rng, total)
+    containers = (["mp4", "webm"] * (total // 2 + 1))[:total]
+    containers = [containers[i] for i in rng.permutation(total)]
+    # split by identity
+    n_test = round(n * config.test_fraction)
+    if n >= 2 and config.test_fraction > 0:
+        n_test = min(max(n_test, 1), n - 1)
+    test = set(int(i) for i in rng.permutation(n)[:n_test])
+    # primaries walk through shuffled passes over the real faces: every face leads a morph
+    # before any leads a second
+    primaries: list[int] = []
+    while len(primaries) < n:
+        primaries += [int(i) for i in rng.permutation(n_real)]
+    plans, v = [], 0
+    for i in range(n):
+        videos = []
+        for segs in per_video[i]:
+            videos.append(VideoPlan(youtube_id=ids[v], container=containers[v], segments=segs))
+            v += 1
+        plans.append(IdentityPlan(index=i, identity_id=f"id{i:05d}",
+                                  split="test" if i in test else "train", primary=primaries[i],
+                                  videos=tuple(videos), seed=config.seed))
+    return plans
+
+
+# -- workers -------------------------------------------------------------------------------------
+
+_STATE: dict = {}
+
+
+def _init_worker(faces, out: str, crf: int) -> None:
+    # An exception here would make multiprocessing.Pool respawn the worker forever: keep it
+    # and raise it from the first task instead.
+    try:
+        from s2f.corpus.faces import FaceModels, mixable
+
+        _STATE.update(models=FaceModels(), faces=faces, allowed=mixable(faces), out=Path(out),
+                      crf=crf, error=None)
+    except Exception as exc:  # noqa: BLE001 - re-raised by build_identity
+        _STATE["error"] = exc
+
+
+def _frames(seconds: float) -> int:
+    return int(round(seconds * FPS))
+
+
+def _morph_identity(plan: IdentityPlan, rng: np.random.Generator):
+    """Morph until dlib's HOG finds the face (upsample 0) where it should be."""
+    from s2f.corpus.faces import FACE_CENTRE, morph, sample_mix
+
+    models, faces, allowed = _STATE["models"], _STATE["faces"], _STATE["allowed"]
+    for attempt in range(1, MAX_MORPH_ATTEMPTS + 1):
+        primary = plan.primary if attempt <= MAX_MORPH_ATTEMPTS // 2 else None
+        picks, weights = sample_mix(rng, allowed, primary)
+        img, shape = morph([faces[j] for j in picks], np.asarray(weights))
+        found = models.analyse(img, upsample=0)
+        if found is None:
+            continue
+        x0, y0, x1, y1 = found.box
+        centre_ok = abs((x0 + x1) / 2 - FACE_CENTRE[0] * CANVAS) < 0.1 * CANVAS
+        if centre_ok and (x1 - x0) >= 100:
+            return img, shape, found, picks, weights, attempt
+    raise RuntimeError(f"{plan.identity_id}: no morph passed dlib's HOG detector in "
+                       f"{MAX_MORPH_ATTEMPTS} attempts")
+
+
+def _speak_segment(voice, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+    """Speech for one segment: sentences until a drawn target length, in a fresh espeak-ng
+    instance. Returns (int16 speech, lead pad, tail pad); pads + speech lie within
+    [MIN_CLIP_S, MAX_CLIP_S]."""
+    from s2f.corpus.espeak import EspeakSession
+    from s2f.corpus.sentences import sentence
+
+    target = rng.uniform(MIN_CLIP_S - 0.4, MAX_CLIP_S - 1.2)
+    lead, tail = rng.uniform(0.1, 0.3), rng.uniform(0.1, 0.3)
+    room = MAX_CLIP_S - lead - tail - 0.05
+    parts: list[np.ndarray] = []
+    total = 0
+    with EspeakSession() as tts:
+        tts.set_voice(voice.voice, rate=voice.rate_wpm, pitch=voice.espeak_pitch,
+                      pitch_range=voice.pitch_range)
+        sr = tts.sample_rate
+        for _ in range(12):
+            text = sentence(rng)
+            wav = _trim(tts.synth(text, seed=int(rng.integers(0, 2**31 - 1))))
+            pause = np.zeros(int(rng.uniform(0.15, 0.45) * sr) if parts else 0, np.int16)
+            if parts and total + len(pause) + len(wav) > room * sr:
+                break
+            parts += [pause, wav]
+            total += len(pause) + len(wav)
+            if total >= target * sr:
+                break
+    speech = np.concatenate(parts)
+    if len(speech) > room * sr:  # one very long sentence: cut it, with a short fade
+        speech = speech[:int(room * sr)].copy()
+        fade = np.linspace(1, 0, int(0.03 * sr))
+        speech[-len(fade):] = (speech[-len(fade):] * fade).astype(np.int16)
+    dur = len(speech) / sr
+    if lead + dur + tail < MIN_CLIP_S:  # too short: more silence around the speech
+        extra = MIN_CLIP_S - (lead + dur + tail)
+        lead, tail = lead + extra / 2, tail + extra / 2
+    return speech, lead, tail
+
+
+def _trim(wav: np.ndarray, threshold: int = 300, keep: float = 0.02) -> np.ndarray:
+    loud = np.nonzero(np.abs(wav.astype(np.int32)) > threshold)[0]
+    if len(loud) == 0:
+        return wav[:0]
+    pad = int(keep * SAMPLE_RATE)
+    return wav[max(loud[0] - pad, 0):loud[-1] + pad]
+
+
+def build_identity(plan: IdentityPlan) -> dict:
+    """Everything of one identity: face PNG, media files, its identities row and manifest
+    rows. Runs in a worker (models and real faces in `_STATE`)."""
+    from PIL import Image
+
+    from s2f.corpus.render import VideoLayout, make_sprite
+    from s2f.corpus.voice import median_f0, voice_parameters
+    from s2f.mux import write_media
+
+    if _STATE.get("error") is not None:
+        raise RuntimeError(f"demo-corpus worker failed to start: {_STATE['error']!r}")
+    out: Path = _STATE["out"]
+    faces = _STATE["faces"]
+    rng = np.random.default_rng(np.random.SeedSequence(plan.seed, spawn_key=(1, plan.index)))
+    timings = {"morph": 0.0, "voices": 0.0, "render": 0.0, "encode": 0.0}
+
+    t0 = time.process_time()
+    img, shape, found, picks, weights, attempts = _morph_identity(plan, rng)
+    face_png = Path("faces") / f"{plan.identity_id}.png"
+    Image.fromarray(img).save(out / face_png)
+    voice = voice_parameters(found.embedding)
+    timings["morph"] += time.process_time() - t0
+
+    segments, all_speech, youtube, media_seconds = [], [], [], 0.0
+    for video in plan.videos:
+        t0 = time.process_time()
+        # timeline: lead-in, then segments separated by gaps, then a tail
+        gain_db = rng.uniform(-2.0, 2.0)
+        noise_db = rng.uniform(-62.0, -50.0)
+        cursor = _frames(rng.uniform(0.4, 1.6))
+        placed = []
+        for s in range(video.segments):
+            if s:
+                cursor += _frames(rng.uniform(0.6, 2.0))
+            speech, lead, tail = _speak_segment(voice, rng)
+            n_seg = min(max(_frames(lead + len(speech) / SAMPLE_RATE + tail),
+                            _frames(MIN_CLIP_S)), _frames(MAX_CLIP_S))
+            placed.append((cursor, n_seg, speech, lead))
+            all_speech.append(speech)
+            cursor += n_seg
+        n_frames = cursor + _frames(rng.uniform(0.4, 1.2))
+        per_frame = SAMPLE_RATE // FPS
+        audio = np.zeros(n_frames * per_frame, np.float32)
+        for start, n_seg, speech, lead in placed:
+            wav = speech.astype(np.float32) / 32768.0
+            voiced = np.abs(wav) > 0.01
+            rms = float(np.sqrt(np.mean(wav[voiced] ** 2))) if voiced.any() else 1.0
+            wav *= 10 ** ((-20.0 + gain_db) / 20) / max(rms, 1e-6)
+            at = start * per_frame + int(lead * SAMPLE_RATE)
+            end = min(at + len(wav), (start + n_seg) * per_frame)
+            audio[at:end] += wav[:end - at]
+        audio += rng.normal(0, 10 ** (noise_db / 20), audio.shape).astype(np.float32)
+        audio = np.clip(audio, -0.98, 0.98)
+        timings["voices"] += time.process_time() - t0
+
+        t0 = time.process_time()
+        sprite = make_sprite(img, shape, found.box, rng)
+        layout = VideoLayout.draw(sprite, rng)
+        render_s = [0.0]
+
+        def frames(layout=layout, n_frames=n_frames, render_s=render_s):
+            for i in range(n_frames):
+                t = time.process_time()
+                frame = layout.draw_frame(i / FPS)
+                render_s[0] += time.process_time() - t
+                yield frame
+
+        path = out / "media" / f"{video.youtube_id}.{video.container}"
+        vcodec, acodec = CONTAINERS[video.container]
+        write_media(path, frames(), fps=FPS, audio=audio, sample_rate=SAMPLE_RATE,
+                    video_codec=vcodec, audio_codec=acodec, crf=_STATE["crf"], threads=1)
+        total = time.process_time() - t0
+        timings["render"] += render_s[0]
+        timings["encode"] += total - render_s[0]
+        media_seconds += n_frames / FPS
+        youtube.append(video.youtube_id)
+        for start, n_seg, _, _ in placed:
+            mid = (start + n_seg / 2) / FPS
+            cx, cy = layout.face_centre(mid)
+            segments.append({
+                "youtube_id": video.youtube_id, "start": start / FPS, "end": (start + n_seg) / FPS,
+                "x": min(max(cx / layout.width, 0.0), 1.0), "y": min(max(cy / layout.height, 0.0), 1.0),
+                "split": plan.split, "identity_id": plan.identity_id,
+            })
+
+    t0 = time.process_time()
+    f0 = median_f0(np.concatenate(all_speech).astype(np.float32), SAMPLE_RATE)
+    timings["voices"] += time.process_time() - t0
+    real = [faces[j] for j in picks]
+    row = {
+        "identity_id": plan.identity_id, "index": plan.index, "split": plan.split,
+        "youtube_ids": youtube, "n_clips": len(segments), "face_png": str(face_png),
+        "source_files": [f.file for f in real], "source_face_indices": [f.index for f in real],
+        "source_faces": [f.key for f in real], "source_weights": [float(w) for w in weights],
+        "morph_attempts": attempts, "face_det_score": found.score,
+        "face_embedding": found.embedding.astype(np.float32).tolist(),
+        **voice.as_dict(),
+        "f0_measured_hz": f0,
+        "speech_seconds": float(sum(len(s) for s in all_speech) / SAMPLE_RATE),
+    }
+    return {"row": row, "segments": segments, "timings": timings, "media_seconds": media_seconds}
+
+
+# -- the build -----------------------------------------------------------------------------------
+
+@cache
+def _real_faces(faces_dir: str):
+    from s2f.corpus.faces import FaceModels, detect_real_faces
+
+    return detect_real_faces(FaceModels(), Path(faces_dir))
+
+
+MARKER = ".s2f-demo-corpus"  # left by every build: this directory's outputs are ours to replace
+
+
+def _clear(out: Path) -> None:
+    present = [name for name in OUTPUTS if (out / name).exists()]
+    if present and not (out / MARKER).exists():
+        raise RuntimeError(f"{out} holds {', '.join(present)} but no demo corpus was built there; "
+                           "refusing to overwrite (choose an empty or new --out)")
+    (out / MARKER).touch()
+    (out / "corpus.json").unlink(missing_ok=True)  # first: a half-built corpus is incomplete
+    for name in OUTPUTS:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def manifest_line(seg: dict) -> str:
+    """One AVSpeech line: youtube_id,start,end,x,y (six decimals, as AVSpeech writes them)."""
+    return (f"{seg['youtube_id']},{seg['start']:.6f},{seg['end']:.6f},"
+            f"{seg['x']:.6f},{seg['y']:.6f}")
+
+
+def build_demo_corpus(config: CorpusConfig) -> CorpusSummary:
+    """Build the corpus described by `config` into `config.out` (its previous corpus files are
+    replaced; other files there are left alone)."""
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out):
+        return _build(config)
+
+
+@contextmanager
+def _build_lock(out: Path):
+    """One build per directory at a time: a second one would delete the first one's files."""
+    import fcntl
+
+    path = out / ".build.lock"
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another demo-corpus build is writing to {out}") from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _build(config: CorpusConfig) -> CorpusSummary:
+    from s2f.corpus.datacard import write_data_card
+    from s2f.corpus.table import write_identities
+
+    t_start = time.perf_counter()
+    out = config.out
+    _clear(out)
+    (out / "media").mkdir()
+    (out / "faces").mkdir()
+
+    t0 = time.process_time()
+    faces = _real_faces(str(config.faces_dir))
+    real_s = time.process_time() - t0
+    plans = plan_corpus(config, len(faces))
+    workers = max(1, min(config.workers, len(plans)))
+    if workers == 1:
+        _init_worker(faces, str(out), config.crf)
+        results = [build_identity(p) for p in plans]
+    else:
+        ctx = mp.get_context("spawn")  # workers load dlib's models themselves
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(faces, str(out), config.crf)) as pool:
+            results = list(pool.imap(build_identity, plans, chunksize=1))
+
+    rows = [r["row"] for r in results]
+    segments = [s for r in results for s in r["segments"]]
+    for split in ("train", "test"):
+        lines = [manifest_line(s) for s in segments if s["split"] == split]
+        _write_text_atomic(out / f"avspeech_{split}.csv", "".join(line + "\n" for line in lines))
+    write_identities(rows, out / "identities.parquet", config)
+    used = sorted({k for r in rows for k in r["source_faces"]})
+    photos = sorted({k.split("#")[0] for k in used})
+    counts = {"mp4": 0, "webm": 0}
+    for p in plans:
+        for v in p.videos:
+            counts[v.container] += 1
+    media_seconds = sum(r["media_seconds"] for r in results)
+    write_data_card(out, config, rows, faces, used, photos, counts, len(segments), media_seconds)
+
+    stage = {"real faces": real_s}
+    for r in results:
+        for k, v in r["timings"].items():
+            stage[k] = stage.get(k, 0.0) + v
+    files = sorted(f for name in OUTPUTS if name != "corpus.json" for p in [out / name]
+                   for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
+    record = {
+        "config": config.record(),
+        "identities": len(rows), "clips": len(segments),
+        "train_clips": sum(s["split"] == "train" for s in segments),
+        "test_clips": sum(s["split"] == "test" for s in segments),
+        "videos": counts, "media_seconds": round(media_seconds, 3),
+        "files": {str(p.relative_to(out)): p.stat().st_size for p in files},
+    }
+    _write_text_atomic(out / "corpus.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
+    bytes_written = sum(record["files"].values())
+    return CorpusSummary(
+        out=out, identities=len(rows),
+        train_identities=sum(r["split"] == "train" for r in rows),
+        test_identities=sum(r["split"] == "test" for r in rows),
+        clips=len(segments), train_clips=record["train_clips"], test_clips=record["test_clips"],
+        videos=counts, real_faces_used=len(used), real_faces_available=len(faces),
+        source_photos=photos, media_seconds=media_seconds, bytes_written=bytes_written,
+        seconds=time.perf_counter() - t_start,
+        stage_seconds={k: round(v, 2) for k, v in stage.items()}, workers=workers)
+
+
+def corpus_is_complete(config: CorpusConfig) -> bool:
+    """True if `config.out` holds a finished corpus built with the same content settings
+    (identities, clips, seed, …) and every file it recorded is there with its size."""
+    try:
+        record = json.loads((config.out / "corpus.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if record.get("config") != config.record():
+        return False
+    for rel, size in record.get("files", {}).items():
+        p = config.out / rel
+        if not p.is_file() or p.stat().st_size != size:
+            return False
+    return True

@@ -1,0 +1,55 @@
+"""`identities.parquet`: one row per identity of the demo corpus, with a documented schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from storage.io import rows_to_table, write_table_atomic
+
+
+def _f(name: str, type_: pa.DataType, doc: str) -> pa.Field:
+    return pa.field(name, type_, nullable=False, metadata={"doc": doc})
+
+
+IDENTITIES = pa.schema([
+    _f("identity_id", pa.string(), "identity id (id00000, id00001, ...)"),
+    _f("index", pa.int32(), "0-based identity number"),
+    _f("split", pa.string(), "train | test (split by identity)"),
+    _f("youtube_ids", pa.list_(pa.string()), "the identity's videos: media/<id>.mp4|.webm"),
+    _f("n_clips", pa.int32(), "manifest rows (segments) of this identity"),
+    _f("face_png", pa.string(), "aligned face image, relative to the corpus directory"),
+    _f("source_files", pa.list_(pa.string()), "photos of the real faces it was morphed from"),
+    _f("source_face_indices", pa.list_(pa.int32()),
+       "index of each real face among its photo's HOG detections (sorted top-down, left-right)"),
+    _f("source_faces", pa.list_(pa.string()), "<photo>#<face index>, the same as the two above"),
+    _f("source_weights", pa.list_(pa.float32()), "blending weights of the real faces (sum 1)"),
+    _f("morph_attempts", pa.int32(), "mixes drawn until dlib's HOG detector found the morph"),
+    _f("face_det_score", pa.float32(), "HOG detection score of the morph (upsample 0)"),
+    _f("face_embedding", pa.list_(pa.float32(), 128),
+       "dlib ResNet descriptor of the morph: the input of voice_parameters"),
+    _f("voice", pa.string(), "espeak-ng voice name, language+variant"),
+    _f("variant", pa.string(), "espeak-ng voice variant (formant set)"),
+    _f("group", pa.string(), "male | female variant family, from the pitch projection"),
+    _f("pitch_hz", pa.float64(), "the pitch parameter: target median F0 in Hz"),
+    _f("espeak_pitch", pa.int32(), "espeak pitch setting 0..100 that gives pitch_hz"),
+    _f("pitch_range", pa.int32(), "espeak intonation range setting 0..100"),
+    _f("rate_wpm", pa.int32(), "speaking rate, words per minute"),
+    _f("proj_pitch", pa.float64(), "projection of the embedding on the pitch direction"),
+    _f("proj_range", pa.float64(), "projection on the range direction"),
+    _f("proj_rate", pa.float64(), "projection on the rate direction"),
+    _f("proj_variant", pa.float64(), "projection on the variant direction"),
+    _f("z_pitch", pa.float64(), "standardised pitch projection"),
+    _f("z_range", pa.float64(), "standardised range projection"),
+    _f("z_rate", pa.float64(), "standardised rate projection"),
+    _f("z_variant", pa.float64(), "standardised variant projection"),
+    _f("f0_measured_hz", pa.float64(), "median F0 measured on all of the identity's speech"),
+    _f("speech_seconds", pa.float64(), "seconds of synthesised speech (before padding)"),
+], metadata={"s2f.table": "demo_identities", "s2f.schema_version": "1",
+             "s2f.doc": "One row per identity of the built-in demo corpus."})
+
+
+def write_identities(rows: list[dict], path: Path, config) -> Path:
+    table = rows_to_table(rows, IDENTITIES)
+    return write_table_atomic(table, path, extra={"corpus": config.record()})
