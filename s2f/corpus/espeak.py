@@ -6,7 +6,7 @@ espeak-ng keeps synthesis state in C statics that neither `espeak_Terminate` nor
 `espeak_Initialize` resets (the pitch-flutter phase, the automatic gain, the echo buffer), so the
 samples of an utterance depend on everything the library spoke before it in the same process. To
 make speech a function of (text, voice, parameters, seed) only, every `EspeakSession` loads a
-fresh instance of the library: a private copy of the shared object (one per process) is
+fresh instance of the library: a private copy of the shared object (see `_private_library`) is
 `dlopen`ed at the start of the session and `dlclose`d at its end, which drops all of its state.
 A session costs about 5 ms. Within a session, utterances are deterministic given their order.
 
@@ -18,8 +18,8 @@ A session costs about 5 ms. Within a session, utterances are deterministic given
 from __future__ import annotations
 
 import _ctypes
-import atexit
 import ctypes
+import hashlib
 import os
 import shutil
 import tempfile
@@ -39,7 +39,7 @@ ESPEAK_RATE, ESPEAK_VOLUME, ESPEAK_PITCH, ESPEAK_RANGE, ESPEAK_WORDGAP = 1, 2, 3
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
                              ctypes.c_void_p)
 _LOCK = threading.Lock()  # one session at a time per process: the library is not reentrant
-_PRIVATE_COPY: dict[int, Path] = {}
+_PRIVATE_COPY: list[Path] = []
 
 
 class EspeakError(RuntimeError):
@@ -47,18 +47,22 @@ class EspeakError(RuntimeError):
 
 
 def _private_library() -> Path:
-    """This process's own copy of libespeak-ng (a distinct file, so dlopen maps it anew)."""
-    pid = os.getpid()
-    if pid not in _PRIVATE_COPY:
+    """A copy of libespeak-ng under its own file name, shared by all processes (one per library
+    build, in the temp directory, never deleted): dlopen maps it apart from any other user of
+    the wheel's library in this process, so that dlclose really drops its state."""
+    if not _PRIVATE_COPY:
         import espeakng_loader
 
-        src = Path(espeakng_loader.get_library_path())
-        tmp = Path(tempfile.mkdtemp(prefix="s2f-espeak-"))
-        dst = tmp / src.name
-        shutil.copy2(src, dst)
-        atexit.register(shutil.rmtree, tmp, True)
-        _PRIVATE_COPY[pid] = dst
-    return _PRIVATE_COPY[pid]
+        src = Path(espeakng_loader.get_library_path()).resolve()
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+        dst = Path(tempfile.gettempdir()) / f"s2f-espeak-{digest}" / "libespeak-ng-s2f.so"
+        if not dst.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.{os.getpid()}")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)  # atomic: concurrent processes agree on one complete file
+        _PRIVATE_COPY.append(dst)
+    return _PRIVATE_COPY[0]
 
 
 def _bind(lib: ctypes.CDLL) -> None:
@@ -98,7 +102,11 @@ class EspeakSession:
 
         _LOCK.acquire()
         try:
-            lib = ctypes.CDLL(str(_private_library()))
+            try:
+                lib = ctypes.CDLL(str(_private_library()))
+            except OSError:  # e.g. a noexec temp directory: the wheel's own file will do,
+                # as long as nothing else in this process holds it open
+                lib = ctypes.CDLL(espeakng_loader.get_library_path())
             _bind(lib)
             rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0,
                                          espeakng_loader.get_data_path().encode(),
