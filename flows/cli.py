@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flows.runtime import DEFAULT_DATA_DIR
+from s2f.corpus import DEMO_CLIPS_PER_IDENTITY, DEMO_IDENTITIES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -138,15 +139,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="build the demo corpus and run the whole pipeline on it",
                        description="Build the built-in demo corpus under DATA_DIR/demo_corpus "
-                                   "(if absent) and run every stage on it, end to end.")
+                                   "(if absent), run every stage on it end to end, predict faces "
+                                   "for a few test voices, and print the report: the paper's "
+                                   "tables from the evaluations table, the promotion decision, "
+                                   "and where the images, tables, model card and the MLflow and "
+                                   "Prefect UIs are (saved under DATA_DIR/reports too). Run it "
+                                   "again to train and evaluate a new version; the gate decides.")
     _data_dir(p)
-    p.add_argument("--identities", type=int, default=120, help="identities in the corpus (default 120)")
-    p.add_argument("--clips-per-identity", type=int, default=3, help="clips per identity (default 3)")
+    p.add_argument("--identities", type=int, default=DEMO_IDENTITIES,
+                   help=f"identities in the corpus (default {DEMO_IDENTITIES})")
+    p.add_argument("--clips-per-identity", type=int, default=DEMO_CLIPS_PER_IDENTITY,
+                   help=f"clips per identity (default {DEMO_CLIPS_PER_IDENTITY})")
     p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     p.add_argument("--decoder-steps", type=int, default=None,
                    help="face decoder training steps (default: the small preset's)")
     p.add_argument("--train-steps", type=int, default=None,
                    help="voice encoder training steps (default: the small preset's)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="recall@10 gain the new model needs over the champion (default 0)")
+    p.add_argument("--min-diversity", type=float, default=0.2,
+                   help="promotion floor on the spread of the predictions / the spread of the "
+                        "true faces (default 0.2; 0 lets a collapsed model through: smoke tests)")
     p.set_defaults(handler=_cmd_demo)
 
     stages = ["ingest", "preprocess", "train-decoder", "train", "evaluate", "promote"]
@@ -195,8 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of the face. Writes media/, avspeech_train.csv, "
                                    "avspeech_test.csv, identities.parquet and DATA_CARD.md.")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--identities", type=int, default=120, help="number of identities (default 120)")
-    p.add_argument("--clips-per-identity", type=int, default=3, help="clips per identity (default 3)")
+    p.add_argument("--identities", type=int, default=DEMO_IDENTITIES,
+                   help=f"number of identities (default {DEMO_IDENTITIES})")
+    p.add_argument("--clips-per-identity", type=int, default=DEMO_CLIPS_PER_IDENTITY,
+                   help=f"clips per identity (default {DEMO_CLIPS_PER_IDENTITY})")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same corpus (default 0)")
     p.set_defaults(handler=_cmd_demo_corpus)
 
@@ -246,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model preset (default small: CPU-sized)")
         p.add_argument("--steps", type=int, default=None, help="training steps (default: preset)")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        p.add_argument("--checkpoint-every", type=int, default=None,
+                       help="steps between checkpoints (default: the preset's)")
         p.add_argument("--encoder", default="dlib-resnet",
                        help="face encoder whose features are used (default dlib-resnet)")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -257,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "challenger, or a fixed random projection (smoke tests only)")
             p.add_argument("--vggface-weights", type=Path, default=None,
                            help="VGG-Face weights: its fc8 turns the distillation term on")
+            p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="set any TrainConfig field, last (VALUE as JSON when it parses: "
+                                "--set batch_size=64 --set lr=2e-3); repeatable. Multi-GPU: "
+                                "the same flags under torchrun -m s2f.train.ddp")
         p.set_defaults(handler=_cmd_train)
 
     p = sub.add_parser("status", help="one row per manifest line: furthest stage and why",

@@ -466,10 +466,16 @@ def run_pipeline_from_cli(args: argparse.Namespace) -> int:
 
 
 def run_demo_from_cli(args: argparse.Namespace) -> int:
-    """`s2f demo`: build the demo corpus (once) under the data directory, then run the pipeline."""
+    """`s2f demo`: build the demo corpus (once) under the data directory, run the pipeline on
+    it, predict faces for a few test voices and print the report (`s2f.report`): the paper's
+    tables from the `evaluations` row, the promotion decision, and where everything is.
+    0 when the pipeline finished (whatever the gate decided), 1 when a stage failed."""
     from s2f.corpus.build import CorpusConfig, build_demo_corpus, corpus_is_complete
+    from s2f.report import demo_report, places_report
     from storage.status import status_counts
 
+    # Model loads would draw a progress bar per artifact between the report's lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     layout = DataLayout(args.data_dir)
     corpus_dir = layout.demo_corpus_dir
     config = CorpusConfig(out=corpus_dir, identities=args.identities,
@@ -487,23 +493,112 @@ def run_demo_from_cli(args: argparse.Namespace) -> int:
         runner=RunnerParams(),  # S2F_TASK_RUNNER / S2F_DASK_ADDRESS may pick Dask
         decoder_steps=getattr(args, "decoder_steps", None),
         train_steps=getattr(args, "train_steps", None),
+        margin=getattr(args, "margin", 0.0),
+        min_diversity=getattr(args, "min_diversity", 0.2),
     )
-    results = pipeline_flow(params)
+    state = pipeline_flow(params, return_state=True)
+    flow_run_id = str(state.state_details.flow_run_id)
     print("\nClips by furthest stage and status (details: s2f status --data-dir "
-          f"{args.data_dir}):")
+          f"{layout.root}):")
     with pl.Config(tbl_rows=50, tbl_hide_dataframe_shape=True):
         print(status_counts(layout))
-    if "train" in results:
-        predict_demo_voices(layout, n=3)
-    print(f"\nPlaces:\n  demo corpus      {corpus_dir}\n  tables (Parquet) {layout.root / 'tables'}"
-          f"\n  audio (FLAC)     {layout.root / 'audio'}\n  MLflow store     {layout.mlflow_tracking_uri}"
-          f"\n  Prefect home     {layout.prefect_home}")
+    if not state.is_completed():
+        print(f"\ns2f demo: the pipeline failed: {state.message}", file=sys.stderr)
+        print(places_report(demo_places(layout, flow_run_id, None, [], None)))
+        return 1
+    results: dict[str, Any] = state.result()
+    images = [p.image_path for p in predict_demo_voices(layout, n=3)
+              if p.error is None and p.image_path] if "train" in results else []
+    row = demo_evaluation(layout, results.get("evaluate"))
+    card = save_model_card(layout, row)
+    report = demo_report(row, results.get("promote"),
+                         demo_places(layout, flow_run_id, row, images, card))
+    print("\n" + report)
+    if row is not None:
+        saved = layout.root / "reports" / f"demo-report-{row['evaluation_id']}.txt"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(report)
+        print(f"(this report is also in {saved})")
     return 0
 
 
-def predict_demo_voices(layout: DataLayout, n: int = 3) -> None:
+def demo_evaluation(layout: DataLayout, returned: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The demo's evaluation as stored: its row of the `evaluations` table (the evaluate flow's
+    return value only if the row cannot be read back)."""
+    from s2f.evaluation.record import read_evaluations
+
+    if not returned:
+        return None
+    stored = [r for r in read_evaluations(layout)
+              if r["evaluation_id"] == returned.get("evaluation_id")]
+    return stored[-1] if stored else returned
+
+
+def save_model_card(layout: DataLayout, row: dict[str, Any] | None) -> Path | None:
+    """The model card the evaluate stage logged (`model_card.md` of the evaluation's MLflow
+    run), copied to DATA_DIR/reports/model_card-<model>-v<version>.md; None if there is none."""
+    import shutil
+    import tempfile
+
+    if not row or not row.get("mlflow_run_id"):
+        return None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    out = layout.root / "reports" / f"model_card-{row['model_name']}-v{row['model_version']}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            got = MlflowClient().download_artifacts(row["mlflow_run_id"], "model_card.md", tmp)
+        except (MlflowException, OSError):
+            return None
+        shutil.copyfile(got, out)
+    return out
+
+
+def demo_places(layout: DataLayout, flow_run_id: str, row: dict[str, Any] | None,
+                images: list[str], card: Path | None) -> list[tuple[str, str]]:
+    """Section (g) of the report: where the outputs are and how to open the UIs."""
+    places: list[tuple[str, str]] = []
+    if images:
+        places.append(("predicted faces", "\n".join(str(p) for p in images)))
+    places.append(("Parquet tables", f"{layout.root / 'tables'}  (one directory per table: "
+                   + ", ".join(t for t in ("clips", "preprocess", "faces", "face_features",
+                                           "evaluations") if shard_paths(layout, t)) + ")"))
+    places.append(("evaluation rows", f"python -m s2f.evaluation.record {layout.root}"))
+    model_page = ""
+    if row is not None and row.get("model_name"):
+        model_page = f"/#/models/{row['model_name']}/versions/{row['model_version']}"
+    if card is not None and row is not None:
+        places.append(("model card", f"{card}\n(also the description of {row['model_name']} "
+                                     f"version {row['model_version']} in the MLflow registry)"))
+    places.append(("demo corpus", str(layout.demo_corpus_dir)))
+    places.append(("cut audio (FLAC)", str(layout.root / "audio")))
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or layout.mlflow_tracking_uri
+    if uri.startswith(("http://", "https://")):
+        places.append(("MLflow UI", uri.rstrip("/") + (model_page or "/")))
+    else:
+        places.append(("MLflow UI", f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1\n"
+                                    f"then open http://127.0.0.1:5000{model_page or '/'}"))
+    api = os.environ.get("PREFECT_API_URL", "")
+    run_page = f"/runs/flow-run/{flow_run_id}"
+    if api:
+        places.append(("Prefect UI", api.rstrip("/").removesuffix("/api") + run_page))
+    else:
+        home = Path(os.environ.get("PREFECT_HOME") or layout.prefect_home)
+        db = os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", "")
+        env = f"PREFECT_HOME={home}"
+        if db and db != f"sqlite+aiosqlite:///{home}/prefect.db":
+            env += f" PREFECT_SERVER_DATABASE_CONNECTION_URL={db}"
+        places.append(("Prefect UI", f"{env} prefect server start --host 127.0.0.1\n"
+                                     f"then open http://127.0.0.1:4200{run_page}"))
+    return places
+
+
+def predict_demo_voices(layout: DataLayout, n: int = 3) -> list[Any]:
     """After the demo trained a model: a face for each of `n` test voices, with the
-    just-trained (challenger) encoder and decoder, under DATA_DIR/predictions."""
+    just-trained (challenger) encoder and decoder, under DATA_DIR/predictions. Returns the
+    `s2f.predict` results."""
     from s2f.names import CHALLENGER, FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
     from s2f.predict import predict_files
     from storage.io import scan
@@ -515,7 +610,7 @@ def predict_demo_voices(layout: DataLayout, n: int = 3) -> None:
     paths = [layout.resolve(p) for p in voices["audio_path"].to_list()]
     if not paths:
         print("no test voices to predict for")
-        return
+        return []
     out = layout.root / "predictions"
     predictions = predict_files(paths, out, model_uri(VOICE_ENCODER_NAME, CHALLENGER),
                                 model_uri(FACE_DECODER_NAME, CHALLENGER))
@@ -523,3 +618,4 @@ def predict_demo_voices(layout: DataLayout, n: int = 3) -> None:
     for p in predictions:
         print(f"  {p.source} -> {p.error or p.image_path}")
     print("  (each image is a statistical reconstruction, not the speaker's face)")
+    return list(predictions)

@@ -22,6 +22,7 @@ default one per core): dlib holds the GIL, so the one shard thread would use a s
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -40,8 +41,9 @@ from s2f.preprocess import (
     read_status_counts,
     shard_is_done,
 )
-from storage.io import shard_paths
+from storage.io import remove_stale_temps, shard_paths
 from storage.layout import DataLayout
+from storage.lock import StageLocked, stage_lock
 from storage.schemas import PREPROCESS_STATUSES
 
 
@@ -91,9 +93,20 @@ def preprocess_shard_task(clips_shard: Path, data_dir: Path, params: PreprocessP
 
 @flow(name="preprocess", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def preprocess_flow(params: PreprocessParams) -> dict[str, Any]:
-    """Preprocess every clips shard; returns counts by status, shard counts and table paths."""
-    logger = get_run_logger()
+    """Preprocess every clips shard; returns counts by status, shard counts and table paths.
+    Raises StageLocked if another preprocess run holds this data directory."""
     layout = DataLayout(params.data_dir).ensure()
+    # A second run would write the same output shards under the first one's feet.
+    with stage_lock(layout, "preprocess"):
+        # Holding the lock, any temporary file is a killed run's leftover: nobody will rename it.
+        removed = remove_stale_temps([layout.table_dir(t) for t in OUTPUT_TABLES])
+        if removed:
+            get_run_logger().info("removed %d temporary files of killed runs", len(removed))
+        return _preprocess(params, layout)
+
+
+def _preprocess(params: PreprocessParams, layout: DataLayout) -> dict[str, Any]:
+    logger = get_run_logger()
     shards = shard_paths(layout, "clips")
     logger.info("preprocess: %d clips shards under %s", len(shards), layout.table_dir("clips"))
     shard_task = preprocess_shard_task.with_options(retries=params.retries,
@@ -127,7 +140,9 @@ def preprocess_flow(params: PreprocessParams) -> dict[str, Any]:
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
-    """`s2f preprocess`: run the flow, print counts by status and where the tables are."""
+    """`s2f preprocess`: run the flow, print counts by status and where the tables are.
+    0 when it finished, 1 when a shard failed, 2 for bad parameters, 3 when another
+    preprocess run holds the data directory."""
     try:
         params = PreprocessParams(data_dir=args.data_dir, frames=args.frames,
                                   detector=args.detector, encoder=args.encoder,
@@ -137,6 +152,9 @@ def run_from_cli(args: argparse.Namespace) -> int:
         print(f"s2f preprocess: {exc}")
         return 2
     state = preprocess_flow(params, return_state=True)
+    if state.is_failed() and isinstance(exc := state.result(raise_on_failure=False), StageLocked):
+        print(f"s2f preprocess: {exc}", file=sys.stderr)
+        return 3
     layout = DataLayout(params.data_dir)
     counts = read_status_counts(shard_paths(layout, "preprocess"))
     print("preprocess: clips by status")

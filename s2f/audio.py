@@ -98,6 +98,15 @@ def load_fixed(path: str | Path, cfg: AudioConfig) -> np.ndarray:
     return fix_length(load_audio(path, cfg.sample_rate), cfg.num_samples)
 
 
+def crop_fixed(wave: np.ndarray, num_samples: int, where: float | None = None) -> np.ndarray:
+    """A `num_samples` window of `wave`: from the start when `where` is None, else starting at
+    fraction `where` ∈ [0, 1) of the free range (training's random crops); short clips repeat."""
+    if where is not None and wave.size > num_samples:
+        off = min(int(where * (wave.size - num_samples + 1)), wave.size - num_samples)
+        wave = wave[off:]
+    return fix_length(wave, num_samples)
+
+
 def window(cfg: AudioConfig, device: torch.device | str | None = None) -> torch.Tensor:
     periodic = cfg.window == "hann_periodic"
     return torch.hann_window(cfg.win_length, periodic=periodic, device=device)

@@ -177,3 +177,20 @@ def register(module: nn.Module, name: str, alias: str | None = None,
         MlflowClient().set_registered_model_alias(name, alias, mv.version)
     del run
     return str(mv.version)
+
+
+def tracked_eval_data(tmp_path: Path, decoder_alias: str | None = None, **kwargs: int) -> EvalData:
+    """A fresh MLflow store for the test (`use_tracking`) and `make_eval_data(tmp_path/data,
+    **kwargs)`; with `decoder_alias`, the face decoder is registered under that alias."""
+    use_tracking(tmp_path)
+    data = make_eval_data(tmp_path / "data", **kwargs)
+    if decoder_alias:
+        register(face_decoder(), DECODER_NAME, decoder_alias)
+    return data
+
+
+def register_models(data: EvalData, alias: str, noise: float = 0.0,
+                    params: dict[str, str] | None = None) -> None:
+    """A tone encoder (`noise` as in `tone_encoder`) and the face decoder, both under `alias`."""
+    register(tone_encoder(data, noise=noise), ENCODER_NAME, alias, params=params)
+    register(face_decoder(), DECODER_NAME, alias)

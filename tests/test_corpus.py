@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from s2f.corpus import DEMO_TEST_FRACTION
 from s2f.corpus import voice_constants as C
 from s2f.corpus.build import CorpusConfig, _real_faces, build_demo_corpus, corpus_is_complete
 from s2f.corpus.espeak import EspeakSession
@@ -171,7 +172,7 @@ def test_split_is_by_identity(corpus):
     for split, (yid, *_rest) in _manifest(corpus):
         assert owner[yid][1] == split
     n_test = (ids["split"] == "test").sum()
-    assert n_test == round(0.2 * N_IDS)
+    assert n_test == round(DEMO_TEST_FRACTION * N_IDS)
     assert (ids["n_clips"] == N_CLIPS).all()
 
 

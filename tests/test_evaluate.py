@@ -15,10 +15,9 @@ from eval_helpers import (
     ENCODER_NAME,
     ConstantEncoder,
     face_decoder,
-    make_eval_data,
     register,
-    tone_encoder,
-    use_tracking,
+    register_models,
+    tracked_eval_data,
 )
 from mlflow import MlflowClient
 
@@ -30,13 +29,11 @@ from s2f.inference import ModelResolutionError
 
 @pytest.fixture()
 def data(tmp_path: Path):
-    use_tracking(tmp_path)
-    return make_eval_data(tmp_path / "data")
+    return tracked_eval_data(tmp_path)
 
 
 def test_healthy_model_beats_mean_face_and_is_recorded(data) -> None:
-    register(tone_encoder(data), ENCODER_NAME, "challenger")
-    register(face_decoder(), DECODER_NAME, "challenger")
+    register_models(data, "challenger")
     result = evaluate_model(data.layout, n_boot=200)
     m = result.metrics
 
@@ -95,8 +92,7 @@ def test_collapsed_model_shows_near_zero_diversity(data) -> None:
 def test_real_voice_encoder_runs_through_the_evaluation(tmp_path: Path) -> None:
     from s2f.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
 
-    use_tracking(tmp_path)
-    data = make_eval_data(tmp_path / "data", n_test=11, n_train=2, clips=1)  # the CNN is slow
+    data = tracked_eval_data(tmp_path, n_test=11, n_train=2, clips=1)  # the CNN is slow
 
     torch.manual_seed(0)
     model = VoiceEncoder(VoiceEncoderConfig.small()).eval()

@@ -6,15 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from eval_helpers import (
-    DECODER_NAME,
-    ENCODER_NAME,
-    face_decoder,
-    make_eval_data,
-    register,
-    tone_encoder,
-    use_tracking,
-)
+from eval_helpers import ENCODER_NAME, register_models, tracked_eval_data
 from mlflow import MlflowClient
 
 from s2f.evaluation.data import data_summary
@@ -26,11 +18,9 @@ _NUM = r"([0-9.]+|n/a)"
 
 
 def test_card_numbers_equal_the_evaluations_table_and_reach_the_registry(tmp_path: Path) -> None:
-    use_tracking(tmp_path)
-    data = make_eval_data(tmp_path / "data")
-    register(tone_encoder(data, noise=0.7), ENCODER_NAME, "challenger",
-             params={"encoder": "dlib-resnet", "val_fraction": "0.1", "seconds": "3.0"})
-    register(face_decoder(), DECODER_NAME, "challenger")
+    data = tracked_eval_data(tmp_path)
+    register_models(data, "challenger", noise=0.7,
+                    params={"encoder": "dlib-resnet", "val_fraction": "0.1", "seconds": "3.0"})
     evaluate_model(data.layout, n_boot=100)
     (row,) = read_evaluations(data.layout)  # the table, not the in-memory result
     m = row["metrics"]

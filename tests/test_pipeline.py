@@ -212,8 +212,29 @@ def test_pipeline_trains_evaluates_and_promotes_with_mlflow_links(
     assert f"runs:/{train_run}" in links and f"runs:/{result['train-decoder']['run_id']}" in links
     assert result["promote"]["decision"] in links and uri in links
 
-    # What `s2f demo` does after training: faces for a few test voices.
-    from flows.pipeline import predict_demo_voices
+    # What `s2f demo` does after training: faces for a few test voices, then the report's
+    # inputs: the evaluation as stored, the model card from MLflow, and the places.
+    from flows.pipeline import demo_evaluation, demo_places, predict_demo_voices, save_model_card
+    from s2f.evaluation.record import read_evaluations
 
-    predict_demo_voices(layout, n=2)
-    assert len(list((layout.root / "predictions").glob("*.png"))) == 2
+    predicted = predict_demo_voices(layout, n=2)
+    pngs = sorted(str(p) for p in (layout.root / "predictions").glob("*.png"))
+    assert sorted(p.image_path for p in predicted) == pngs and len(pngs) == 2
+    row = demo_evaluation(layout, result["evaluate"])
+    assert row == read_evaluations(layout)[-1]  # the table's row, metrics as a dict
+    card = save_model_card(layout, row)
+    name, version = row["model_name"], row["model_version"]
+    assert card == layout.root / "reports" / f"model_card-{name}-v{version}.md"
+    text = card.read_text()  # the card the evaluate stage logged and set as the description
+    assert text.startswith(f"# Model card: {name} v{version}\n")
+    description = mlflow.MlflowClient().get_model_version(name, version).description
+    assert description == text or (len(text) > 5000 and "see `model_card.md`" in description)
+    run_id = str(state.state_details.flow_run_id)
+    places = dict(demo_places(layout, run_id, row, pngs, card))
+    assert places["predicted faces"] == "\n".join(pngs)
+    assert places["model card"].startswith(f"{card}\n")
+    assert places["MLflow UI"] == (f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1\nthen "
+                                   f"open http://127.0.0.1:5000/#/models/{name}/versions/{version}")
+    assert places["Prefect UI"].startswith(f"PREFECT_HOME={os.environ['PREFECT_HOME']}")
+    assert " prefect server start --host 127.0.0.1\nthen open " in places["Prefect UI"]
+    assert places["Prefect UI"].endswith(f"http://127.0.0.1:4200/runs/flow-run/{run_id}")

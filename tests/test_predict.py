@@ -7,16 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_helpers import (
-    BIN_HZ,
-    DECODER_NAME,
-    ENCODER_NAME,
-    face_decoder,
-    make_eval_data,
-    register,
-    tone_encoder,
-    use_tracking,
-)
+from eval_helpers import BIN_HZ, DECODER_NAME, ENCODER_NAME, register_models, tracked_eval_data
 from PIL import Image
 
 from s2f.mux import write_media
@@ -30,10 +21,8 @@ def _tone(bin_: int, seconds: float, sr: int = 16000) -> np.ndarray:
 
 @pytest.fixture()
 def models(tmp_path: Path):
-    use_tracking(tmp_path)
-    data = make_eval_data(tmp_path / "data", n_test=4, n_train=1, clips=1)
-    register(tone_encoder(data), ENCODER_NAME, "champion")
-    register(face_decoder(), DECODER_NAME, "champion")
+    data = tracked_eval_data(tmp_path, n_test=4, n_train=1, clips=1)
+    register_models(data, "champion")
     return data
 
 

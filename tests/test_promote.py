@@ -13,11 +13,9 @@ from eval_helpers import (
     DECODER_NAME,
     ENCODER_NAME,
     ConstantEncoder,
-    face_decoder,
-    make_eval_data,
     register,
     tone_encoder,
-    use_tracking,
+    tracked_eval_data,
 )
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -32,10 +30,7 @@ from storage.schemas import CLIPS
 
 @pytest.fixture()
 def data(tmp_path: Path):
-    use_tracking(tmp_path)
-    d = make_eval_data(tmp_path / "data")
-    register(face_decoder(), DECODER_NAME, "challenger")
-    return d
+    return tracked_eval_data(tmp_path, decoder_alias="challenger")
 
 
 def _champion(name: str = ENCODER_NAME) -> str | None:

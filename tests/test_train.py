@@ -140,3 +140,45 @@ def test_dali_loader_gives_the_same_batches(corpus: DataLayout) -> None:
     pa, pb = a.load(a.plan(0)[0]), b.load(b.plan(0)[0])
     assert pa.clip_keys == pb.clip_keys
     torch.testing.assert_close(pa.waves, pb.waves, atol=1e-4, rtol=0)
+
+
+def test_random_crops_depend_only_on_seed_epoch_and_pair(corpus: DataLayout) -> None:
+    from s2f.audio import AudioConfig, load_audio
+
+    audio = AudioConfig(seconds=0.25)  # 4000 samples from 0.6 s clips: 5600 possible offsets
+    crops = PairStream(corpus, "dlib-resnet", "train", audio, 4, seed=0, val_fraction=0.2,
+                       random_crop=True)
+    starts = PairStream(corpus, "dlib-resnet", "train", audio, 4, seed=0, val_fraction=0.2)
+    pos = crops.plan(1)[0]
+    a = crops.load(pos, 1).waves.numpy()
+    # the same pair gets the same window whichever batch (or rank) loads it
+    b = crops.load(pos[::-1].copy(), 1).waves.numpy()
+    np.testing.assert_array_equal(a, b[::-1])
+    assert not np.array_equal(a, crops.load(pos, 2).waves.numpy())  # a new epoch, new windows
+    first = starts.load(pos, 1).waves.numpy()
+    offsets = []
+    for i, p in enumerate(pos):
+        full = load_audio(corpus.resolve(crops._audio[p]), audio.sample_rate)
+        np.testing.assert_array_equal(first[i], full[:audio.num_samples])  # no crop: the start
+        hits = [o for o in range(full.size - audio.num_samples + 1)
+                if np.array_equal(full[o:o + audio.num_samples], a[i])]
+        assert hits, "a random crop is a contiguous window of its clip"
+        offsets.append(hits[0])
+    assert len(set(offsets)) > 1 and max(offsets) > 0
+
+
+@pytest.mark.parametrize("select", ["best_val", "last"])
+def test_kept_weights_are_the_best_validated(corpus: DataLayout, tmp_path: Path,
+                                             select: str) -> None:
+    cfg = tiny(steps=12, val_every=3, checkpoint_every=1000, select=select, lr=3e-3)
+    res = train_voice_encoder(cfg, corpus, ckpt_dir=tmp_path / select)
+    vals = dict(res.history["val_loss"])
+    assert sorted(vals) == [3, 6, 9, 12]
+    if select == "last":
+        assert res.best_step == 12
+        assert res.val["val_loss"] == pytest.approx(vals[12], rel=1e-5)
+    else:
+        best = min(vals, key=lambda s: vals[s])
+        assert res.best_step == best
+        # the returned (and registered) weights are those that scored the lowest loss
+        assert res.val["val_loss"] == pytest.approx(min(vals.values()), rel=1e-5)

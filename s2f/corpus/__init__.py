@@ -5,3 +5,11 @@ with an espeak-ng voice (`espeak`) whose parameters are a fixed function of its 
 (`voice`), and the clips are rendered and muxed as H.264/AAC .mp4 and VP9/Opus .webm
 (`render`, `s2f.mux`). `build.build_demo_corpus` puts it together; `s2f demo-corpus` runs it.
 """
+
+# The default demo corpus (kept here so the CLI can show them without importing the builder).
+# Many speakers with one clip each rather than few with several: a voice→face map generalises
+# from the number of speakers, and retrieval needs a pool of test faces large enough that
+# chance (K / pool) leaves room to show skill: 400 × 30 % = 120 test identities, chance@10 8 %.
+DEMO_IDENTITIES = 400
+DEMO_CLIPS_PER_IDENTITY = 1
+DEMO_TEST_FRACTION = 0.3

@@ -1,15 +1,15 @@
 """Build the built-in demo corpus: `s2f demo-corpus --out DIR`.
 
     from s2f.corpus.build import CorpusConfig, build_demo_corpus
-    summary = build_demo_corpus(CorpusConfig(out=Path("corpus"), identities=120,
-                                             clips_per_identity=3, seed=0))
+    summary = build_demo_corpus(CorpusConfig(out=Path("corpus"), identities=400,
+                                             clips_per_identity=1, seed=0))
     print(summary.describe())
 
 Layout of DIR:
 
     media/<youtube_id>.mp4|.webm   one file per "video" (H.264/AAC or VP9/Opus), 1-2 per identity
     avspeech_train.csv             AVSpeech format, no header: youtube_id,start,end,x,y
-    avspeech_test.csv              the same for the test identities (~20%, disjoint)
+    avspeech_test.csv              the same for the test identities (~30%, disjoint)
     identities.parquet             one row per identity: sources, embedding, voice parameters
     faces/<identity_id>.png        the identity's aligned face
     DATA_CARD.md, SOURCE.md        provenance, method, the face → voice function; attribution
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from s2f.corpus import DEMO_CLIPS_PER_IDENTITY, DEMO_IDENTITIES, DEMO_TEST_FRACTION
 from s2f.corpus.faces import ASSETS_DIR, CANVAS
 
 CORPUS_VERSION = 1
@@ -53,11 +54,11 @@ OUTPUTS = ("media", "faces", "avspeech_train.csv", "avspeech_test.csv", "identit
 @dataclass
 class CorpusConfig:
     out: Path
-    identities: int = 120
-    clips_per_identity: int = 3
+    identities: int = DEMO_IDENTITIES
+    clips_per_identity: int = DEMO_CLIPS_PER_IDENTITY
     seed: int = 0
     workers: int = 2               # processes; 0 or 1 builds in this process
-    test_fraction: float = 0.2
+    test_fraction: float = DEMO_TEST_FRACTION
     crf: int = 28                  # H.264 CRF (VP9 gets crf + 6, see s2f.mux)
     faces_dir: Path = ASSETS_DIR
 

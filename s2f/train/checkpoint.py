@@ -4,7 +4,9 @@ A checkpoint holds the model, optimiser and scheduler state, torch's RNG states 
 the step and the data position (epoch, next batch), and the config as JSON. It is written to a
 temporary file in the same directory, fsynced and renamed over `last.pt` (and `step-N.pt` when
 asked), so a crash never leaves half a checkpoint. Everything in it is a tensor or plain Python,
-so it loads with `torch.load(weights_only=True)`.
+so it loads with `torch.load(weights_only=True)`. `RunResult` is what a training call returns
+(the voice encoder's `TrainResult` extends it); `checkpoint_dir` is where each model's
+checkpoints live.
 
     python -m s2f.train.checkpoint PATH      # prints step, epoch, batch of a checkpoint
 """
@@ -14,12 +16,38 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
+from torch import nn
+
+from storage.layout import DataLayout
 
 LAST = "last.pt"
+
+M = TypeVar("M", bound=nn.Module)
+
+
+@dataclass
+class RunResult(Generic[M]):
+    """The outcome of one training call (`train_voice_encoder`, `train_face_decoder`)."""
+
+    step: int
+    train_loss: float                        # mean loss of the last `log_every` steps
+    val: dict[str, float]
+    checkpoint: Path
+    model: M
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    run_id: str | None = None
+    model_version: str | None = None
+    seconds: float = 0.0
+
+
+def checkpoint_dir(layout: DataLayout, model: str) -> Path:
+    """`<data dir>/checkpoints/<model>` ("voice_encoder", "face_decoder")."""
+    return layout.root / "checkpoints" / model
 
 
 def rng_state() -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,8 @@ import torch
 
 from s2f.losses import face_decoder_loss
 from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig, to_mean_shape
-from s2f.train.checkpoint import latest, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from s2f.train import checkpoint
+from s2f.train.checkpoint import RunResult
 from s2f.train.config import DecoderTrainConfig, resolve_device
 from s2f.train.face_data import FaceSet, load_face_set
 from s2f.train.tracking import (
@@ -40,26 +40,9 @@ from s2f.train.tracking import (
 from storage.layout import DataLayout
 
 
-@dataclass
-class DecoderResult:
-    step: int
-    train_loss: float
-    val: dict[str, float]
-    checkpoint: Path
-    model: FaceDecoder
-    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    run_id: str | None = None
-    model_version: str | None = None
-    seconds: float = 0.0
-
-
-def decoder_ckpt_dir(layout: DataLayout) -> Path:
-    return layout.root / "checkpoints" / "face_decoder"
-
-
 def load_decoder(path: Path, device: str | torch.device = "cpu") -> FaceDecoder:
     """A trained decoder from its checkpoint (a file or a directory with last.pt)."""
-    ck = load_checkpoint(path, device)
+    ck = checkpoint.load_checkpoint(path, device)
     model = FaceDecoder(FaceDecoderConfig(**json.loads(ck["decoder_config"])))
     model.load_state_dict(ck["model"])
     return model.to(device).eval()
@@ -93,7 +76,7 @@ def _step_loss(model: FaceDecoder, data: FaceSet, idx: torch.Tensor, cfg: Decode
 
 def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool = False,
                        ckpt_dir: Path | None = None, stop_after: int | None = None,
-                       tracker: NullTracker | None = None) -> DecoderResult:
+                       tracker: NullTracker | None = None) -> RunResult[FaceDecoder]:
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -106,18 +89,19 @@ def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool
                         mean_shape=train.landmarks.mean(dim=0)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999),
                            eps=cfg.adam_eps)
-    ckpt_dir = ckpt_dir or decoder_ckpt_dir(layout)
+    ckpt_dir = ckpt_dir or checkpoint.checkpoint_dir(layout, "face_decoder")
     step, epoch, batch_no = 0, 0, 0
-    if resume and (p := latest(ckpt_dir)) is not None:
-        ck = load_checkpoint(p, device)
+    if resume and (p := checkpoint.latest(ckpt_dir)) is not None:
+        ck = checkpoint.load_checkpoint(p, device)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        set_rng_state(ck["rng"])
+        checkpoint.set_rng_state(ck["rng"])
         step, epoch, batch_no = int(ck["step"]), int(ck["epoch"]), int(ck["batch"])
 
     def save() -> Path:
-        return save_checkpoint(ckpt_dir, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
+        return checkpoint.save_checkpoint(ckpt_dir, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "rng": checkpoint.rng_state(),
             "step": step, "epoch": epoch, "batch": batch_no, "config": cfg.model_dump_json(),
             "decoder_config": json.dumps(model.cfg.to_dict())})
 
@@ -173,7 +157,7 @@ def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool
     finally:
         if own:
             tracker.finish(status)
-    return DecoderResult(step, float(np.mean(recent)) if recent else float("nan"), metrics,
+    return RunResult(step, float(np.mean(recent)) if recent else float("nan"), metrics,
                          ckpt, model, history, tracker.run_id, version,
                          time.perf_counter() - t0)
 

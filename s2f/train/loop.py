@@ -9,8 +9,20 @@ A checkpoint every `checkpoint_every` steps and at the end; `resume=True` contin
 batch plan depends only on seed and epoch). Validation compares the loss against always
 predicting the mean training feature (`val_loss_mean_baseline`).
 
+Generalising from few identities (the demo corpus has ~100 training speakers):
+- `random_crop`: training windows start at random offsets (`s2f.train.data`);
+- `select="best_val"`: the weights kept at the end (and registered) are those with the lowest
+  validation loss over the run (validation speakers are disjoint from training and test ones);
+  `best_step` says when. The checkpoint carries them, so a resumed run selects the same.
+
 On CUDA, `bf16` autocasts the encoder's forward to bfloat16 (ignored on CPU); `channels_last`
 switches the memory format on any device (on CPU, mkldnn's channels-last convs are ~2x faster).
+
+Several processes (`torchrun ... -m s2f.train.ddp`, `s2f.train.distributed`): `batch_size` is
+the global batch, each rank loads its slice of every batch, BatchNorm is synchronised
+(`sync_batchnorm`) and the model trains through DistributedDataParallel (`net`); `model` stays
+the bare module. Metrics are reduced over ranks; only rank 0 writes checkpoints, logs and
+registers; on resume every rank loads rank 0's checkpoint.
 
     python -m s2f.train.loop DATA_DIR [STEPS]    # trains the small config (random f_dec if no decoder)
 """
@@ -21,9 +33,9 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -33,9 +45,19 @@ from s2f.audio import spectrogram
 from s2f.losses import speech2face_loss
 from s2f.models.face_decoder import FaceDecoder
 from s2f.models.voice_encoder import VoiceEncoder
-from s2f.train.checkpoint import latest, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from s2f.train.checkpoint import (
+    LAST,
+    RunResult,
+    checkpoint_dir,
+    latest,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from s2f.train.config import TrainConfig, resolve_device
 from s2f.train.data import Batch, PairStream
+from s2f.train.distributed import current, plain_copy
 from s2f.train.tracking import (
     VOICE_ENCODER_MODEL,
     NullTracker,
@@ -51,20 +73,8 @@ Projection = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class TrainResult:
-    step: int
-    train_loss: float                        # mean loss of the last `log_every` steps
-    val: dict[str, float]
-    checkpoint: Path
-    model: VoiceEncoder
-    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    run_id: str | None = None
-    model_version: str | None = None
-    seconds: float = 0.0
-
-
-def voice_ckpt_dir(layout: DataLayout) -> Path:
-    return layout.root / "checkpoints" / "voice_encoder"
+class TrainResult(RunResult[VoiceEncoder]):
+    best_step: int = 0                       # the step whose weights were kept (select)
 
 
 def random_projection(in_dim: int, out_dim: int, seed: int) -> nn.Linear:
@@ -92,16 +102,22 @@ class VoiceTrainer:
     def __init__(self, cfg: TrainConfig, layout: DataLayout, decoder: FaceDecoder | None,
                  classifier: nn.Module | None = None, ckpt_dir: Path | None = None) -> None:
         self.cfg, self.layout = cfg, layout
-        self.device = resolve_device(cfg.device)
+        self.dist = current()  # under torchrun: this process's rank, world size and device
+        self.device = self.dist.device or resolve_device(cfg.device)
         self.cuda = self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
         self.audio = cfg.audio_config()
         self.loader = resolve_loader(cfg.audio_loader, self.cuda)
+        if cfg.batch_size % self.dist.world:
+            raise ValueError(f"batch_size {cfg.batch_size} is the global batch: it must divide "
+                             f"by the {self.dist.world} processes")
+        part = (self.dist.rank, self.dist.world)  # each rank loads its slice of every batch
         self.train = PairStream(layout, cfg.encoder, "train", self.audio, cfg.batch_size,
-                                cfg.seed, cfg.val_fraction, loader=self.loader)
+                                cfg.seed, cfg.val_fraction, loader=self.loader,
+                                random_crop=cfg.random_crop, part=part)
         self.valid = PairStream(layout, cfg.encoder, "val", self.audio, cfg.batch_size,
                                 cfg.seed, cfg.val_fraction, shuffle=False, drop_last=False,
-                                loader=self.loader)
+                                loader=self.loader, part=part)
         if len(self.train) == 0:
             raise ValueError(f"no training pairs for encoder {cfg.encoder!r} under {layout.root}")
         train_feats = self.train.features()
@@ -121,24 +137,31 @@ class VoiceTrainer:
                              "decoder='random' explicitly")
         self.decoder = decoder
         self.classifier = None if classifier is None else classifier.to(self.device).eval()
+        # torchrun (world > 1): synchronised BatchNorm, and DDP as `net` (trained through);
+        # `model` stays the bare module (saved, validated, registered). One process: both same.
+        model, self.net = self.dist.wrap(self.model, cfg.sync_batchnorm)
+        self.model = cast(VoiceEncoder, model)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
-                                    betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+                                    betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
+                                    weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=cfg.decay_every,
                                                      gamma=cfg.lr_decay)
-        self.ckpt_dir = ckpt_dir or voice_ckpt_dir(layout)
+        self.ckpt_dir = ckpt_dir or checkpoint_dir(layout, "voice_encoder")
         self.step, self.epoch, self.batch = 0, 0, 0
+        # the lowest validation loss so far and its weights (`select="best_val"`)
+        self.best: dict[str, object] | None = None
 
     # -- one step ---------------------------------------------------------------------------
-    def encode(self, waves: torch.Tensor) -> torch.Tensor:
+    def encode(self, waves: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
         spec = spectrogram(waves.to(self.device, non_blocking=True), self.audio)
         if self.cfg.channels_last:
             spec = spec.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.bf16):
-            return self.model(spec).float()
+            return (module or self.model)(spec).float()
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         self.model.train()
-        v_s = self.encode(batch.waves)
+        v_s = self.encode(batch.waves, self.net)
         v_f = batch.features.to(self.device)
         loss, terms = speech2face_loss(v_s, v_f, self.f_dec, self.classifier,
                                        self.cfg.loss_config())
@@ -147,26 +170,63 @@ class VoiceTrainer:
         self.opt.step()
         self.sched.step()
         terms["lr"] = self.sched.get_last_lr()[0]
-        return terms
+        return self.dist.mean(terms)  # the global batch's loss terms (the same on every rank)
 
     # -- checkpoints --------------------------------------------------------------------------
     def state(self) -> dict[str, object]:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "rng": rng_state(), "step": self.step,
                 "epoch": self.epoch, "batch": self.batch, "dim": self.dim,
+                "best": self.best,
                 "config": self.cfg.model_dump_json(),
                 "encoder_config": json.dumps(self.model.cfg.to_dict())}
 
     def save(self) -> Path:
+        """Write `last.pt` (under torchrun only rank 0 writes; every rank gets the path)."""
+        if not self.dist.is_main:
+            return self.ckpt_dir / LAST
         return save_checkpoint(self.ckpt_dir, self.state())
 
+    def resume(self) -> bool:
+        """Continue from `<ckpt_dir>/last.pt` if there is one; under torchrun rank 0 reads it
+        and every rank loads rank 0's copy."""
+        p = latest(self.ckpt_dir) if self.dist.is_main else None
+        if not self.dist.distributed:
+            if p is not None:
+                self.restore(p)
+            return p is not None
+        ck = self.dist.broadcast(None if p is None else load_checkpoint(p, "cpu"))
+        if ck is not None:
+            self.load_state(ck)
+        return ck is not None
+
     def restore(self, path: Path) -> None:
-        ck = load_checkpoint(path, self.device)
+        self.load_state(load_checkpoint(path, self.device))
+
+    def load_state(self, ck: dict[str, Any]) -> None:
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
         set_rng_state(ck["rng"])
         self.step, self.epoch, self.batch = int(ck["step"]), int(ck["epoch"]), int(ck["batch"])
+        self.best = ck.get("best")
+
+    # -- model selection ----------------------------------------------------------------------
+    def note_validation(self, val: dict[str, float]) -> None:
+        """Remember the weights if this validation loss is the lowest so far."""
+        if "val_loss" not in val:
+            return
+        if self.best is None or val["val_loss"] < float(self.best["val_loss"]):  # type: ignore[arg-type]
+            self.best = {"val_loss": float(val["val_loss"]), "step": self.step,
+                         "model": {k: v.detach().clone() for k, v in
+                                   self.model.state_dict().items()}}
+
+    def use_best(self) -> int:
+        """Load the best-validation weights (when selecting them); the step they come from."""
+        if self.cfg.select != "best_val" or self.best is None:
+            return self.step
+        self.model.load_state_dict(self.best["model"])  # type: ignore[arg-type]
+        return int(self.best["step"])  # type: ignore[arg-type]
 
     # -- validation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -175,7 +235,10 @@ class VoiceTrainer:
         if len(self.valid) == 0:
             return {}
         self.model.eval()
-        sums: dict[str, float] = {}
+        # fixed keys: under torchrun a rank may get no validation rows, and the sums are
+        # added over ranks
+        sums: dict[str, float] = dict.fromkeys(
+            ("val_loss", "val_loss_mean_baseline", "val_cosine", "val_feature_l1"), 0.0)
         n = 0
         for i, batch in self.valid.batches(0):
             if i >= self.cfg.val_batches:
@@ -194,7 +257,15 @@ class VoiceTrainer:
                          "val_feature_l1": float((v_s - v_f).abs().mean())}.items():
                 sums[k] = sums.get(k, 0.0) + v * b
             n += b
-        return {k: v / n for k, v in sums.items()}
+        total = self.dist.all_reduce_sum({**sums, "n": float(n)})
+        n_all = total.pop("n")
+        return {k: v / n_all for k, v in total.items()} if n_all else {}
+
+    def export_model(self) -> VoiceEncoder:
+        """The encoder as one process has it: under torchrun a copy with plain BatchNorm."""
+        if self.net is self.model:
+            return self.model
+        return cast(VoiceEncoder, plain_copy(self.model))
 
     @torch.no_grad()
     def sample_faces(self, k: int = 6) -> dict[str, torch.Tensor] | None:
@@ -218,9 +289,11 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
     an interruption would; the next `resume=True` call carries on."""
     t0 = time.perf_counter()
     tr = VoiceTrainer(cfg, layout, decoder, classifier, ckpt_dir)
-    if resume and (p := latest(tr.ckpt_dir)) is not None:
-        tr.restore(p)
+    if resume:
+        tr.resume()
     own_tracker = tracker is None
+    if not tr.dist.is_main:
+        tracker = NullTracker()  # under torchrun only rank 0 logs and registers
     tracker = tracker or make_tracker(cfg.track, cfg.run_name, layout)
     history: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_loss": [],
                                                    "val_loss_mean_baseline": []}
@@ -232,6 +305,7 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                             "train_pairs": tr.train.index.height,
                             "val_pairs": tr.valid.index.height, "resumed_at": tr.step,
                             "device": str(tr.device), "audio_loader_used": tr.loader,
+                            "world_size": tr.dist.world,
                             "split": "val = sha1(youtube_id) < val_fraction; test = manifest"})
         tracker.set_tags({"distillation": "on" if classifier is not None else
                           "off (face encoder has no classification layer)",
@@ -248,6 +322,7 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                     history["train_loss"].append((tr.step, float(np.mean(recent))))
                 if tr.step % cfg.val_every == 0:
                     val = tr.validate()
+                    tr.note_validation(val)
                     tracker.log_metrics(val, tr.step)
                     for k in ("val_loss", "val_loss_mean_baseline"):
                         if k in val:
@@ -256,25 +331,31 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                     tr.save()
                 if tr.step >= cfg.steps or (stop_after is not None and done_here >= stop_after):
                     break
+        if tr.step % cfg.val_every != 0 and tr.step >= cfg.steps:
+            tr.note_validation(tr.validate())  # the last weights are a candidate too
         ckpt = tr.save()
+        best_step = tr.use_best() if tr.step >= cfg.steps else tr.step
         val = tr.validate()
         tracker.log_metrics({f"final_{k}": v for k, v in val.items()}, tr.step)
+        tracker.log_params({"best_step": best_step})
         tracker.log_figure(loss_figure(history, "voice encoder"), "plots/loss.png")
-        faces = tr.sample_faces()
+        faces = tr.sample_faces() if tr.dist.is_main else None
         if faces is not None:
             tracker.log_figure(image_grid(faces, "true feature vs voice"), "plots/faces.png")
+        model = tr.export_model()
         version = None
-        if cfg.register_model and tr.step >= cfg.steps:
+        if cfg.register_model and tr.step >= cfg.steps and tr.dist.is_main:
             spec = spectrogram(tr.train.load(tr.train.plan(0)[0][:2]).waves, tr.audio)
             version = tracker.log_model(
-                tr.model, "voice_encoder", spec.numpy(), VOICE_ENCODER_MODEL,
+                model, "voice_encoder", spec.numpy(), VOICE_ENCODER_MODEL,
                 _card("voice encoder", cfg.model_dump_json()))
         status = "FINISHED"
     finally:
         if own_tracker:
             tracker.finish(status)
     return TrainResult(step=tr.step, train_loss=float(np.mean(recent)) if recent else float("nan"),
-                       val=val, checkpoint=ckpt, model=tr.model, history=history,
+                       val=val, checkpoint=ckpt, model=model, history=history,
+                       best_step=best_step,
                        run_id=tracker.run_id, model_version=version,
                        seconds=time.perf_counter() - t0)
 

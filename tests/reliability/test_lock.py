@@ -1,6 +1,7 @@
 """One run per (stage, data directory), with real processes: a second run is refused with a
-message naming the holder, a SIGKILLed holder frees the lock at once, and two ingests started
-together never produce a corrupted or double-counted table.
+message naming the holder, a SIGKILLed holder frees the lock at once, and two ingests (or two
+preprocess runs) started together never produce a corrupted or double-counted table; a second
+preprocess, train-decoder or train run is refused by the CLI (exit 3) and the flow.
 
     pytest tests/reliability/test_lock.py
 """
@@ -26,17 +27,21 @@ from .helpers import check_clips, python, subprocess_env
 
 HOLD = """
 import sys
+from contextlib import ExitStack
 from storage.layout import DataLayout
 from storage.lock import stage_lock
-with stage_lock(DataLayout(sys.argv[1]).ensure(), sys.argv[2]):
+with ExitStack() as stack:
+    for stage in sys.argv[2:]:
+        stack.enter_context(stage_lock(DataLayout(sys.argv[1]).ensure(), stage))
     print("locked", flush=True)
     sys.stdin.read()  # hold until the test closes our stdin (or kills us)
 """
 
 
-def _holder(data_dir: Path, stage: str = "ingest") -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(python("-c", HOLD, str(data_dir), stage), env=subprocess_env(),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def _holder(data_dir: Path, *stages: str) -> subprocess.Popen[bytes]:
+    """A process holding the locks of `stages` (default: ingest) until its stdin closes."""
+    proc = subprocess.Popen(python("-c", HOLD, str(data_dir), *(stages or ("ingest",))),
+                            env=subprocess_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline() == b"locked\n"
     return proc
 
@@ -152,3 +157,89 @@ def test_two_ingests_started_together(prefect_server: None, small: dict, tmp_pat
     frame = check_clips(data_dir, {"lock_train": small["manifest"]})
     assert frame.height == 62
     assert frame.filter(pl.col("status") == "ok")["clip_key"].n_unique() == 60
+
+
+# -- preprocess and training ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from .stage_helpers import face_corpus
+
+    return face_corpus(tmp_path_factory.mktemp("lock-faces"))
+
+
+def _stage_cli(stage: str, data_dir: Path) -> list[str]:
+    if stage == "preprocess":
+        return python("-m", "flows.cli", "preprocess", "--data-dir", str(data_dir),
+                      "--device", "cpu")
+    return python("-m", "flows.cli", stage, "--data-dir", str(data_dir), "--steps", "2",
+                  "--no-track", "--device", "cpu",
+                  *(["--decoder", "random"] if stage == "train" else []))
+
+
+@pytest.mark.slow
+def test_second_preprocess_and_train_are_refused(prefect_server: None, faces: dict,
+                                                 tmp_path: Path) -> None:
+    from flows.preprocess import PreprocessParams, preprocess_flow
+    from flows.train import TrainDecoderParams, TrainParams, train_decoder_flow, train_flow
+    from s2f.preprocess import OUTPUT_TABLES
+
+    from .stage_helpers import ingest_clips
+
+    layout = ingest_clips(faces, tmp_path / "data")
+    holder = _holder(layout.root, "preprocess", "train-decoder", "train")
+    try:
+        for stage in ("preprocess", "train"):  # the CLI: exit 3, the holder named
+            refused = subprocess.run(_stage_cli(stage, layout.root), env=_session_env(),
+                                     capture_output=True, timeout=300, cwd=tmp_path)
+            err = refused.stderr.decode()
+            assert refused.returncode == 3, (stage, err[-2000:])
+            assert f"s2f {stage}: another {stage} run is using this data directory" in err
+            assert f"pid {holder.pid} on host {socket.gethostname()}" in err
+        # The flows themselves (as the pipeline and deployments run them) raise.
+        with pytest.raises(StageLocked, match=f"another preprocess run.*pid {holder.pid}"):
+            preprocess_flow(PreprocessParams(data_dir=layout.root, device="cpu"))
+        common = {"data_dir": layout.root, "steps": 2, "track": False, "device": "cpu"}
+        with pytest.raises(StageLocked, match=f"another train-decoder run.*pid {holder.pid}"):
+            train_decoder_flow(TrainDecoderParams(**common))
+        with pytest.raises(StageLocked, match=f"another train run.*pid {holder.pid}"):
+            train_flow(TrainParams(**common, decoder="random"))
+        # Refused before any work: no output shard, no checkpoint.
+        assert all(shard_paths(layout, t) == [] for t in OUTPUT_TABLES)
+        assert not (layout.root / "checkpoints").exists()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    # Released: the next run gets the data directory (a full run after a refusal, with the
+    # tables checked, is the next test's).
+    for stage in ("preprocess", "train-decoder", "train"):
+        with stage_lock(layout, stage) as me:
+            assert read_holder(layout, stage)["pid"] == me["pid"] == os.getpid()
+    assert all(shard_paths(layout, t) == [] for t in OUTPUT_TABLES)
+
+
+@pytest.mark.slow
+def test_two_preprocess_runs_started_together(prefect_server: None, faces: dict,
+                                              tmp_path: Path) -> None:
+    from .stage_helpers import check_preprocess, ingest_clips
+
+    layout = ingest_clips(faces, tmp_path / "data")
+    env = _session_env()
+    procs = [subprocess.Popen(_stage_cli("preprocess", layout.root), env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    results = []
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        results.append((p.pid, p.returncode, err.decode()))
+    codes = sorted(rc for _, rc, _ in results)
+    print(f"two preprocess runs started together: exit codes {codes}")
+    # One refused while the other ran, or they did not overlap (the second skipped every
+    # finished shard); never both writing, never another failure.
+    assert codes in ([0, 3], [0, 0]), [(pid, rc, err[-1500:]) for pid, rc, err in results]
+    for pid, rc, err in results:
+        if rc == 3:
+            other = next(q for q, _, _ in results if q != pid)
+            assert "another preprocess run" in err and f"pid {other}" in err, err
+    tables = check_preprocess(layout)
+    assert tables["preprocess"].height == 12 and tables["faces"].height == 24

@@ -1,0 +1,238 @@
+"""The plain-text report that `s2f demo` prints at the end: the paper's tables, the promotion
+decision, and where everything is.
+
+Every number comes from one row of the `evaluations` table (`metrics` as a dict, as
+`s2f.evaluation.record.read_evaluations` and the evaluate flow return it) and from the promote
+flow's decision; the metric names are those of `s2f.evaluation.scores`. Tables list whatever the
+row holds: the recall@K rows are the K the evaluation scored (K below the pool size), the
+craniofacial and voice-parameter rows the measurements it found.
+
+    python -m s2f.report DATA_DIR      # the tables of the latest evaluation in DATA_DIR
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from s2f.metrics import RECALL_KS
+
+VOICE_METHODS = ("ridge", "ridge_true", "projection")  # s2f.evaluation.scores' read-outs
+WIDTH = 92
+
+
+def fmt(v: Any, spec: str = ".3f") -> str:
+    """A metric as text with a format spec (`.3f`, `.2g` for p-values); missing or NaN: n/a."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return format(float(v), spec)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """Plain-text columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [str(c).ljust(w) if i == 0 else str(c).rjust(w)
+               for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return (indent + "  ".join(out)).rstrip()
+
+    return [line(headers), indent + "  ".join("-" * w for w in widths), *map(line, rows)]
+
+
+def seconds_tags(m: Mapping[str, float]) -> list[str]:
+    """The input lengths the evaluation scored (`3s`, `6s`), shortest first."""
+    tags = {k[len("cosine_deg_mean_"):] for k in m if re.fullmatch(r"cosine_deg_mean_[0-9.]+s", k)}
+    return sorted(tags, key=lambda t: float(t[:-1]))
+
+
+def recall_ks(m: Mapping[str, float]) -> list[int]:
+    return sorted(int(k[len("chance_at_"):]) for k in m if re.fullmatch(r"chance_at_\d+", k))
+
+
+def pool_size(m: Mapping[str, float]) -> int | None:
+    """The retrieval pool: `pool_size` when the row has it, else K / chance (chance = K / pool)."""
+    if m.get("pool_size"):
+        return int(m["pool_size"])
+    ks = recall_ks(m)
+    if not ks or not m[f"chance_at_{ks[0]}"]:
+        return None
+    return round(ks[0] / m[f"chance_at_{ks[0]}"])
+
+
+def _ci(m: Mapping[str, float], name: str) -> str:
+    if name not in m:
+        return "n/a"
+    return f"{fmt(m[name])} [{fmt(m.get(name + '_ci_low'))}, {fmt(m.get(name + '_ci_high'))}]"
+
+
+def _mean_std(m: Mapping[str, float], prefix: str, metric: str, suffix: str) -> str:
+    return (f"{fmt(m.get(f'{prefix}{metric}_mean{suffix}'))} ± "
+            f"{fmt(m.get(f'{prefix}{metric}_std{suffix}'))}")
+
+
+def similarity_section(m: Mapping[str, float]) -> list[str]:
+    rows = [[f"voice, {t[:-1]} s", *(_mean_std(m, "", k, f"_{t}") for k in ("cosine_deg", "l2", "l1"))]
+            for t in seconds_tags(m)]
+    rows.append(["mean face (baseline)",
+                 *(_mean_std(m, "mean_face_", k, "") for k in ("cosine_deg", "l2", "l1"))])
+    return ["(a) Feature similarity to the true face feature, mean ± std over test clips "
+            "(lower is better; L2 and L1 on L2-normalised features):",
+            *table(["input", "cosine distance (deg)", "L2", "L1"], rows)]
+
+
+def retrieval_section(m: Mapping[str, float], n_identities: int | None = None) -> list[str]:
+    ks, pool = recall_ks(m), pool_size(m)
+    tags = seconds_tags(m)
+    what = " (one averaged true feature per test identity)" if pool == n_identities else ""
+    head = (f"(b) Retrieval: recall@K of the speaker's true face among a pool of {pool} "
+            f"faces{what}; chance = K / pool; [bootstrap 95 % CI]:")
+    if not ks:
+        return [head, "  n/a: the pool is too small for recall@1"]
+    rows = [[str(k), fmt(m[f"chance_at_{k}"]), *(_ci(m, f"recall_at_{k}_{t}") for t in tags),
+             _ci(m, f"mean_face_recall_at_{k}")] for k in ks]
+    lines = [head, *table(["K", "chance", *(f"voice {t[:-1]} s" for t in tags),
+                           "mean face (baseline)"], rows)]
+    missing = [k for k in RECALL_KS if k not in ks and pool is not None and k >= pool]
+    if missing:
+        lines.append(f"  recall@{', @'.join(map(str, missing))}: not reported, K >= pool size "
+                     f"{pool}")
+    for t in tags:
+        if f"median_rank_{t}" in m:
+            lines.append(f"  median rank of the true face, voice {t[:-1]} s: "
+                         f"{fmt(m[f'median_rank_{t}'], '.1f')} of {pool}")
+    return lines
+
+
+def craniofacial_section(m: Mapping[str, float]) -> list[str]:
+    names = sorted(k[len("cranio_"):-len("_r")] for k in m
+                   if k.startswith("cranio_") and k.endswith("_r"))
+    head = ("(c) Craniofacial measurements on the decoder's faces (dlib 68 landmarks), "
+            "reconstruction from the true feature vs from the voice: Pearson correlation")
+    if not names:
+        return [head, "  n/a: evaluated without a face decoder"]
+    rows = [[n, fmt(m.get(f"cranio_{n}_r")), fmt(m.get(f"cranio_{n}_p"), ".2g")] for n in names]
+    return [head, *table(["measurement", "r", "p"], rows)]
+
+
+def _voice_split(key: str) -> tuple[str, str]:
+    """`voice_<parameter>_<method>_r` → (parameter, method); methods may hold underscores."""
+    body = key[len("voice_"):-len("_r")]
+    for method in sorted(VOICE_METHODS, key=len, reverse=True):
+        if body.endswith("_" + method):
+            return body[:-len(method) - 1], method
+    parameter, _, method = body.rpartition("_")
+    return parameter, method
+
+
+def voice_section(m: Mapping[str, float], n_identities: int | None = None) -> list[str]:
+    found = [_voice_split(k) for k in m if k.startswith("voice_") and k.endswith("_r")]
+    head = ("(d) Demo-corpus voice parameters recovered from the predicted features: Pearson "
+            "r (p) of each parameter against a read-out (ridge: leave-one-out ridge on the "
+            "prediction; ridge_true: the same on the true face feature, the ceiling; "
+            "projection: the corpus's own projection)")
+    if not found:
+        return [head, "  n/a: needs the demo corpus's identities table (voice parameters)",
+                f"  and at least 4 test identities (this test split: {n_identities})"]
+    params = sorted({p for p, _ in found})
+    methods = [x for x in VOICE_METHODS if any(f == x for _, f in found)]
+    methods += sorted({f for _, f in found} - set(methods))
+    rows = []
+    for p in params:
+        cells = []
+        for method in methods:
+            name = f"voice_{p}_{method}"
+            cells.append(f"{fmt(m[name + '_r'])} ({fmt(m.get(name + '_p'), '.2g')})"
+                         if name + "_r" in m else "-")
+        rows.append([p, *cells])
+    return [head, *table(["parameter", *methods], rows)]
+
+
+def diversity_section(m: Mapping[str, float]) -> list[str]:
+    rows = [[f"voice features, {t[:-1]} s", fmt(m.get(f"diversity_{t}")),
+             f"{fmt(m.get(f'spread_pred_deg_{t}'), '.2f')} vs "
+             f"{fmt(m.get('spread_true_deg'), '.2f')}"]
+            for t in seconds_tags(m)]
+    rows += [[label, fmt(m[key]), "-"] for label, key in
+             (("decoder landmarks", "recon_landmark_diversity"),
+              ("decoder images", "recon_image_diversity")) if key in m]
+    return ["(e) Diversity: spread of the predictions / spread of the true faces (1: as varied "
+            "as real faces; ~0: one face for every voice, a collapsed model):",
+            *table(["predictions", "diversity", "spread (deg), predicted vs true"], rows)]
+
+
+def evaluation_report(row: Mapping[str, Any]) -> str:
+    """Sections (a)-(e): the paper-style tables of one `evaluations` row."""
+    m: Mapping[str, float] = row["metrics"]
+    decoder = (f", decoder {row['decoder_name']} v{row['decoder_version']}"
+               if row.get("decoder_name") else "")
+    lines = [f"Evaluation {row.get('evaluation_id')} of {row.get('model_name')} "
+             f"v{row.get('model_version')}{decoder}",
+             f"on the test split: {row.get('n_clips')} clips, {row.get('n_identities')} "
+             f"identities (test snapshot {row.get('test_snapshot_id')})", ""]
+    n_identities = row.get("n_identities")
+    for section in (similarity_section(m), retrieval_section(m, n_identities),
+                    craniofacial_section(m), voice_section(m, n_identities),
+                    diversity_section(m)):
+        lines += [*textwrap.wrap(section[0], WIDTH, subsequent_indent="    "), *section[1:], ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def promotion_report(decision: Mapping[str, Any]) -> str:
+    """Section (f): what the promotion gate decided and why."""
+    champion = decision.get("champion_version")
+    before = f"v{champion}" if champion else "none"
+    name, version = decision.get("model_name"), decision.get("challenger_version")
+    verdict = decision.get("decision")
+    if verdict == "promoted":
+        head = f"PROMOTED: {name} v{version} is now the champion (champion before: {before})"
+    elif verdict == "unchanged":
+        head = f"UNCHANGED: {name} v{version} already is the champion"
+    else:
+        still = f"the champion is still {before}" if champion else "there is no champion yet"
+        head = f"NOT PROMOTED ({verdict}): {name} v{version} stays challenger; {still}"
+    return "\n".join(["(f) Promotion gate", f"  {head}",
+                      *(f"  - {r}" for r in decision.get("reasons", []))]) + "\n"
+
+
+def places_report(places: Sequence[tuple[str, str]]) -> str:
+    """Section (g): label → path, URL or command."""
+    width = max((len(label) for label, _ in places), default=0)
+    lines = ["(g) Where things are"]
+    for label, where in places:
+        first, *rest = str(where).splitlines() or [""]
+        lines.append(f"  {label.ljust(width)}  {first}")
+        lines += [f"  {' ' * width}  {x}" for x in rest]
+    return "\n".join(lines) + "\n"
+
+
+def demo_report(row: Mapping[str, Any] | None, decision: Mapping[str, Any] | None,
+                places: Sequence[tuple[str, str]]) -> str:
+    """The whole report; sections without their inputs say so."""
+    title = "speech2face demo: results"
+    parts = ["=" * WIDTH, title, "=" * WIDTH, ""]
+    parts.append(evaluation_report(row) if row else "(no evaluation in this run)\n")
+    parts.append(promotion_report(decision) if decision else "(f) Promotion gate: not run\n")
+    parts.append(places_report(places))
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from s2f.evaluation.record import read_evaluations
+    from storage.layout import DataLayout
+
+    rows = read_evaluations(DataLayout(Path((sys.argv[1:] if argv is None else argv)[0])))
+    if not rows:
+        print("no evaluations")
+        return 1
+    print(evaluation_report(rows[-1]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
