@@ -578,8 +578,8 @@ def demo_places(layout: DataLayout, flow_run_id: str, row: dict[str, Any] | None
     if uri.startswith(("http://", "https://")):
         places.append(("MLflow UI", uri.rstrip("/") + (model_page or "/")))
     else:
-        places.append(("MLflow UI", f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1\n"
-                                    f"then open http://127.0.0.1:5000{model_page or '/'}"))
+        places.append(("MLflow UI", f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+                                    f"\nthen open http://127.0.0.1:5000{model_page or '/'}"))
     api = os.environ.get("PREFECT_API_URL", "")
     run_page = f"/runs/flow-run/{flow_run_id}"
     if api:
@@ -590,8 +590,8 @@ def demo_places(layout: DataLayout, flow_run_id: str, row: dict[str, Any] | None
         env = f"PREFECT_HOME={home}"
         if db and db != f"sqlite+aiosqlite:///{home}/prefect.db":
             env += f" PREFECT_SERVER_DATABASE_CONNECTION_URL={db}"
-        places.append(("Prefect UI", f"{env} prefect server start --host 127.0.0.1\n"
-                                     f"then open http://127.0.0.1:4200{run_page}"))
+        places.append(("Prefect UI", f"{env} prefect server start --host 127.0.0.1"
+                                     f"\nthen open http://127.0.0.1:4200{run_page}"))
     return places
 
 

@@ -51,9 +51,19 @@ for shard in shard_paths(layout, "clips"):
 # Train (or resume) a model from a JSON config, checkpoints in argv[3]; always resume=True,
 # as `s2f train --resume` does (a first run has no checkpoint to resume from).
 TRAIN_DRIVER = """
-import json, sys
+import json, sys, time
 from pathlib import Path
+import s2f.train.checkpoint as checkpoint
 from storage.layout import DataLayout
+# Tiny models train a step in milliseconds: without a pause after each checkpoint a fast
+# machine can run to the end between the test's poll and its kill. The pause comes after the
+# rename, so what is killed is still a run between two checkpoints.
+_save = checkpoint.save_atomic
+def _save_then_pause(obj, path):
+    out = _save(obj, path)
+    time.sleep(0.25)
+    return out
+checkpoint.save_atomic = _save_then_pause
 kind, layout, ckpt, cfg = sys.argv[1], DataLayout(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 if kind == "voice":
     from s2f.train.config import TrainConfig
