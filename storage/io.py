@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +34,36 @@ def write_table_atomic(table: pa.Table, path: Path, extra: Mapping[str, Any] | N
     if extra is not None:
         metadata[EXTRA_METADATA_KEY] = json.dumps(dict(extra), sort_keys=True).encode()
     table = table.replace_schema_metadata(metadata)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
+    _fsync_dir(path.parent)
+    return path
+
+
+def temp_path(path: Path) -> Path:
+    """A hidden temporary name beside `path`, `.NAME.tmp-PID-XXXXXXXX` (matches TEMP_GLOB)."""
+    return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write to. When the block ends, the file is
+    fsynced and renamed over `path`, so readers see the old file or the whole new one; if the
+    block raises (or the fsync does: a full disk), the temporary is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-    return path
 
 
 TEMP_GLOB = ".*.tmp-*"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ import numpy as np
 
 from s2f.corpus import DEMO_CLIPS_PER_IDENTITY, DEMO_IDENTITIES, DEMO_TEST_FRACTION
 from s2f.corpus.faces import ASSETS_DIR, CANVAS
+from storage.io import atomic_path
 
 CORPUS_VERSION = 1
 FPS = 25
@@ -406,9 +406,8 @@ def _clear(out: Path) -> None:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def manifest_line(seg: dict) -> str:

@@ -16,8 +16,6 @@ renamed, so a killed run never leaves half a file under the final name.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,6 +26,7 @@ import av
 import numpy as np
 
 from s2f.ingest.manifest import is_valid_youtube_id
+from storage.io import atomic_path
 
 MEDIA_EXTENSIONS = ("mp4", "webm", "mkv")
 SAMPLE_RATE = 16000
@@ -223,36 +222,24 @@ def open_media(path: Path) -> Iterator[MediaSource]:
 
 
 def write_flac_atomic(samples: np.ndarray, path: Path, sample_rate: int = SAMPLE_RATE) -> Path:
-    """int16 mono samples to FLAC: a temporary file in the same directory, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with av.open(str(tmp), mode="w", format="flac") as container:
-            stream = container.add_stream("flac", rate=sample_rate)
-            stream.layout = "mono"
-            stream.format = "s16"
-            pts = 0
-            for begin in range(0, len(samples), _FLAC_FRAME):
-                block = np.ascontiguousarray(samples[begin:begin + _FLAC_FRAME], dtype=np.int16)
-                frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16",
-                                                   layout="mono")
-                frame.sample_rate = sample_rate
-                frame.pts = pts
-                pts += len(block)
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
+    """int16 mono samples to FLAC: a temporary file in the same directory, fsynced (the shard's
+    Parquet will point at this file), then a rename."""
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="flac") as container:
+        stream = container.add_stream("flac", rate=sample_rate)
+        stream.layout = "mono"
+        stream.format = "s16"
+        pts = 0
+        for begin in range(0, len(samples), _FLAC_FRAME):
+            block = np.ascontiguousarray(samples[begin:begin + _FLAC_FRAME], dtype=np.int16)
+            frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16",
+                                               layout="mono")
+            frame.sample_rate = sample_rate
+            frame.pts = pts
+            pts += len(block)
+            for packet in stream.encode(frame):
                 container.mux(packet)
-        # On disk before the rename: the shard's Parquet (fsynced) will point at this file.
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        for packet in stream.encode():
+            container.mux(packet)
     return path
 
 

@@ -13,9 +13,7 @@ checkpoints live.
 
 from __future__ import annotations
 
-import os
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -23,6 +21,7 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import nn
 
+from storage.io import atomic_path
 from storage.layout import DataLayout
 
 LAST = "last.pt"
@@ -65,17 +64,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_atomic(obj: dict[str, Any], path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
     return path
 
 
