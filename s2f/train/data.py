@@ -69,14 +69,18 @@ def pair_index(layout: DataLayout, encoder: str, role: Role, val_fraction: float
         return pl.DataFrame(schema={"clip_key": pl.String, "youtube_id": pl.String,
                                     "audio_path": pl.String, "shard": pl.Int64, "row": pl.Int64})
     idx = pl.concat(parts).unique("clip_key", keep="first").join(clips, on="clip_key", how="inner")
+    return select_role(idx, role, val_fraction).drop("split").sort("shard", "row")
+
+
+def select_role(df: pl.DataFrame, role: Role, val_fraction: float) -> pl.DataFrame:
+    """The rows of `role`: test = the manifest's test split; train/val = its train split, by
+    `is_validation` of the YouTube id. `df` needs `split` and `youtube_id`."""
     if role == "test":
-        idx = idx.filter(pl.col("split") == "test")
-    else:
-        idx = idx.filter(pl.col("split") == "train")
-        val = idx["youtube_id"].map_elements(lambda y: is_validation(y, val_fraction),
-                                             return_dtype=pl.Boolean)
-        idx = idx.filter(val if role == "val" else ~val)
-    return idx.drop("split").sort("shard", "row")
+        return df.filter(pl.col("split") == "test")
+    df = df.filter(pl.col("split") == "train")
+    val = df["youtube_id"].map_elements(lambda y: is_validation(y, val_fraction),
+                                        return_dtype=pl.Boolean)
+    return df.filter(val if role == "val" else ~val)
 
 
 @dataclass

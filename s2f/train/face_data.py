@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from s2f.faces.align import CROP_SIZE, apply_affine, decode_jpeg, similarity_to_template
 from s2f.models.face_decoder import pixels_to_normalized
-from s2f.train.data import Role, is_validation
+from s2f.train.data import Role, select_role
 from storage.io import shard_paths
 from storage.layout import DataLayout
 
@@ -62,13 +62,7 @@ def load_face_set(layout: DataLayout, encoder: str, role: Role, val_fraction: fl
     faces = (pl.scan_parquet([str(p) for p in shard_paths(layout, "faces")])
              .select("clip_key", "frame_time_s", "landmarks", "crop_jpeg"))
     df = faces.join(feats, on="clip_key").join(clips, on="clip_key").collect()
-    if role == "test":
-        df = df.filter(pl.col("split") == "test")
-    else:
-        df = df.filter(pl.col("split") == "train")
-        val = df["youtube_id"].map_elements(lambda y: is_validation(y, val_fraction),
-                                            return_dtype=pl.Boolean)
-        df = df.filter(val if role == "val" else ~val)
+    df = select_role(df, role, val_fraction)
     # one face per clip: the median sampled frame
     df = (df.sort("clip_key", "frame_time_s")
           .with_columns(pl.int_range(pl.len()).over("clip_key").alias("_i"),
