@@ -14,7 +14,7 @@ import torch
 
 from s2f.train.config import TrainConfig
 from s2f.train.data import PairStream, is_validation, pair_index
-from s2f.train.loop import train_voice_encoder
+from s2f.train.loop import VoiceTrainer, train_voice_encoder
 from s2f.train.synthetic import SyntheticCorpus, build
 from storage.layout import DataLayout
 
@@ -26,7 +26,7 @@ def tiny(**over: object) -> TrainConfig:
     base: dict[str, object] = dict(
         preset="small", seconds=1.0, channels=[4] * 6 + [8] * 3, fc_width=32, batch_size=4,
         steps=8, checkpoint_every=4, val_every=1000, log_every=2, val_fraction=0.2,
-        decoder="random", track=False, register_model=False)
+        decoder="random", track=False, register_model=False, val_seconds=None)
     base.update(over)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -106,6 +106,11 @@ def test_config_is_complete_and_paper_defaults() -> None:
         (0.95, 10_000, 0.025, 200.0, 2.0)
     assert cfg.encoder_config().num_frames == 598 and cfg.encoder_config().out_dim == 4096
     assert TrainConfig().encoder_config().num_frames == 298
+    assert cfg.ema_decay == 0.0  # the paper averages no weights; the small preset does
+    # the small preset validates on the length the promotion gate scores
+    from s2f.evaluation.scores import PRIMARY_SECONDS
+    assert TrainConfig().val_audio_config().seconds == PRIMARY_SECONDS
+    assert cfg.val_audio_config().seconds == cfg.audio_config().seconds == 6.0
     with pytest.raises(ValueError):
         TrainConfig(no_such_knob=1)  # type: ignore[call-arg]
 
@@ -167,10 +172,11 @@ def test_random_crops_depend_only_on_seed_epoch_and_pair(corpus: DataLayout) -> 
     assert len(set(offsets)) > 1 and max(offsets) > 0
 
 
-@pytest.mark.parametrize("select", ["best_val", "last"])
+@pytest.mark.parametrize(("select", "ema"), [("best_val", 0.0), ("last", 0.0), ("best_val", 0.8)])
 def test_kept_weights_are_the_best_validated(corpus: DataLayout, tmp_path: Path,
-                                             select: str) -> None:
-    cfg = tiny(steps=12, val_every=3, checkpoint_every=1000, select=select, lr=3e-3)
+                                             select: str, ema: float) -> None:
+    cfg = tiny(steps=12, val_every=3, checkpoint_every=1000, select=select, lr=3e-3,
+               ema_decay=ema)
     res = train_voice_encoder(cfg, corpus, ckpt_dir=tmp_path / select)
     vals = dict(res.history["val_loss"])
     assert sorted(vals) == [3, 6, 9, 12]
@@ -182,3 +188,33 @@ def test_kept_weights_are_the_best_validated(corpus: DataLayout, tmp_path: Path,
         assert res.best_step == best
         # the returned (and registered) weights are those that scored the lowest loss
         assert res.val["val_loss"] == pytest.approx(min(vals.values()), rel=1e-5)
+
+
+def test_ema_weights_are_the_kept_ones_and_resume_exactly(corpus: DataLayout,
+                                                         tmp_path: Path) -> None:
+    cfg = tiny(steps=8, checkpoint_every=4, ema_decay=0.8, select="last", lr=3e-3)
+    full = train_voice_encoder(cfg, corpus, ckpt_dir=tmp_path / "full")
+    ck = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    kept, raw, ema = full.model.state_dict(), ck["model"], ck["ema"]
+    for k in kept:
+        torch.testing.assert_close(kept[k], ema[k], atol=0, rtol=0, msg=k)
+    # the average is not the last weights (else the knob would do nothing)
+    assert max(float((raw[k] - ema[k]).abs().max()) for k in raw
+               if raw[k].is_floating_point()) > 1e-3
+    part = train_voice_encoder(cfg, corpus, ckpt_dir=tmp_path / "part", stop_after=4)
+    rest = train_voice_encoder(cfg, corpus, ckpt_dir=tmp_path / "part", resume=True)
+    assert part.step == 4 and rest.step == 8
+    for k, v in rest.model.state_dict().items():
+        torch.testing.assert_close(v, kept[k], atol=1e-6, rtol=0, msg=k)
+    # a checkpoint without EMA weights cannot silently resume an EMA run
+    train_voice_encoder(tiny(steps=8, checkpoint_every=4, ema_decay=0.0), corpus,
+                        ckpt_dir=tmp_path / "plain", stop_after=4)
+    with pytest.raises(ValueError, match="no EMA weights"):
+        train_voice_encoder(cfg, corpus, ckpt_dir=tmp_path / "plain", resume=True)
+
+
+def test_validation_windows_have_their_own_length(corpus: DataLayout) -> None:
+    tr = VoiceTrainer(tiny(val_seconds=2.0), corpus, None)
+    assert tr.train.load(tr.train.plan(0)[0]).waves.shape[1] == 16000
+    assert tr.valid.load(tr.valid.plan(0)[0]).waves.shape[1] == 32000
+    assert set(tr.validate()) >= {"val_loss", "val_loss_mean_baseline"}

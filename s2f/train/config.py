@@ -1,7 +1,8 @@
 """One config object naming every knob of a training run (logged whole to MLflow).
 
 `TrainConfig` trains the voice encoder (the paper's recipe: batch 8, Adam β1 0.5 ε 1e-4, lr 1e-3
-×0.95 every 10k steps); `DecoderTrainConfig` trains the face decoder. Presets: `small` (CPU demo:
+×0.95 every 10k steps; the small preset adds an EMA of the weights and validates on 6 s, the
+evaluation's primary length); `DecoderTrainConfig` trains the face decoder. Presets: `small` (CPU demo:
 3 s, channels /8, D=128 dlib descriptor) and `paper` (the table as written, VGG-Face 4096-D).
 
     python -m s2f.train.config small      # prints the resolved config as JSON
@@ -63,6 +64,8 @@ class TrainConfig(_Base):
     random_crop: bool = True                 # training windows at random offsets (val/test: start)
     weight_decay: float = 0.0                # Adam's L2 penalty (the paper: none)
     select: Literal["best_val", "last"] = "best_val"  # which weights are kept and registered
+    ema_decay: float = 0.99                  # >0: validate, select and register an EMA of the weights
+    val_seconds: float | None = 6.0          # validation window (the gate's primary length); None: training's
     checkpoint_every: int = 200
     val_fraction: float = 0.1
     val_every: int = 50
@@ -87,9 +90,14 @@ class TrainConfig(_Base):
             over["fc_width"] = self.fc_width
         return VoiceEncoderConfig.preset(self.preset, **over)
 
-    def audio_config(self) -> AudioConfig:
-        return AudioConfig(seconds=self.encoder_config().seconds, window=self.window,
+    def audio_config(self, seconds: float | None = None) -> AudioConfig:
+        return AudioConfig(seconds=seconds or self.encoder_config().seconds, window=self.window,
                            compression=self.compression)
+
+    def val_audio_config(self) -> AudioConfig:
+        """Validation windows: `val_seconds` (e.g. the evaluation's primary length) or the
+        training length."""
+        return self.audio_config(self.val_seconds)
 
     def loss_config(self) -> LossConfig:
         return LossConfig(lambda1=self.lambda1, lambda2=self.lambda2, temperature=self.temperature)
@@ -98,7 +106,8 @@ class TrainConfig(_Base):
     def preset_config(cls, name: str, **overrides: object) -> TrainConfig:
         base: dict[str, object] = {"preset": name}
         if name == "paper":
-            base.update(encoder="vggface", steps=30_000, checkpoint_every=1000, val_every=1000)
+            base.update(encoder="vggface", steps=30_000, checkpoint_every=1000, val_every=1000,
+                        ema_decay=0.0)
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
 
