@@ -91,7 +91,8 @@ class TrainConfig(_Base):
         return VoiceEncoderConfig.preset(self.preset, **over)
 
     def audio_config(self, seconds: float | None = None) -> AudioConfig:
-        return AudioConfig(seconds=seconds or self.encoder_config().seconds, window=self.window,
+        seconds = self.encoder_config().seconds if seconds is None else seconds
+        return AudioConfig(seconds=seconds, window=self.window,
                            compression=self.compression)
 
     def val_audio_config(self) -> AudioConfig:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from s2f.audio import AudioConfig, spectrogram
+from s2f.audio import spectrogram
 from s2f.losses import speech2face_loss
 from s2f.models.face_decoder import FaceDecoder
 from s2f.models.voice_encoder import VoiceEncoder
@@ -113,7 +113,6 @@ class VoiceTrainer:
         self.cuda = self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
         self.audio = cfg.audio_config()
-        self.val_audio = cfg.val_audio_config()
         self.loader = resolve_loader(cfg.audio_loader, self.cuda)
         if cfg.batch_size % self.dist.world:
             raise ValueError(f"batch_size {cfg.batch_size} is the global batch: it must divide "
@@ -122,7 +121,7 @@ class VoiceTrainer:
         self.train = PairStream(layout, cfg.encoder, "train", self.audio, cfg.batch_size,
                                 cfg.seed, cfg.val_fraction, loader=self.loader,
                                 random_crop=cfg.random_crop, part=part)
-        self.valid = PairStream(layout, cfg.encoder, "val", self.val_audio, cfg.batch_size,
+        self.valid = PairStream(layout, cfg.encoder, "val", cfg.val_audio_config(), cfg.batch_size,
                                 cfg.seed, cfg.val_fraction, shuffle=False, drop_last=False,
                                 loader=self.loader, part=part)
         if len(self.train) == 0:
@@ -168,9 +167,9 @@ class VoiceTrainer:
         """The weights that are validated, selected and registered: the EMA when there is one."""
         return self.ema if self.ema is not None else self.model
 
-    def encode(self, waves: torch.Tensor, module: nn.Module | None = None,
-               audio: AudioConfig | None = None) -> torch.Tensor:
-        spec = spectrogram(waves.to(self.device, non_blocking=True), audio or self.audio)
+    def encode(self, waves: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
+        # the STFT takes any length: validation's longer windows need no config of their own
+        spec = spectrogram(waves.to(self.device, non_blocking=True), self.audio)
         if self.cfg.channels_last:
             spec = spec.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.bf16):
@@ -290,7 +289,7 @@ class VoiceTrainer:
             if i >= self.cfg.val_batches:
                 break
             v_f = batch.features.to(self.device)
-            v_s = self.encode(batch.waves, model, self.val_audio)
+            v_s = self.encode(batch.waves, model)
             _, terms = speech2face_loss(v_s, v_f, self.f_dec, self.classifier,
                                         self.cfg.loss_config())
             mean = self.mean_feature.expand_as(v_f)
