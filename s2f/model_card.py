@@ -152,9 +152,9 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         f"({data.get('rows', 'n/a')} manifest rows).",
         f"- Rows by ingestion status: {status}.",
         "- Split rule: the manifest's split column; `test` rows are never trained on. The "
-        "training rows are divided into train/validation by identity (the YouTube video id "
+        "training rows are divided into train/dev by identity (the YouTube video id "
         "stands in for the speaker: sha1(id) / 2^160 < "
-        f"{params.get('val_fraction', '0.1')} goes to validation), so no speaker is on both sides.",
+        f"{params.get('dev_fraction', '0.1')} goes to dev, which validation reads), so no speaker is on both sides.",
         f"- Split sizes (ok clips): {splits}.",
         f"- Data snapshot of the training run: {params.get('data_snapshot', 'n/a')} (hash of "
         f"the clips and face_features shards it read; {params.get('train_pairs', '?')} train / "

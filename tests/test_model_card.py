@@ -20,7 +20,7 @@ _NUM = r"([0-9.]+|n/a)"
 def test_card_numbers_equal_the_evaluations_table_and_reach_the_registry(tmp_path: Path) -> None:
     data = tracked_eval_data(tmp_path)
     register_models(data, "challenger", noise=0.7,
-                    params={"encoder": "dlib-resnet", "val_fraction": "0.1", "seconds": "3.0"})
+                    params={"encoder": "dlib-resnet", "dev_fraction": "0.1", "seconds": "3.0"})
     evaluate_model(data.layout, n_boot=100)
     (row,) = read_evaluations(data.layout)  # the table, not the in-memory result
     m = row["metrics"]
@@ -47,7 +47,7 @@ def test_card_numbers_equal_the_evaluations_table_and_reach_the_registry(tmp_pat
                    "test: 28 clips / 14 videos", "train: 12 clips / 6 videos",
                    f"test snapshot id: {row['test_snapshot_id']}",
                    f"Training data snapshot id: {data_summary(data.layout)['train_snapshot_id']}",
-                   "`dlib-resnet`", "no activation", "< 0.1 goes to validation"):
+                   "`dlib-resnet`", "no activation", "< 0.1 goes to dev"):
         assert needed in card, needed
 
     client = MlflowClient()

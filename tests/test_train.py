@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from s2f.train.config import TrainConfig
-from s2f.train.data import PairStream, is_validation, pair_index
+from s2f.train.data import PairStream, is_dev, pair_index
 from s2f.train.loop import VoiceTrainer, train_voice_encoder
 from s2f.train.synthetic import SyntheticCorpus, build
 from storage.layout import DataLayout
@@ -25,7 +25,7 @@ CORPUS = SyntheticCorpus(identities=20, clips_per_identity=2, test_identities=2,
 def tiny(**over: object) -> TrainConfig:
     base: dict[str, object] = dict(
         preset="small", seconds=1.0, channels=[4] * 6 + [8] * 3, fc_width=32, batch_size=4,
-        steps=8, checkpoint_every=4, val_every=1000, log_every=2, val_fraction=0.2,
+        steps=8, checkpoint_every=4, val_every=1000, log_every=2, dev_fraction=0.2,
         decoder="random", track=False, register_model=False, val_seconds=None)
     base.update(over)
     return TrainConfig(**base)  # type: ignore[arg-type]
@@ -39,21 +39,21 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
 
 
 def test_splits_are_identity_disjoint_and_test_is_held_out(corpus: DataLayout) -> None:
-    idx = {r: pair_index(corpus, "dlib-resnet", r, 0.2) for r in ("train", "val", "test")}
+    idx = {r: pair_index(corpus, "dlib-resnet", r, 0.2) for r in ("train", "dev", "test")}
     assert idx["test"].height == 4
-    assert idx["train"].height + idx["val"].height == 36
-    assert idx["val"].height > 0
+    assert idx["train"].height + idx["dev"].height == 36
+    assert idx["dev"].height > 0
     ids = {r: set(d["youtube_id"].to_list()) for r, d in idx.items()}
-    assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"]
-    assert not ids["val"] & ids["test"]
-    assert all(is_validation(y, 0.2) for y in ids["val"])
+    assert not ids["train"] & ids["dev"] and not ids["train"] & ids["test"]
+    assert not ids["dev"] & ids["test"]
+    assert all(is_dev(y, 0.2) for y in ids["dev"])
     assert pair_index(corpus, "vggface", "train", 0.2).height == 0  # other encoder: nothing
 
 
 def test_stream_is_seeded_and_resumable(corpus: DataLayout) -> None:
     cfg = tiny()
     s = PairStream(corpus, "dlib-resnet", "train", cfg.audio_config(), 4, seed=3,
-                   val_fraction=0.2)
+                   dev_fraction=0.2)
     plan_a, plan_b = s.plan(0), s.plan(0)
     assert all((a == b).all() for a, b in zip(plan_a, plan_b, strict=True))
     assert any((a != b).any() for a, b in zip(plan_a, s.plan(1), strict=True))
@@ -139,7 +139,7 @@ def test_cuda_bf16_channels_last_step(corpus: DataLayout, tmp_path: Path) -> Non
 def test_dali_loader_gives_the_same_batches(corpus: DataLayout) -> None:
     pytest.importorskip("nvidia.dali")
     cfg = tiny()
-    kw = dict(val_fraction=0.2, seed=1)
+    kw = dict(dev_fraction=0.2, seed=1)
     a = PairStream(corpus, "dlib-resnet", "train", cfg.audio_config(), 4, **kw)  # type: ignore[arg-type]
     b = PairStream(corpus, "dlib-resnet", "train", cfg.audio_config(), 4, loader="dali", **kw)  # type: ignore[arg-type]
     pa, pb = a.load(a.plan(0)[0]), b.load(b.plan(0)[0])
@@ -151,9 +151,9 @@ def test_random_crops_depend_only_on_seed_epoch_and_pair(corpus: DataLayout) -> 
     from s2f.audio import AudioConfig, load_audio
 
     audio = AudioConfig(seconds=0.25)  # 4000 samples from 0.6 s clips: 5600 possible offsets
-    crops = PairStream(corpus, "dlib-resnet", "train", audio, 4, seed=0, val_fraction=0.2,
+    crops = PairStream(corpus, "dlib-resnet", "train", audio, 4, seed=0, dev_fraction=0.2,
                        random_crop=True)
-    starts = PairStream(corpus, "dlib-resnet", "train", audio, 4, seed=0, val_fraction=0.2)
+    starts = PairStream(corpus, "dlib-resnet", "train", audio, 4, seed=0, dev_fraction=0.2)
     pos = crops.plan(1)[0]
     a = crops.load(pos, 1).waves.numpy()
     # the same pair gets the same window whichever batch (or rank) loads it

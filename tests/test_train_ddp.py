@@ -42,7 +42,7 @@ CORPUS = SyntheticCorpus(identities=20, clips_per_identity=2, test_identities=2,
 # ones two processes compute (GlobalBatchNorm2d sums in float64).
 TINY: dict[str, object] = dict(
     seconds=1.0, channels=[4] * 6 + [8] * 3, fc_width=32, batch_size=4, checkpoint_every=1000,
-    val_every=2, log_every=2, val_fraction=0.2, channels_last=False)
+    val_every=2, log_every=2, dev_fraction=0.2, channels_last=False)
 # measured: 1e-7 here (5e-6 when all 6 steps ran on two processes); without synchronised
 # BatchNorm the runs differ by 1e-2, with the channels-last tie-breaking above by 2e-3
 ATOL = 2e-5

@@ -27,7 +27,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
 
 def tiny(**over: object) -> DecoderTrainConfig:
     base: dict[str, object] = dict(image_size=32, batch_size=8, steps=6, checkpoint_every=3,
-                                   log_every=2, val_fraction=0.2, track=False,
+                                   log_every=2, dev_fraction=0.2, track=False,
                                    register_model=False)
     base.update(over)
     return DecoderTrainConfig(**base)  # type: ignore[arg-type]

@@ -38,10 +38,10 @@ def test_runs_are_tracked_and_models_registered(tmp_path: Path,
     previous = mlflow.get_tracking_uri()
     try:
         dec = train_face_decoder(DecoderTrainConfig(image_size=32, batch_size=8, steps=2,
-                                                    log_every=1, val_fraction=0.2), layout)
+                                                    log_every=1, dev_fraction=0.2), layout)
         voice = train_voice_encoder(
             TrainConfig(seconds=1.0, channels=[4] * 6 + [8] * 3, fc_width=32, batch_size=4,
-                        steps=2, log_every=1, val_every=2, val_fraction=0.2), layout,
+                        steps=2, log_every=1, val_every=2, dev_fraction=0.2), layout,
             decoder=dec.model)
         assert mlflow.get_tracking_uri() == layout.mlflow_tracking_uri
         client = MlflowClient()

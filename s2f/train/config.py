@@ -67,7 +67,7 @@ class TrainConfig(_Base):
     ema_decay: float = 0.99                  # >0: validate, select and register an EMA of the weights
     val_seconds: float | None = 6.0          # validation window (the gate's primary length); None: training's
     checkpoint_every: int = 200
-    val_fraction: float = 0.1
+    dev_fraction: float = 0.1
     val_every: int = 50
     val_batches: int = 16                    # cap on validation batches per evaluation
     log_every: int = 10
@@ -130,7 +130,7 @@ class DecoderTrainConfig(_Base):
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 200
-    val_fraction: float = 0.1
+    dev_fraction: float = 0.1
     log_every: int = 10
     run_name: str | None = None
     track: bool = True

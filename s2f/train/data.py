@@ -7,8 +7,8 @@ batch reads its features from at most two cached shards; audio is decoded per ba
 
 Splits: the manifest's ``split == 'test'`` rows are never trained on (role ``test``). The train
 rows are split into train/validation by identity; AVSpeech has no identity labels, so the
-YouTube video id stands in for the speaker: a video is in validation when
-``sha1(youtube_id) / 2**160 < val_fraction``, so no video has clips on both sides.
+YouTube video id stands in for the speaker: a video is in dev when
+``sha1(youtube_id) / 2**160 < dev_fraction``, so no video has clips on both sides.
 
 Audio decoding: PyAV per file (default) or NVIDIA DALI per batch (`loader="dali"`,
 `s2f.train.dali_audio`); both give the same samples.
@@ -45,16 +45,16 @@ from s2f.train.distributed import rank_slice
 from storage.io import shard_paths
 from storage.layout import DataLayout
 
-Role = Literal["train", "val", "test"]
+Role = Literal["train", "dev", "test"]
 
 
-def is_validation(youtube_id: str, val_fraction: float) -> bool:
+def is_dev(youtube_id: str, dev_fraction: float) -> bool:
     """Identity-disjoint split: the video id (AVSpeech's stand-in for identity) decides."""
     h = int.from_bytes(hashlib.sha1(youtube_id.encode()).digest(), "big")
-    return h / 2**160 < val_fraction
+    return h / 2**160 < dev_fraction
 
 
-def pair_index(layout: DataLayout, encoder: str, role: Role, val_fraction: float) -> pl.DataFrame:
+def pair_index(layout: DataLayout, encoder: str, role: Role, dev_fraction: float) -> pl.DataFrame:
     """clip_key, youtube_id, audio_path, shard, row for one role, sorted by (shard, row)."""
     clips = (pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")])
              .filter((pl.col("status") == "ok") & pl.col("audio_path").is_not_null())
@@ -69,18 +69,18 @@ def pair_index(layout: DataLayout, encoder: str, role: Role, val_fraction: float
         return pl.DataFrame(schema={"clip_key": pl.String, "youtube_id": pl.String,
                                     "audio_path": pl.String, "shard": pl.Int64, "row": pl.Int64})
     idx = pl.concat(parts).unique("clip_key", keep="first").join(clips, on="clip_key", how="inner")
-    return select_role(idx, role, val_fraction).drop("split").sort("shard", "row")
+    return select_role(idx, role, dev_fraction).drop("split").sort("shard", "row")
 
 
-def select_role(df: pl.DataFrame, role: Role, val_fraction: float) -> pl.DataFrame:
+def select_role(df: pl.DataFrame, role: Role, dev_fraction: float) -> pl.DataFrame:
     """The rows of `role`: test = the manifest's test split; train/val = its train split, by
-    `is_validation` of the YouTube id. `df` needs `split` and `youtube_id`."""
+    `is_dev` of the YouTube id. `df` needs `split` and `youtube_id`."""
     if role == "test":
         return df.filter(pl.col("split") == "test")
     df = df.filter(pl.col("split") == "train")
-    val = df["youtube_id"].map_elements(lambda y: is_validation(y, val_fraction),
+    val = df["youtube_id"].map_elements(lambda y: is_dev(y, dev_fraction),
                                         return_dtype=pl.Boolean)
-    return df.filter(val if role == "val" else ~val)
+    return df.filter(val if role == "dev" else ~val)
 
 
 @dataclass
@@ -111,7 +111,7 @@ class PairStream:
     """Seeded, resumable batches of (fixed-length waveform, face feature)."""
 
     def __init__(self, layout: DataLayout, encoder: str, role: Role, audio: AudioConfig,
-                 batch_size: int, seed: int = 0, val_fraction: float = 0.1,
+                 batch_size: int, seed: int = 0, dev_fraction: float = 0.1,
                  shuffle: bool = True, drop_last: bool = True,
                  loader: Literal["pyav", "dali"] = "pyav", random_crop: bool = False,
                  part: tuple[int, int] = (0, 1)) -> None:
@@ -125,7 +125,7 @@ class PairStream:
             self._dali = DaliAudioLoader(batch_size, audio.sample_rate)
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
         self.random_crop = random_crop
-        self.index = pair_index(layout, encoder, role, val_fraction)
+        self.index = pair_index(layout, encoder, role, dev_fraction)
         self.shards = FeatureShards(shard_paths(layout, "face_features"))
         self._shard_of = self.index["shard"].to_numpy()
         self._row_of = self.index["row"].to_numpy()
@@ -199,5 +199,5 @@ class PairStream:
 
 if __name__ == "__main__":
     lay = DataLayout(Path(sys.argv[1]))
-    for r in ("train", "val", "test"):
+    for r in ("train", "dev", "test"):
         print(r, pair_index(lay, "dlib-resnet", r, 0.1).height)  # type: ignore[arg-type]

@@ -81,8 +81,8 @@ def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     probe = cfg.decoder_config(1)
-    train = load_face_set(layout, cfg.encoder, "train", cfg.val_fraction, probe.image_size)
-    val = load_face_set(layout, cfg.encoder, "val", cfg.val_fraction, probe.image_size)
+    train = load_face_set(layout, cfg.encoder, "train", cfg.dev_fraction, probe.image_size)
+    val = load_face_set(layout, cfg.encoder, "dev", cfg.dev_fraction, probe.image_size)
     if len(train) == 0:
         raise ValueError(f"no faces with {cfg.encoder!r} features under {layout.root}")
     model = FaceDecoder(cfg.decoder_config(train.features.shape[1]),

@@ -52,7 +52,7 @@ def crop_landmarks(frame_landmarks: np.ndarray) -> np.ndarray:
     return apply_affine(lm, similarity_to_template(lm)).numpy()
 
 
-def load_face_set(layout: DataLayout, encoder: str, role: Role, val_fraction: float,
+def load_face_set(layout: DataLayout, encoder: str, role: Role, dev_fraction: float,
                   image_size: int) -> FaceSet:
     clips = (pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")])
              .filter(pl.col("status") == "ok").select("clip_key", "youtube_id", "split"))
@@ -62,7 +62,7 @@ def load_face_set(layout: DataLayout, encoder: str, role: Role, val_fraction: fl
     faces = (pl.scan_parquet([str(p) for p in shard_paths(layout, "faces")])
              .select("clip_key", "frame_time_s", "landmarks", "crop_jpeg"))
     df = faces.join(feats, on="clip_key").join(clips, on="clip_key").collect()
-    df = select_role(df, role, val_fraction)
+    df = select_role(df, role, dev_fraction)
     # one face per clip: the median sampled frame
     df = (df.sort("clip_key", "frame_time_s")
           .with_columns(pl.int_range(pl.len()).over("clip_key").alias("_i"),
@@ -88,6 +88,6 @@ def load_face_set(layout: DataLayout, encoder: str, role: Role, val_fraction: fl
 
 if __name__ == "__main__":
     lay = DataLayout(Path(sys.argv[1]))
-    for r in ("train", "val", "test"):
+    for r in ("train", "dev", "test"):
         s = load_face_set(lay, "dlib-resnet", r, 0.1, 64)  # type: ignore[arg-type]
         print(r, len(s), tuple(s.crops.shape))

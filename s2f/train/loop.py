@@ -119,10 +119,10 @@ class VoiceTrainer:
                              f"by the {self.dist.world} processes")
         part = (self.dist.rank, self.dist.world)  # each rank loads its slice of every batch
         self.train = PairStream(layout, cfg.encoder, "train", self.audio, cfg.batch_size,
-                                cfg.seed, cfg.val_fraction, loader=self.loader,
+                                cfg.seed, cfg.dev_fraction, loader=self.loader,
                                 random_crop=cfg.random_crop, part=part)
-        self.valid = PairStream(layout, cfg.encoder, "val", cfg.val_audio_config(), cfg.batch_size,
-                                cfg.seed, cfg.val_fraction, shuffle=False, drop_last=False,
+        self.valid = PairStream(layout, cfg.encoder, "dev", cfg.val_audio_config(), cfg.batch_size,
+                                cfg.seed, cfg.dev_fraction, shuffle=False, drop_last=False,
                                 loader=self.loader, part=part)
         if len(self.train) == 0:
             raise ValueError(f"no training pairs for encoder {cfg.encoder!r} under {layout.root}")
@@ -351,7 +351,7 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                             "val_pairs": tr.valid.index.height, "resumed_at": tr.step,
                             "device": str(tr.device), "audio_loader_used": tr.loader,
                             "world_size": tr.dist.world,
-                            "split": "val = sha1(youtube_id) < val_fraction; test = manifest"})
+                            "split": "dev = sha1(youtube_id) < dev_fraction; test = manifest"})
         tracker.set_tags({"distillation": "on" if classifier is not None else
                           "off (face encoder has no classification layer)",
                           "f_dec": "trained decoder" if decoder is not None else "random"})

@@ -30,7 +30,7 @@ from .stage_helpers import TRAIN_DRIVER, kill_when, temps
 
 VOICE = {"preset": "small", "seconds": 1.0, "channels": [4] * 6 + [8] * 3, "fc_width": 32,
          "batch_size": 4, "steps": 16, "checkpoint_every": 2, "val_every": 1000,
-         "log_every": 2, "val_fraction": 0.2, "decoder": "random", "device": "cpu",
+         "log_every": 2, "dev_fraction": 0.2, "decoder": "random", "device": "cpu",
          "track": False, "register_model": False}
 DECODER = {"steps": 8, "checkpoint_every": 2, "batch_size": 4, "image_size": 32,
            "device": "cpu", "track": False, "register_model": False}
