@@ -160,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-diversity", type=float, default=0.2,
                    help="promotion floor on the spread of the predictions / the spread of the "
                         "true faces (default 0.2; 0 lets a collapsed model through: smoke tests)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="voice-encoder seeds to train and evaluate (default 1); the report gives "
+                        "mean ± sd over seeds and the dev-best seed goes to the gate")
+    p.add_argument("--control-steps", type=int, default=None,
+                   help="training steps of the shuffled-voice control (default: a quarter of "
+                        "the voice encoder's)")
+    p.add_argument("--no-control", action="store_true",
+                   help="skip the shuffled-voice control (saves its training time)")
     p.set_defaults(handler=_cmd_demo)
 
     stages = ["ingest", "preprocess", "train-decoder", "train", "evaluate", "promote"]

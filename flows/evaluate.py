@@ -5,9 +5,11 @@ and `s2f predict`.
     s2f promote  --data-dir DIR [--margin 0.0] [--min-diversity 0.2] [--allow-different-data]
     s2f predict  AUDIO... --out DIR [--data-dir DIR] [--model-uri ...@champion]
 
-`evaluate_flow` scores a registered voice encoder on the test split (s2f.evaluation), writes the
-`evaluations` row and the MLflow run, and publishes the model card to the registry.
-`promote_flow` runs the promotion gate (s2f.promote). `s2f predict` is plain inference, without
+`evaluate_flow` scores a registered voice encoder on the dev split (what the promotion gate
+reads) and on the test split (once per version: a version with a test row gets it read back, not
+rescored; test is for the report and the card only) (s2f.evaluation), writes the `evaluations`
+rows and MLflow runs, and publishes the model card to the registry. `promote_flow` runs the
+promotion gate (s2f.promote) on dev rows. `s2f predict` is plain inference, without
 Prefect: one command from a voice file to a labelled face (s2f.predict).
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -45,6 +47,9 @@ class EvaluateParams(BaseModel):
                                                       "corpus's, if present)")
     bootstrap: int = Field(1000, ge=10, description="bootstrap resamples for the CIs")
     model_card: bool = Field(True, description="publish the model card to the registry")
+    roles: list[Literal["dev", "test"]] = Field(
+        default_factory=lambda: ["dev", "test"], min_length=1,
+        description="splits to score: dev (for the gate), test (once per version, reported)")
 
 
 class PromoteParams(BaseModel):
@@ -60,15 +65,14 @@ class PromoteParams(BaseModel):
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
-def evaluate_task(params: EvaluateParams) -> dict[str, Any]:
-    from s2f.evaluation.run import evaluate_model
+def evaluate_task(params: EvaluateParams, role: str = "test") -> dict[str, Any]:
+    """One split's row; for test, the version's existing test row when it has one."""
+    from s2f.evaluation.run import evaluate
     from storage.layout import DataLayout
 
-    result = evaluate_model(DataLayout(params.data_dir), params.model_uri, params.decoder_uri,
-                            identities_path=params.identities, n_boot=params.bootstrap)
-    row = result.row()
-    row["metrics"] = dict(row["metrics"])
-    return row
+    return evaluate(DataLayout(params.data_dir), params.model_uri, params.decoder_uri,
+                    role=role, identities_path=params.identities,  # type: ignore[arg-type]
+                    n_boot=params.bootstrap)
 
 
 @task(name="publish-model-card", cache_policy=NO_CACHE)
@@ -81,14 +85,20 @@ def model_card_task(data_dir: Path, row: dict[str, Any]) -> str:
 
 @flow(name="evaluate")
 def evaluate_flow(params: EvaluateParams) -> dict[str, Any]:
-    """Evaluate one voice encoder; returns the `evaluations` row (metrics as a dict)."""
+    """Evaluate one voice encoder on dev and test; returns the last role's `evaluations` row
+    (metrics as a dict; the test row by default), with the dev row under `dev_row`."""
     logger = get_run_logger()
-    row = evaluate_task(params)
+    rows = {role: evaluate_task(params, role) for role in params.roles}
+    row = dict(rows[params.roles[-1]])
+    if "dev" in rows and params.roles[-1] != "dev":
+        row["dev_row"] = rows["dev"]
     m = row["metrics"]
     create_table_artifact([{"metric": k, "value": float(m[k])} for k in HEADLINE if k in m],
                           key="evaluation-headline",
-                          description=f"{row['model_name']} v{row['model_version']} on test "
-                                      f"snapshot {row['test_snapshot_id']}")
+                          description=f"{row['model_name']} v{row['model_version']} on "
+                                      f"{row['role']} snapshot {row['test_snapshot_id']}"
+                                      + (" (read back: test is scored once)"
+                                         if row.get("reused") else ""))
     if params.model_card and row.get("model_name"):
         card = model_card_task(params.data_dir, row)
         create_markdown_artifact(card, key="model-card", description="model card")
@@ -136,8 +146,15 @@ def run_evaluate_from_cli(args: argparse.Namespace) -> int:
     except (EvaluationDataError, ModelResolutionError) as exc:
         print(f"s2f evaluate: {exc}", file=sys.stderr)
         return 2
+    if row.get("dev_row"):
+        dev = row["dev_row"]
+        print(f"{dev['model_name']} v{dev['model_version']} on dev snapshot "
+              f"{dev['test_snapshot_id']} ({dev['n_clips']} clips): recall_at_10_6s "
+              f"{dev['metrics'].get('recall_at_10_6s', float('nan')):.4f} (the gate reads dev)")
+    reused = " (its one test row, read back)" if row.get("reused") else ""
     print(f"{row['model_name']} v{row['model_version']} on test snapshot "
-          f"{row['test_snapshot_id']} ({row['n_clips']} clips, {row['n_identities']} identities)")
+          f"{row['test_snapshot_id']} ({row['n_clips']} clips, {row['n_identities']} "
+          f"identities){reused}")
     for k in HEADLINE:
         if k in row["metrics"]:
             print(f"  {k:<28} {row['metrics'][k]:.4f}")

@@ -116,6 +116,12 @@ class PipelineParams(BaseModel):
     margin: float = Field(0.0, ge=0.0, description="recall@10 gain needed over the champion")
     min_diversity: float = Field(0.2, ge=0.0, description="promotion floor on prediction "
                                                           "spread / true spread")
+    seeds: int = Field(1, ge=1, le=20, description="voice-encoder seeds to train; the dev-best "
+                                                   "goes to the gate (flows/seeds.py)")
+    shuffled_control: bool = Field(False, description="also train and score the shuffled-voice "
+                                                      "control (unregistered)")
+    control_steps: int | None = Field(None, ge=1, description="the control's training steps "
+                                                              "(default: a quarter of training's)")
 
     @field_validator("stages")
     @classmethod
@@ -170,10 +176,19 @@ class PipelineParams(BaseModel):
         return TrainParams(**self._train_common(self.train_steps),
                            vggface_weights=self.vggface_weights)
 
+    def train_seeds_params(self) -> BaseModel:
+        from flows.seeds import TrainSeedsParams
+
+        return TrainSeedsParams(train=self.train_params(), seeds=self.seeds,
+                                shuffled_control=self.shuffled_control,
+                                control_steps=self.control_steps, bootstrap=self.bootstrap)
+
     def evaluate_params(self) -> BaseModel:
         from flows.evaluate import EvaluateParams
+        from flows.seeds import EvaluateSeedsParams
 
-        return EvaluateParams(data_dir=self.data_dir, bootstrap=self.bootstrap)
+        return EvaluateSeedsParams(evaluate=EvaluateParams(data_dir=self.data_dir,
+                                                           bootstrap=self.bootstrap))
 
     def promote_params(self) -> BaseModel:
         from flows.evaluate import PromoteParams
@@ -188,7 +203,7 @@ class PipelineParams(BaseModel):
             raise ValueError("evaluate/promote read the models that training registers: "
                              "keep track=true when training in the same run")
         builders = {"ingest": self.ingest_params, "preprocess": self.preprocess_params,
-                    "train-decoder": self.train_decoder_params, "train": self.train_params,
+                    "train-decoder": self.train_decoder_params, "train": self.train_seeds_params,
                     "evaluate": self.evaluate_params, "promote": self.promote_params}
         return {stage: builders[stage]() for stage in self.stages}
 
@@ -380,12 +395,23 @@ def stage_flow(stage: str) -> Flow[Any, Any]:
     if stage == "preprocess":
         return preprocess_flow
     if stage in ("train-decoder", "train"):
-        from flows.train import train_decoder_flow, train_flow
+        from flows.seeds import train_seeds_flow
+        from flows.train import train_decoder_flow
 
-        return train_decoder_flow if stage == "train-decoder" else train_flow
-    from flows.evaluate import evaluate_flow, promote_flow
+        return train_decoder_flow if stage == "train-decoder" else train_seeds_flow
+    from flows.evaluate import promote_flow
+    from flows.seeds import evaluate_seeds_flow
 
-    return {"evaluate": evaluate_flow, "promote": promote_flow}[stage]
+    return {"evaluate": evaluate_seeds_flow, "promote": promote_flow}[stage]
+
+
+def with_upstream(stage: str, params: BaseModel, results: dict[str, Any]) -> BaseModel:
+    """The evaluate stage evaluates the versions the train stage of this run registered."""
+    train = results.get("train")
+    if stage == "evaluate" and train and train.get("seeds"):
+        versions = [str(s["model_version"]) for s in train["seeds"] if s.get("model_version")]
+        return params.model_copy(update={"versions": versions or None})
+    return params
 
 
 @flow(name="speech2face-pipeline", flow_run_name=_pipeline_run_name, log_prints=True)
@@ -412,7 +438,7 @@ def pipeline_flow(params: PipelineParams) -> dict[str, Any]:
             t0 = time.perf_counter()
             logger.info("stage %s: starting", stage)
             try:
-                results[stage] = run_stage(built[stage])
+                results[stage] = run_stage(with_upstream(stage, built[stage], results))
             except Exception as exc:  # reported in the artifacts, then re-raised
                 rows.append(stage_row(stage, time.perf_counter() - t0, None,
                                       f"{type(exc).__name__}: {exc}"))
@@ -495,6 +521,9 @@ def run_demo_from_cli(args: argparse.Namespace) -> int:
         train_steps=getattr(args, "train_steps", None),
         margin=getattr(args, "margin", 0.0),
         min_diversity=getattr(args, "min_diversity", 0.2),
+        seeds=getattr(args, "seeds", 1),
+        shuffled_control=not getattr(args, "no_control", False),
+        control_steps=getattr(args, "control_steps", None),
     )
     state = pipeline_flow(params, return_state=True)
     flow_run_id = str(state.state_details.flow_run_id)
@@ -511,8 +540,11 @@ def run_demo_from_cli(args: argparse.Namespace) -> int:
               if p.error is None and p.image_path] if "train" in results else []
     row = demo_evaluation(layout, results.get("evaluate"))
     card = save_model_card(layout, row)
+    seed_rows, control_row = demo_seed_rows(layout, results)
     report = demo_report(row, results.get("promote"),
-                         demo_places(layout, flow_run_id, row, images, card))
+                         demo_places(layout, flow_run_id, row, images, card),
+                         seeds=seed_rows, control=control_row,
+                         picked_by=(results.get("evaluate") or {}).get("picked_by"))
     print("\n" + report)
     if row is not None:
         saved = layout.root / "reports" / f"demo-report-{row['evaluation_id']}.txt"
@@ -532,6 +564,18 @@ def demo_evaluation(layout: DataLayout, returned: dict[str, Any] | None) -> dict
     stored = [r for r in read_evaluations(layout)
               if r["evaluation_id"] == returned.get("evaluation_id")]
     return stored[-1] if stored else returned
+
+
+def demo_seed_rows(layout: DataLayout, results: dict[str, Any]
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """This run's test rows of every seed's version and of the shuffled control, as stored."""
+    from s2f.evaluation.record import read_evaluations
+
+    by_id = {r["evaluation_id"]: r for r in read_evaluations(layout)}
+    seeds = [by_id[s["test_evaluation_id"]] for s in
+             (results.get("evaluate") or {}).get("seeds") or [] if s["test_evaluation_id"] in by_id]
+    control = (results.get("train") or {}).get("control") or {}
+    return seeds, by_id.get(control.get("test_evaluation_id", ""))
 
 
 def save_model_card(layout: DataLayout, row: dict[str, Any] | None) -> Path | None:

@@ -80,16 +80,63 @@ def _recall_table(m: dict[str, float]) -> list[str]:
     return out
 
 
+def _paper_table(m: dict[str, float]) -> list[str]:
+    """The paper's retrieval protocol (one pool entry per test clip, three distances), with the
+    paper's own figures as labelled reference rows."""
+    from s2f.evaluation.paper import PAPER_RETRIEVAL
+    from s2f.metrics import PAPER_KS
+
+    out = ["| input | distance | " + " | ".join(f"R@{k} [95% CI]" for k in PAPER_KS) + " |",
+           "|---|---|" + "---|" * len(PAPER_KS)]
+    out.append("| chance (this pool) | - | " + " | ".join(
+        _num(m.get(f"paper_chance_at_{k}")) for k in PAPER_KS) + " |")
+    for s in SECONDS:
+        for d in ("l2", "l1", "cosine"):
+            out.append(f"| voice, {sec_tag(s)} | {d} | " + " | ".join(
+                _ci(m, f"paper_recall_at_{k}_{d}_{sec_tag(s)}") for k in PAPER_KS) + " |")
+    for method, label in (("mean_face", "mean face (baseline)"), ("oracle", "oracle ceiling")):
+        if f"{method}_paper_recall_at_1_cosine" in m:
+            out.append(f"| {label} | cosine | " + " | ".join(
+                _ci(m, f"{method}_paper_recall_at_{k}_cosine") for k in PAPER_KS) + " |")
+    for (sec, d), values in PAPER_RETRIEVAL.items():
+        out.append(f"| paper (reference), {sec} | {d} | "
+                   + " | ".join(f"{v / 100:.4f}" for v in values) + " |")
+    return out
+
+
+def _controls_table(m: dict[str, float], control: dict[str, Any] | None) -> list[str]:
+    out = ["| predictor (test, 6 s) | recall@10 per identity [95% CI] | paper R@10 cosine "
+           "[95% CI] |", "|---|---|---|",
+           f"| this model | {_ci(m, 'recall_at_10_6s')} | {_ci(m, 'paper_recall_at_10_cosine_6s')} |"]
+    if control is not None:
+        c = control["metrics"]
+        out.append(f"| shuffled-voice control (evaluation {control.get('evaluation_id')}) | "
+                   f"{_ci(c, 'recall_at_10_6s')} | {_ci(c, 'paper_recall_at_10_cosine_6s')} |")
+    else:
+        out.append("| shuffled-voice control | not run on this test snapshot | - |")
+    out.append(f"| mean face (baseline) | {_ci(m, 'mean_face_recall_at_10')} | "
+               f"{_ci(m, 'mean_face_paper_recall_at_10_cosine')} |")
+    if "oracle_recall_at_10" in m:
+        out.append(f"| oracle ceiling (exact voice settings) | {_ci(m, 'oracle_recall_at_10')} | "
+                   f"{_ci(m, 'oracle_paper_recall_at_10_cosine')} |")
+    out.append(f"| chance | {_num(m.get('chance_at_10'))} | {_num(m.get('paper_chance_at_10'))} |")
+    return out
+
+
 def _correlation_tables(m: dict[str, float]) -> list[str]:
     cranio = sorted({k[len("cranio_"):-len("_r")] for k in m
                      if k.startswith("cranio_") and k.endswith("_r")})
     out: list[str] = []
     if cranio:
-        out += ["", "Craniofacial measurements (dlib 68 landmarks of the decoder's output), "
-                "reconstruction of the true feature (F2F) vs of the voice feature (S2F):", "",
-                "| measurement | Pearson r | p |", "|---|---|---|"]
-        out += [f"| {c} | {_num(m.get(f'cranio_{c}_r'), 3)} | {_p(m.get(f'cranio_{c}_p'))} |"
-                for c in cranio]
+        out += ["", "Craniofacial measurements on dlib's 68 landmarks detected on the rendered "
+                "faces, reconstruction of the true feature (F2F) vs of the voice feature (S2F); "
+                "p Bonferroni-corrected over the measurements; random pair: S2F vs another "
+                "sample's F2F:", "",
+                "| measurement | Pearson r | p | p Bonferroni | random-pair r |",
+                "|---|---|---|---|---|"]
+        out += [f"| {c} | {_num(m.get(f'cranio_{c}_r'), 3)} | {_p(m.get(f'cranio_{c}_p'))} | "
+                f"{_p(m.get(f'cranio_{c}_p_bonferroni'))} | "
+                f"{_num(m.get(f'cranio_random_pair_{c}'), 3)} |" for c in cranio]
     voice = sorted(k[len("voice_"):-len("_r")] for k in m
                    if k.startswith("voice_") and k.endswith("_r"))
     if voice:
@@ -109,7 +156,8 @@ def _setting(params: dict[str, str], key: str) -> str:
 
 
 def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
-                     params: dict[str, str] | None = None, compact: bool = False) -> str:
+                     params: dict[str, str] | None = None, compact: bool = False,
+                     control: dict[str, Any] | None = None) -> str:
     """Markdown model card. `evaluation`: a row of the evaluations table (metrics as a dict);
     `data`: `s2f.evaluation.data.data_summary`; `params`: the training run's params."""
     params = params or {}
@@ -179,10 +227,24 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         "",
         *_similarity_table(m),
         "",
-        "Retrieval: recall@K of the true identity among the per-identity averaged true "
-        "features of the test identities, bootstrap 95 % CI over voices:",
+        "Retrieval, per-identity protocol (SF2F's): recall@K of the true identity among the "
+        "per-identity averaged true features of the test identities, bootstrap 95 % CI over "
+        "voices:",
         "",
         *_recall_table(m),
+        "",
+        f"Retrieval, the paper's protocol: pool = the true features of "
+        f"{_num(m.get('paper_pool_size'), 0)} test clips (up to 5,000), one query per clip, "
+        "ranked by L2, L1 and cosine separately; chance = K / pool. The paper's rows (a "
+        "5,000-image pool of VGG-Face features) are reference figures:",
+        "",
+        *(["(the table is in `model_card.md` of the evaluation run)"] if compact
+          else _paper_table(m)),
+        "",
+        "Controls beside the model (the test split is scored once per version and never feeds "
+        "a decision; the promotion gate reads the dev split):",
+        "",
+        *_controls_table(m, control),
         "",
         f"Diversity (spread of predictions / spread of true features, 6 s): "
         f"{_num(m.get('diversity_6s'))}; of the decoder's landmarks: "
@@ -228,13 +290,22 @@ def publish_model_card(layout: DataLayout, evaluation: dict[str, Any]) -> str:
     if not name or not version:
         raise ValueError("the evaluation is of an unregistered model: no version to describe")
     params = training_params(name, version)
-    card = write_model_card(evaluation, data_summary(layout), params)
+    control = shuffled_control_row(layout, evaluation.get("test_snapshot_id"))
+    card = write_model_card(evaluation, data_summary(layout), params, control=control)
     if evaluation.get("mlflow_run_id"):
         client.log_text(evaluation["mlflow_run_id"], card, "model_card.md")
     description = card if len(card) <= MAX_DESCRIPTION else \
-        write_model_card(evaluation, data_summary(layout), params, compact=True)
+        write_model_card(evaluation, data_summary(layout), params, compact=True, control=control)
     client.update_model_version(name, version, description=description[:MAX_DESCRIPTION])
     return card
+
+
+def shuffled_control_row(layout: DataLayout, test_snapshot_id: str | None
+                         ) -> dict[str, Any] | None:
+    """The newest shuffled-voice control's test row on the same test snapshot, if any."""
+    rows = [r for r in read_evaluations(layout) if r["kind"] == "shuffled_control"
+            and r["role"] == "test" and r["test_snapshot_id"] == test_snapshot_id]
+    return rows[-1] if rows else None
 
 
 def latest_model_evaluation(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME,

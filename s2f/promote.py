@@ -1,17 +1,19 @@
 """The promotion gate: move the `champion` alias to the `challenger` only when it is better.
 
-Both versions are compared on the same test split with the same metrics, taken from their rows
-of the `evaluations` table (on the current test snapshot; evaluated first when missing). Rules,
-in order:
+Both versions are compared on the same DEV split with the same metrics, taken from their dev
+rows of the `evaluations` table (on the current dev snapshot; evaluated on dev first when
+missing). The test split never feeds the decision: test rows are scored once per version for the
+report and the model card, and the gate does not read them (a test changes only the test rows
+and checks the decision stays the same). Rules, in order:
 
-1. Different test snapshots (only possible with `evaluate_missing=False`, using older rows) are
+1. Different dev snapshots (only possible with `evaluate_missing=False`, using older rows) are
    refused unless `allow_different_data`, and then the reasons say so.
 2. Diversity floor: a challenger whose predictions spread less than `min_diversity` × the
    spread of the true features (`diversity_6s`) is refused as collapsed, whatever its
    distances: a model that predicts the mean face for everyone has good L1 and no use.
 3. No champion yet: the challenger becomes champion.
-4. Otherwise it must beat the champion's recall@10 (6 s input) by more than `margin` and not
-   lose on mean feature cosine distance.
+4. Otherwise it must beat the champion's dev recall@10 (6 s input) by more than `margin` and
+   not lose on dev mean feature cosine distance.
 
 Promotion moves the voice encoder's `champion` alias and the face decoder's (the decoder the
 challenger was evaluated with: encoder and decoder are a pair, the encoder's loss uses the
@@ -33,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from s2f.evaluation.data import current_snapshot_id
+from s2f.evaluation.data import DEFAULT_DEV_FRACTION, current_snapshot_id
 from s2f.evaluation.record import latest_evaluation, use_experiment
 from s2f.inference import DEFAULT_FACE_ENCODER, ModelResolutionError
 from s2f.names import CHALLENGER, CHAMPION, FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
@@ -77,28 +79,29 @@ def _alias_version(name: str, alias: str) -> str | None:
         return None
 
 
-def _face_encoder(name: str, version: str) -> str:
+def _training_params(name: str, version: str) -> dict[str, str]:
     from mlflow import MlflowClient
 
     client = MlflowClient()
     run_id = client.get_model_version(name, version).run_id
-    if not run_id:
-        return DEFAULT_FACE_ENCODER
-    return client.get_run(run_id).data.params.get("encoder", DEFAULT_FACE_ENCODER)
+    return dict(client.get_run(run_id).data.params) if run_id else {}
 
 
 def _evaluation(layout: DataLayout, name: str, version: str, snapshot: str,
                 evaluate_missing: bool, decoder_uri: str | None, n_boot: int
                 ) -> dict[str, Any] | None:
-    row = latest_evaluation(layout, name, version, snapshot)
+    """The version's dev row on `snapshot` (dev only: the gate never reads test)."""
+    row = latest_evaluation(layout, name, version, snapshot, role="dev")
     if row is not None:
         return row
     if evaluate_missing:
         from s2f.evaluation.run import evaluate_model
 
-        evaluate_model(layout, f"models:/{name}/{version}", decoder_uri, n_boot=n_boot)
-        return latest_evaluation(layout, name, version, snapshot)
-    return latest_evaluation(layout, name, version)  # any snapshot; checked by the caller
+        evaluate_model(layout, f"models:/{name}/{version}", decoder_uri, n_boot=n_boot,
+                       role="dev")
+        return latest_evaluation(layout, name, version, snapshot, role="dev")
+    # any dev snapshot; checked by the caller
+    return latest_evaluation(layout, name, version, role="dev")
 
 
 def _value(row: dict[str, Any], key: str) -> float:
@@ -110,11 +113,15 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, margin: 
            min_diversity: float, allow_different_data: bool
            ) -> tuple[Decision, list[str], bool]:
     """The gate's rules on two evaluation rows (pure; `promote` does the bookkeeping)."""
+    for row in (challenger, champion):  # a guard: the gate is built on dev rows only
+        if row is not None and row.get("role", "dev") != "dev":
+            raise ValueError(f"evaluation {row.get('evaluation_id')} is a {row['role']} row: the "
+                             "promotion gate reads dev rows only")
     reasons: list[str] = []
     different = bool(champion) and champion["test_snapshot_id"] != challenger["test_snapshot_id"]
     if different:
         assert champion is not None
-        msg = (f"evaluations are on different test snapshots (challenger "
+        msg = (f"dev evaluations are on different dev snapshots (challenger "
                f"{challenger['test_snapshot_id']}, champion {champion['test_snapshot_id']})")
         if not allow_different_data:
             return "rejected", [msg + ": refused; re-evaluate both on the same data or pass "
@@ -128,7 +135,7 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, margin: 
             f"diversity {div:.3f} is below the floor {min_diversity:g}: its predictions spread "
             f"{spread_pred:.2f} deg around their mean against {spread_true:.2f} deg for the true "
             f"faces, i.e. it predicts nearly the same face for every voice (collapsed)"], different
-    reasons.append(f"diversity {div:.3f} >= floor {min_diversity:g}")
+    reasons.append(f"dev diversity {div:.3f} >= floor {min_diversity:g}")
     if champion is None:
         return "promoted", reasons + ["no champion yet: the first model that passes the "
                                       "diversity floor becomes champion"], different
@@ -141,15 +148,15 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, margin: 
                                       "fewer identities)"], different
     if not r_new - r_old > margin:
         return "rejected", reasons + [
-            f"recall@10 {r_new:.4f} vs champion {r_old:.4f}: not better by more than the "
+            f"dev recall@10 {r_new:.4f} vs champion {r_old:.4f}: not better by more than the "
             f"margin {margin:g}"], different
-    reasons.append(f"recall@10 {r_new:.4f} vs champion {r_old:.4f} (+{r_new - r_old:.4f} > "
+    reasons.append(f"dev recall@10 {r_new:.4f} vs champion {r_old:.4f} (+{r_new - r_old:.4f} > "
                    f"margin {margin:g})")
     if c_new > c_old:
         return "rejected", reasons + [
-            f"mean cosine distance {c_new:.2f} deg is worse than the champion's "
+            f"dev mean cosine distance {c_new:.2f} deg is worse than the champion's "
             f"{c_old:.2f} deg"], different
-    reasons.append(f"mean cosine distance {c_new:.2f} deg <= champion's {c_old:.2f} deg")
+    reasons.append(f"dev mean cosine distance {c_new:.2f} deg <= champion's {c_old:.2f} deg")
     return "promoted", reasons, different
 
 
@@ -168,7 +175,9 @@ def promote(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME, margin: fl
         raise ModelResolutionError(f"{model_name} has no '{CHALLENGER}' alias: nothing to promote")
     champion_v = _alias_version(model_name, CHAMPION)
     decoder_uri = decoder_uri or model_uri(FACE_DECODER_NAME, CHALLENGER)
-    snapshot = current_snapshot_id(layout, _face_encoder(model_name, challenger_v))
+    params = _training_params(model_name, challenger_v)
+    snapshot = current_snapshot_id(layout, params.get("encoder", DEFAULT_FACE_ENCODER), "dev",
+                                   float(params.get("dev_fraction", DEFAULT_DEV_FRACTION)))
     ch_row = _evaluation(layout, model_name, challenger_v, snapshot, evaluate_missing,
                          decoder_uri, n_boot)
     cp_row = None if champion_v is None else _evaluation(
@@ -177,9 +186,9 @@ def promote(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME, margin: fl
     if ch_row is None or (champion_v is not None and cp_row is None):
         who = "challenger" if ch_row is None else "champion"
         decision: Decision = "rejected"
-        reasons = [f"no evaluation of the {who} on test snapshot {snapshot}: run `s2f evaluate`"
-                   if not evaluate_missing else
-                   f"the {who} could not be evaluated on test snapshot {snapshot} (its face "
+        reasons = [f"no dev evaluation of the {who} on dev snapshot {snapshot}: run `s2f "
+                   f"evaluate`" if not evaluate_missing else
+                   f"the {who} could not be evaluated on dev snapshot {snapshot} (its face "
                    f"features come from another face encoder?)"]
         different = False
     else:
@@ -203,7 +212,7 @@ def promote(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME, margin: fl
                            "champion_version": champion_v or "", "margin": margin,
                            "min_diversity": min_diversity,
                            "allow_different_data": allow_different_data,
-                           "test_snapshot_id": snapshot})
+                           "dev_snapshot_id": snapshot, "split_read": "dev"})
         mlflow.log_metrics(result.metrics)
         mlflow.set_tags({"promotion_decision": decision, "promotion_reasons": "; ".join(reasons),
                          "different_data": str(different).lower()})

@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from s2f.metrics import RECALL_KS
+from s2f.evaluation.paper import PAPER_POOL, PAPER_RANDOM_PAIR_R, PAPER_RETRIEVAL
+from s2f.metrics import PAPER_KS, RECALL_KS
 
 VOICE_METHODS = ("ridge", "ridge_true", "projection")  # s2f.evaluation.scores' read-outs
 WIDTH = 92
@@ -90,8 +91,8 @@ def retrieval_section(m: Mapping[str, float], n_identities: int | None = None) -
     ks, pool = recall_ks(m), pool_size(m)
     tags = seconds_tags(m)
     what = " (one averaged true feature per test identity)" if pool == n_identities else ""
-    head = (f"(b) Retrieval: recall@K of the speaker's true face among a pool of {pool} "
-            f"faces{what}; chance = K / pool; [bootstrap 95 % CI]:")
+    head = (f"(b) Retrieval, per-identity protocol (SF2F's): recall@K of the speaker's true face "
+            f"among a pool of {pool} faces{what}; chance = K / pool; [bootstrap 95 % CI]:")
     if not ks:
         return [head, "  n/a: the pool is too small for recall@1"]
     rows = [[str(k), fmt(m[f"chance_at_{k}"]), *(_ci(m, f"recall_at_{k}_{t}") for t in tags),
@@ -109,15 +110,122 @@ def retrieval_section(m: Mapping[str, float], n_identities: int | None = None) -
     return lines
 
 
+def paper_retrieval_section(m: Mapping[str, float]) -> list[str]:
+    """(b2) The paper's protocol: one pool entry per test clip, L2 / L1 / cosine separately."""
+    pool = m.get("paper_pool_size")
+    head = (f"(b2) Retrieval, the paper's protocol: pool = the true features of "
+            f"{fmt(pool, '.0f')} test clips (up to {PAPER_POOL}; one query per clip), ranked "
+            f"by L2, L1 and cosine separately; chance = K / pool; [bootstrap 95 % CI]. The "
+            f"paper's rows (its 5,000-image pool, VGG-Face) are reference figures, not "
+            f"comparable numbers:")
+    if not pool:
+        return [head, "  n/a: this evaluation predates the paper's protocol"]
+    ks = [k for k in PAPER_KS if f"paper_chance_at_{k}" in m]
+    rows: list[list[str]] = [["chance (this pool)", "-",
+                              *(fmt(m[f"paper_chance_at_{k}"], ".4f") for k in ks)]]
+    for t in seconds_tags(m):
+        for d in ("l2", "l1", "cosine"):
+            rows.append([f"voice {t[:-1]} s", d,
+                         *(_ci(m, f"paper_recall_at_{k}_{d}_{t}") for k in ks)])
+    for method, label in (("mean_face", "mean face (baseline)"), ("oracle", "oracle ceiling")):
+        if f"{method}_paper_recall_at_{ks[0]}_cosine" in m:
+            rows.append([label, "cosine",
+                         *(_ci(m, f"{method}_paper_recall_at_{k}_cosine") for k in ks)])
+    for (sec, d), values in PAPER_RETRIEVAL.items():
+        rows.append([f"paper (reference), {sec}", d,
+                     *(f"{values[PAPER_KS.index(k)] / 100:.4f}" for k in ks)])
+    return [head, *table(["input", "distance", *(f"R@{k}" for k in ks)], rows)]
+
+
+def controls_section(row: Mapping[str, Any], control: Mapping[str, Any] | None) -> list[str]:
+    """(b3) The model beside its controls, same split, same metrics."""
+    m = row["metrics"]
+    head = ("(b3) Controls beside the model (test split, 6 s, per-identity recall@10 and the "
+            "paper protocol's cosine recall@10): the shuffled-voice control is trained the "
+            "same way with the face features permuted across training identities (a shorter "
+            "schedule; its CI should include chance); the oracle ceiling is ridge from each "
+            "identity's exact espeak voice settings to the face feature, fitted on the train "
+            "identities (demo corpus only):")
+    rows = [["model", _ci(m, "recall_at_10_6s"), _ci(m, "paper_recall_at_10_cosine_6s"),
+             fmt(m.get("cosine_deg_mean_6s"), ".2f")]]
+    if control is not None:
+        c = control["metrics"]
+        rows.append([f"shuffled-voice control ({control.get('evaluation_id')})",
+                     _ci(c, "recall_at_10_6s"), _ci(c, "paper_recall_at_10_cosine_6s"),
+                     fmt(c.get("cosine_deg_mean_6s"), ".2f")])
+    else:
+        rows.append(["shuffled-voice control", "not run", "-", "-"])
+    rows.append(["mean face (baseline)", _ci(m, "mean_face_recall_at_10"),
+                 _ci(m, "mean_face_paper_recall_at_10_cosine"),
+                 fmt(m.get("mean_face_cosine_deg_mean"), ".2f")])
+    if "oracle_recall_at_10" in m:
+        rows.append(["oracle ceiling (voice settings)", _ci(m, "oracle_recall_at_10"),
+                     _ci(m, "oracle_paper_recall_at_10_cosine"),
+                     fmt(m.get("oracle_cosine_deg_mean"), ".2f")])
+    else:
+        rows.append(["oracle ceiling", "n/a (no voice settings)", "-", "-"])
+    rows.append(["chance", fmt(m.get("chance_at_10")), fmt(m.get("paper_chance_at_10"), ".4f"),
+                 "-"])
+    return [head, *table(["predictor", "recall@10 [CI]", "paper R@10 cos [CI]", "cos (deg)"],
+                         rows)]
+
+
+def seeds_section(seeds: Sequence[Mapping[str, Any]], picked: Mapping[str, Any],
+                  picked_by: str | None) -> list[str]:
+    """(b4) Spread over training seeds: each seed's test numbers with its bootstrap CI, and
+    mean ± sd over seeds."""
+    n = len(seeds)
+    head = (f"(b4) Training seeds: {n} voice-encoder seed(s), each evaluated on test; the "
+            "number of seeds behind each mean is given. The version that goes to the gate is "
+            f"picked by DEV recall@10, never by test ({picked_by or 'one seed'}):")
+    keys = (("recall_at_10_6s", "recall@10 6 s"), ("paper_recall_at_10_cosine_6s",
+                                                   "paper R@10 cos"),
+            ("cosine_deg_mean_6s", "cos (deg) 6 s"))
+    rows = [[f"v{r.get('model_version')} seed {r.get('seed')}"
+             + (" (picked)" if r.get("evaluation_id") == picked.get("evaluation_id") else ""),
+             *(_ci(r["metrics"], k) if "recall" in k else fmt(r["metrics"].get(k), ".2f")
+               for k, _ in keys)] for r in seeds]
+    for label, fn in (("mean", _mean), ("sd", _sd)):
+        rows.append([f"{label} over {n} seed(s)",
+                     *(fmt(fn([r["metrics"].get(k) for r in seeds])) for k, _ in keys)])
+    return [head, *table(["version", *(label for _, label in keys)], rows)]
+
+
+def _finite(values: Sequence[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def _mean(values: Sequence[Any]) -> float:
+    v = _finite(values)
+    return sum(v) / len(v) if v else float("nan")
+
+
+def _sd(values: Sequence[Any]) -> float:
+    """Sample standard deviation (n − 1); NaN for fewer than 2 seeds."""
+    v = _finite(values)
+    if len(v) < 2:
+        return float("nan")
+    mu = sum(v) / len(v)
+    return math.sqrt(sum((x - mu) ** 2 for x in v) / (len(v) - 1))
+
+
 def craniofacial_section(m: Mapping[str, float]) -> list[str]:
     names = sorted(k[len("cranio_"):-len("_r")] for k in m
                    if k.startswith("cranio_") and k.endswith("_r"))
-    head = ("(c) Craniofacial measurements on the decoder's faces (dlib 68 landmarks), "
-            "reconstruction from the true feature vs from the voice: Pearson correlation")
+    hog = m.get("cranio_hog_fraction")
+    head = ("(c) Craniofacial measurements on dlib's 68 landmarks detected on the rendered "
+            "faces, reconstruction from the true feature (F2F) vs from the voice (S2F): Pearson "
+            f"r, p, Bonferroni-corrected p ({len(names)} measurements), and the random-pair "
+            "baseline (S2F vs another sample's F2F; the paper's: "
+            f"{PAPER_RANDOM_PAIR_R}). Face box: HOG where it found the face "
+            f"({fmt(hog, '.0%') if hog is not None else 'n/a'} of renders), else the canonical "
+            "frame's template box:")
     if not names:
         return [head, "  n/a: evaluated without a face decoder"]
-    rows = [[n, fmt(m.get(f"cranio_{n}_r")), fmt(m.get(f"cranio_{n}_p"), ".2g")] for n in names]
-    return [head, *table(["measurement", "r", "p"], rows)]
+    rows = [[n, fmt(m.get(f"cranio_{n}_r")), fmt(m.get(f"cranio_{n}_p"), ".2g"),
+             fmt(m.get(f"cranio_{n}_p_bonferroni"), ".2g"),
+             fmt(m.get(f"cranio_random_pair_{n}"))] for n in names]
+    return [head, *table(["measurement", "r", "p", "p Bonferroni", "random-pair r"], rows)]
 
 
 def _voice_split(key: str) -> tuple[str, str]:
@@ -166,19 +274,26 @@ def diversity_section(m: Mapping[str, float]) -> list[str]:
             *table(["predictions", "diversity", "spread (deg), predicted vs true"], rows)]
 
 
-def evaluation_report(row: Mapping[str, Any]) -> str:
-    """Sections (a)-(e): the paper-style tables of one `evaluations` row."""
+def evaluation_report(row: Mapping[str, Any], control: Mapping[str, Any] | None = None,
+                      seeds: Sequence[Mapping[str, Any]] = (), picked_by: str | None = None
+                      ) -> str:
+    """Sections (a)-(e): the paper-style tables of one `evaluations` row, with the controls
+    (the shuffled-voice control's row when given) and the spread over `seeds` (test rows)."""
     m: Mapping[str, float] = row["metrics"]
     decoder = (f", decoder {row['decoder_name']} v{row['decoder_version']}"
                if row.get("decoder_name") else "")
     lines = [f"Evaluation {row.get('evaluation_id')} of {row.get('model_name')} "
              f"v{row.get('model_version')}{decoder}",
-             f"on the test split: {row.get('n_clips')} clips, {row.get('n_identities')} "
-             f"identities (test snapshot {row.get('test_snapshot_id')})", ""]
+             f"on the {row.get('role', 'test')} split: {row.get('n_clips')} clips, "
+             f"{row.get('n_identities')} identities (snapshot {row.get('test_snapshot_id')}; "
+             "test is scored once per model version and never feeds a decision)", ""]
     n_identities = row.get("n_identities")
-    for section in (similarity_section(m), retrieval_section(m, n_identities),
-                    craniofacial_section(m), voice_section(m, n_identities),
-                    diversity_section(m)):
+    sections = [similarity_section(m), retrieval_section(m, n_identities),
+                paper_retrieval_section(m), controls_section(row, control)]
+    if seeds:
+        sections.append(seeds_section(seeds, row, picked_by))
+    sections += [craniofacial_section(m), voice_section(m, n_identities), diversity_section(m)]
+    for section in sections:
         lines += [*textwrap.wrap(section[0], WIDTH, subsequent_indent="    "), *section[1:], ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -212,11 +327,17 @@ def places_report(places: Sequence[tuple[str, str]]) -> str:
 
 
 def demo_report(row: Mapping[str, Any] | None, decision: Mapping[str, Any] | None,
-                places: Sequence[tuple[str, str]]) -> str:
+                places: Sequence[tuple[str, str]], seeds: Sequence[Mapping[str, Any]] = (),
+                control: Mapping[str, Any] | None = None, picked_by: str | None = None) -> str:
     """The whole report; sections without their inputs say so."""
     title = "speech2face demo: results"
-    parts = ["=" * WIDTH, title, "=" * WIDTH, ""]
-    parts.append(evaluation_report(row) if row else "(no evaluation in this run)\n")
+    parts = ["=" * WIDTH, title, "=" * WIDTH, "",
+             *textwrap.wrap("The demo corpus's voice-face link is synthetic and learnable by "
+                            "construction (each espeak voice is a function of its face's dlib "
+                            "descriptor): these numbers show the pipeline learns, and say "
+                            "nothing about real speech.", WIDTH), ""]
+    parts.append(evaluation_report(row, control, seeds, picked_by) if row
+                 else "(no evaluation in this run)\n")
     parts.append(promotion_report(decision) if decision else "(f) Promotion gate: not run\n")
     parts.append(places_report(places))
     return "\n".join(parts)

@@ -99,8 +99,9 @@ def face_features_schema(dim: int) -> pa.Schema:
 
 
 EVALUATIONS = _schema(
-    "evaluations", "One row per evaluation of a voice encoder (+ face decoder) on the test split "
-    "(s2f.evaluation); directory per registered model name.", [
+    "evaluations", "One row per evaluation of a voice encoder (+ face decoder) on the dev or the "
+    "test split (s2f.evaluation); directory per registered model name. The promotion gate reads "
+    "dev rows only; a model version's test row is written once and read back after.", [
         _f("evaluation_id", pa.string(), "unique id of the evaluation", nullable=False),
         _f("created_at", pa.timestamp("us", tz="UTC"), "when the evaluation finished"),
         _f("model_name", pa.string(), "registered name of the voice encoder"),
@@ -111,8 +112,13 @@ EVALUATIONS = _schema(
         _f("decoder_version", pa.string(), "registered version of the face decoder"),
         _f("decoder_uri", pa.string(), "URI of the face decoder; null when none was used"),
         _f("face_encoder", pa.string(), "face_features encoder whose features are predicted"),
-        _f("test_snapshot_id", pa.string(), "sha256 (16 hex) of the sorted test clip keys",
-           nullable=False),
+        _f("role", pa.string(), "dev | test: the split scored (dev: decisions; test: reported "
+           "only, scored once per model version)"),
+        _f("kind", pa.string(), "model | shuffled_control (trained with the face features "
+           "permuted across training identities)"),
+        _f("seed", pa.int64(), "training seed of the voice encoder (its run's `seed` param)"),
+        _f("test_snapshot_id", pa.string(), "sha256 (16 hex) of the sorted clip keys of the "
+           "split scored (the dev split's for dev rows)", nullable=False),
         _f("features_hash", pa.string(), "sha256 (16 hex) of the test features, by clip key"),
         _f("identity_source", pa.string(), "youtube_id, or the identities.parquet used"),
         _f("n_clips", pa.int64(), "test clips evaluated"),

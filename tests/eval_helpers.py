@@ -46,6 +46,7 @@ class EvalData:
     base: np.ndarray            # identity × DIM true feature (before per-clip noise)
     test_ids: list[int]
     train_ids: list[int]
+    dev_ids: list[int]
 
 
 _TEMPLATE_DB: list[Path] = []
@@ -70,11 +71,25 @@ def use_tracking(tmp_path: Path) -> str:
     return uri
 
 
+def _video_ids(n_test: int, n_dev: int, n_train: int) -> list[str]:
+    """Video ids in identity order test, dev, train: dev ids are those `select_role` puts in
+    dev (the train split's ids that hash below the dev fraction), train ids the others."""
+    from s2f.train.data import is_dev
+
+    ids = [f"vid{i:08d}" for i in range(n_test)]
+    dev = [f"dev{j:08d}" for j in range(100_000) if is_dev(f"dev{j:08d}", 0.1)][:n_dev]
+    train = [f"trn{j:08d}" for j in range(100_000) if not is_dev(f"trn{j:08d}", 0.1)][:n_train]
+    return ids + dev + train
+
+
 def make_eval_data(root: Path, n_test: int = 14, n_train: int = 6, clips: int = 2,
-                   seconds: float = 1.5, seed: int = 0) -> EvalData:
+                   seconds: float = 1.5, seed: int = 0, n_dev: int = 12) -> EvalData:
+    """Identities 0..n_test-1 are test, the next n_dev dev (train split, validation's share),
+    the rest train."""
     rng = np.random.default_rng(seed)
     layout = DataLayout(root).ensure()
-    n = n_test + n_train
+    n = n_test + n_dev + n_train
+    video_ids = _video_ids(n_test, n_dev, n_train)
     bins = 20 + 6 * np.arange(n)
     base = rng.normal(size=(n, DIM)).astype(np.float32)
     base[:, 0] = (bins - bins.mean()) / bins.std() * 3.0  # the feature carries the pitch
@@ -82,7 +97,7 @@ def make_eval_data(root: Path, n_test: int = 14, n_train: int = 6, clips: int = 
     t = np.arange(int(seconds * 16000)) / 16000
     for i in range(n):
         split = "test" if i < n_test else "train"
-        yid = f"vid{i:08d}"
+        yid = video_ids[i]
         # The corpus's layout (s2f.corpus.table): one row per identity, a list of its videos.
         ident_rows.append({"identity_id": f"id{i:03d}", "youtube_ids": [yid],
                            "pitch_hz": float(bins[i] * BIN_HZ), "index": i})
@@ -111,7 +126,8 @@ def make_eval_data(root: Path, n_test: int = 14, n_train: int = 6, clips: int = 
     write_table_atomic(rows_to_table(face_rows, FACES), layout.shard_path("faces", "m", 0))
     layout.demo_corpus_dir.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(ident_rows).write_parquet(layout.demo_corpus_dir / "identities.parquet")
-    return EvalData(layout, bins, base, list(range(n_test)), list(range(n_test, n)))
+    return EvalData(layout, bins, base, list(range(n_test)), list(range(n_test + n_dev, n)),
+                    list(range(n_test, n_test + n_dev)))
 
 
 class _Cfg:

@@ -46,7 +46,23 @@ def test_healthy_model_beats_mean_face_and_is_recorded(data) -> None:
     assert m["cosine_deg_mean_6s"] < m["mean_face_cosine_deg_mean"] - 30
     assert m["diversity_6s"] > 0.8 and m["recon_image_diversity"] > 0.5
     # Decoder landmarks of voice vs true features follow each other.
-    assert result.scores.craniofacial["r"].median() > 0.5
+    assert m["recon_landmark_diversity"] > 0.5
+    # Craniofacial: dlib's landmarks detected on the renders (this decoder is untrained, so
+    # its renders are no faces and r means nothing here: the table's shape is checked; the
+    # statistics are tested on known landmarks in test_metrics).
+    cranio = result.scores.craniofacial
+    assert cranio.height == 13 and (cranio["n"] == 28).all()
+    assert (cranio["p_bonferroni"].fill_nan(1.0) >= cranio["p"].fill_nan(1.0)).all()
+    assert 0.0 <= m["cranio_hog_fraction"] <= 1.0
+    assert "cranio_random_pair_nasal_index" in m
+    # The controls beside the model: the oracle ceiling from the identities' voice settings is
+    # absent here (the test identities have pitch only), the mean face is always there.
+    assert "oracle_recall_at_1" not in m
+    # The paper's protocol: one pool entry per test clip (28), three distances.
+    assert m["paper_pool_size"] == 28 and m["paper_chance_at_1"] == pytest.approx(1 / 28)
+    for d in ("l2", "l1", "cosine"):
+        assert m[f"paper_recall_at_10_{d}_6s"] > m[f"mean_face_paper_recall_at_10_{d}"]
+    assert result.role == "test" and result.kind == "model"
     # Voice parameters of the identities are read out of the predicted features.
     assert m["voice_pitch_hz_ridge_r"] > 0.6
     assert m["voice_pitch_hz_ridge_true_r"] >= m["voice_pitch_hz_ridge_r"] - 0.2

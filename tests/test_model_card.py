@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from eval_helpers import ENCODER_NAME, register_models, tracked_eval_data
 from mlflow import MlflowClient
@@ -37,14 +38,21 @@ def test_card_numbers_equal_the_evaluations_table_and_reach_the_registry(tmp_pat
         assert [float(c) for c in (chance, *cells)] == pytest.approx(expected, abs=5e-5)
     cos = re.search(rf"^\| voice, 6s \| {_NUM} ± {_NUM} \|", card, flags=re.M)
     assert cos and float(cos.group(1)) == pytest.approx(m["cosine_deg_mean_6s"], abs=5e-5)
-    nose = re.search(r"^\| nasal_index \| (-?[0-9.]+) \|", card, flags=re.M)
-    assert nose and float(nose.group(1)) == pytest.approx(m["cranio_nasal_index_r"], abs=5e-4)
+    paper = re.search(rf"^\| voice, 6s \| cosine \| {_NUM} \[{_NUM}, {_NUM}\] \| {_NUM} \[{_NUM}, "
+                      rf"{_NUM}\] \| {_NUM} \[{_NUM}, {_NUM}\] \| {_NUM} \[{_NUM}, {_NUM}\] \|$",
+                      card, flags=re.M)
+    assert paper and float(paper.group(10)) == pytest.approx(m["paper_recall_at_10_cosine_6s"],
+                                                             abs=5e-5)
+    assert "| paper (reference), 6 s | cosine |" in card and "shuffled-voice control" in card
+    nose = re.search(r"^\| nasal_index \| (-?[0-9.]+|n/a) \|", card, flags=re.M)
+    assert nose and (nose.group(1) == "n/a" and np.isnan(m["cranio_nasal_index_r"])
+                     or float(nose.group(1)) == pytest.approx(m["cranio_nasal_index_r"], abs=5e-4))
 
     for needed in ("## Intended use", "## Out of scope", "Identifying, recognising, locating",
                    "Forensic", "hiring",
                    "## What the model cannot recover", "A recognisable face",
                    "composition of the training data", "is unknown", "invalid_row: 1",
-                   "test: 28 clips / 14 videos", "train: 12 clips / 6 videos",
+                   "test: 28 clips / 14 videos", "train: 36 clips / 18 videos",
                    f"test snapshot id: {row['test_snapshot_id']}",
                    f"Training data snapshot id: {data_summary(data.layout)['train_snapshot_id']}",
                    "`dlib-resnet`", "no activation", "< 0.1 goes to dev"):
@@ -58,7 +66,8 @@ def test_card_numbers_equal_the_evaluations_table_and_reach_the_registry(tmp_pat
     assert version.description == card or (len(card) > 5000 and "see `model_card.md`" in
                                            version.description)
     for line in ("| 10 |", "| voice, 6s |", "## Out of scope", "## Known biases"):
-        (in_card,) = [x for x in card.splitlines() if x.startswith(line)]
+        # the first such line: the headline tables come before the paper-protocol table
+        in_card = next(x for x in card.splitlines() if x.startswith(line))
         assert in_card in version.description.splitlines()
     logged = client.download_artifacts(row["mlflow_run_id"], "model_card.md", str(tmp_path))
     assert Path(logged).read_text() == card

@@ -12,6 +12,7 @@ from eval_helpers import ENCODER_NAME, ConstantEncoder, register, register_model
 
 from s2f.evaluation.data import training_mean_feature
 from s2f.evaluation.record import read_evaluations
+from s2f.evaluation.run import evaluate_model
 from s2f.promote import promote
 from s2f.report import demo_report
 
@@ -19,8 +20,9 @@ _NUM = r"-?[0-9.]+(?:e-?\d+)?|n/a"
 
 
 def _row(text: str, label: str) -> list[str]:
-    """The cells of the table line whose first column is `label` (columns: 2+ spaces apart)."""
-    (line,) = [x for x in text.splitlines() if re.match(rf"\s+{re.escape(label)}\s{{2,}}", x)]
+    """The cells of the first table line whose first column is `label` (columns: 2+ spaces
+    apart; sections come in order, so the first is the section the label belongs to)."""
+    line = next(x for x in text.splitlines() if re.match(rf"\s+{re.escape(label)}\s{{2,}}", x))
     return re.split(r"\s{2,}", line.strip())[1:]
 
 
@@ -31,8 +33,10 @@ def _floats(cell: str) -> list[float]:
 def test_report_numbers_are_the_evaluation_rows(tmp_path: Path) -> None:
     data = tracked_eval_data(tmp_path)
     register_models(data, "challenger")
-    first = asdict(promote(data.layout, n_boot=50))  # evaluates the challenger: one table row
-    (row,) = read_evaluations(data.layout)
+    evaluate_model(data.layout, n_boot=50)  # the test row, for the report
+    first = asdict(promote(data.layout, n_boot=50))  # evaluates the challenger on dev
+    assert [r["role"] for r in read_evaluations(data.layout)] == ["test", "dev"]
+    (row,) = [r for r in read_evaluations(data.layout) if r["role"] == "test"]
     m = row["metrics"]
     text = demo_report(row, first, [("Parquet tables", str(data.layout.root / "tables")),
                                     ("Prefect UI", "prefect server start\nthen open URL")])
@@ -46,7 +50,8 @@ def test_report_numbers_are_the_evaluation_rows(tmp_path: Path) -> None:
         assert cells == [pytest.approx(e, abs=5e-4) for e in expected], label
 
     # (b) retrieval: the K below the pool of 14 test identities, chance and CIs beside them
-    assert "among a pool of 14 faces" in text
+    flat = " ".join(text.split())  # headings are wrapped
+    assert "among a pool of 14 faces" in flat
     ks = [int(line.split()[0]) for line in text.split("(b)")[1].split("(c)")[0].splitlines()
           if re.match(r"\s+\d+\s", line)]
     assert ks == [1, 2, 5, 10]
@@ -62,9 +67,23 @@ def test_report_numbers_are_the_evaluation_rows(tmp_path: Path) -> None:
     cranio = sorted(k[7:-2] for k in m if k.startswith("cranio_") and k.endswith("_r"))
     assert len(cranio) >= 5
     for name in cranio:
-        r, p = _row(text, name)
-        assert float(r) == pytest.approx(m[f"cranio_{name}_r"], abs=5e-4)
-        assert float(p) == pytest.approx(m[f"cranio_{name}_p"], rel=0.06)
+        r, p, p_bonferroni, random_r = _row(text, name)
+        assert _floats(r) == pytest.approx([m[f"cranio_{name}_r"]], abs=5e-4, nan_ok=True)
+        assert _floats(p) == pytest.approx([m[f"cranio_{name}_p"]], rel=0.06, nan_ok=True)
+        assert _floats(p_bonferroni) == pytest.approx([m[f"cranio_{name}_p_bonferroni"]],
+                                                      rel=0.06, nan_ok=True)
+        assert _floats(random_r) == pytest.approx([m[f"cranio_random_pair_{name}"]], abs=5e-4,
+                                                  nan_ok=True)
+    # (b2) the paper's protocol: one row per input and distance, the paper's as reference rows
+    assert "the paper's protocol: pool = the true features of 28 test clips" in flat
+    cells = [_floats(c) for c in _row(text, "voice 6 s")[1:]]
+    assert cells[-1] == pytest.approx([m["paper_recall_at_10_l2_6s"],
+                                       m["paper_recall_at_10_l2_6s_ci_low"],
+                                       m["paper_recall_at_10_l2_6s_ci_high"]], abs=5e-4)
+    assert "paper (reference), 6 s" in text
+    # (b3) controls: no shuffled control in this run, the report says so
+    assert _row(text, "shuffled-voice control")[0] == "not run"
+    assert "learnable by construction" in flat
     pitch = [_floats(c) for c in _row(text, "pitch_hz")]
     assert [c[0] for c in pitch] == pytest.approx(
         [m["voice_pitch_hz_ridge_r"], m["voice_pitch_hz_ridge_true_r"]], abs=5e-4)
@@ -87,6 +106,7 @@ def test_report_numbers_are_the_evaluation_rows(tmp_path: Path) -> None:
     register(ConstantEncoder(mean), ENCODER_NAME, "challenger")
     second = asdict(promote(data.layout, n_boot=50))
     row2 = read_evaluations(data.layout)[-1]
+    assert row2["role"] == "dev"
     text = demo_report(row2, second, [])
     assert (f"NOT PROMOTED (rejected): {ENCODER_NAME} v2 stays challenger; the champion is "
             "still v1") in text

@@ -1,8 +1,10 @@
-"""The evaluation data: the identity-disjoint test split and what it is compared against.
+"""The evaluation data: the identity-disjoint dev or test split and what it is compared against.
 
-Test set: `clips` rows with status ok and ``split == 'test'`` joined with `face_features` (one
-face encoder) on clip_key. The manifest decides the split; training never sees these rows
-(`s2f.train.data` filters on the same column).
+Evaluation set of a role: `clips` rows with status ok of that role joined with `face_features`
+(one face encoder) on clip_key. The roles are `s2f.train.data.select_role`'s, the one place that
+says which rows are train, dev and test: test is the manifest's test split (never trained on,
+never read by a decision), dev is the part of the training split that validation reads (the
+promotion gate reads dev too).
 
 Identity: the YouTube video id (AVSpeech has no speaker labels), or, when the demo corpus's
 `identities.parquet` is available, the corpus identity that owns the video (several videos may
@@ -21,12 +23,16 @@ import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
 from storage.io import shard_paths
 from storage.layout import DataLayout
+
+EvalRole = Literal["dev", "test"]
+DEFAULT_DEV_FRACTION = 0.1  # TrainConfig.dev_fraction's default; a model's run param wins
 
 IDENTITY_COLUMNS = ("identity_id", "identity", "identity_key", "speaker_id")
 
@@ -46,6 +52,7 @@ class EvalSet:
     identity_source: str          # "youtube_id" or the identities.parquet path
     snapshot_id: str
     features_hash: str
+    role: str = "test"
 
     def __len__(self) -> int:
         return len(self.clip_keys)
@@ -119,17 +126,28 @@ def default_identities_path(layout: DataLayout) -> Path | None:
     return p if p.exists() else None
 
 
-def load_eval_set(layout: DataLayout, encoder: str, identities_path: Path | None = None) -> EvalSet:
-    """The test split with its true features; identities from `identities_path` if given."""
-    clips = _ok_clips(layout).filter(pl.col("split") == "test")
+def role_clips(layout: DataLayout, role: str, dev_fraction: float = DEFAULT_DEV_FRACTION
+               ) -> pl.DataFrame:
+    """The ok clips of one role (train, dev or test), by `s2f.train.data.select_role`."""
+    from s2f.train.data import select_role
+
+    if role not in ("train", "dev", "test"):
+        raise ValueError(f"unknown role {role!r}: train, dev or test")
+    return select_role(_ok_clips(layout), role, dev_fraction)  # type: ignore[arg-type]
+
+
+def load_eval_set(layout: DataLayout, encoder: str, identities_path: Path | None = None,
+                  role: EvalRole = "test", dev_fraction: float = DEFAULT_DEV_FRACTION) -> EvalSet:
+    """The dev or test split with its true features; identities from `identities_path`."""
+    clips = role_clips(layout, role, dev_fraction)
     if clips.height == 0:
-        raise EvaluationDataError(f"{layout.root}: no ok clips with split == 'test'")
+        raise EvaluationDataError(f"{layout.root}: no ok clips of role {role!r}")
     feats = _features(layout, encoder, clips["clip_key"])
     df = clips.join(feats, on="clip_key", how="inner").sort("clip_key")
     if df.height == 0:
         raise EvaluationDataError(
             f"{layout.root}: no face_features rows of encoder {encoder!r} for the "
-            f"{clips.height} test clips")
+            f"{clips.height} {role} clips")
     source = "youtube_id"
     identities = df["youtube_id"].to_list()
     if identities_path is not None:
@@ -145,12 +163,13 @@ def load_eval_set(layout: DataLayout, encoder: str, identities_path: Path | None
         clip_keys=keys, youtube_ids=df["youtube_id"].to_list(), identities=identities,
         audio_paths=[layout.resolve(p) for p in df["audio_path"].to_list()],
         features=features, encoder=encoder, identity_source=source,
-        snapshot_id=snapshot_id(keys), features_hash=_features_hash(keys, features))
+        snapshot_id=snapshot_id(keys), features_hash=_features_hash(keys, features), role=role)
 
 
-def current_snapshot_id(layout: DataLayout, encoder: str) -> str:
-    """The snapshot id the test split has now (without reading the features)."""
-    clips = _ok_clips(layout).filter(pl.col("split") == "test")
+def current_snapshot_id(layout: DataLayout, encoder: str, role: EvalRole = "test",
+                        dev_fraction: float = DEFAULT_DEV_FRACTION) -> str:
+    """The snapshot id the dev or test split has now (without reading the features)."""
+    clips = role_clips(layout, role, dev_fraction)
     paths = shard_paths(layout, "face_features")
     if not paths:
         raise EvaluationDataError(f"{layout.root}: no face_features table; run `s2f preprocess`")
@@ -159,13 +178,21 @@ def current_snapshot_id(layout: DataLayout, encoder: str) -> str:
     return snapshot_id(clips.join(feats, on="clip_key")["clip_key"].to_list())
 
 
-def training_mean_feature(layout: DataLayout, encoder: str) -> np.ndarray:
-    """Mean true feature over the train split: the "mean face" baseline's one prediction."""
-    train = _ok_clips(layout).filter(pl.col("split") == "train")
+def training_features(layout: DataLayout, encoder: str,
+                      dev_fraction: float = DEFAULT_DEV_FRACTION) -> tuple[list[str], np.ndarray]:
+    """(youtube ids, N×D true features) of the train role's clips (dev excluded)."""
+    train = role_clips(layout, "train", dev_fraction)
     feats = _features(layout, encoder, train["clip_key"])
     if feats.height == 0:
         raise EvaluationDataError(f"{layout.root}: no train features of encoder {encoder!r}")
-    return _to_matrix(feats["feature"]).mean(axis=0)
+    df = train.join(feats, on="clip_key", how="inner").sort("clip_key")
+    return df["youtube_id"].to_list(), _to_matrix(df["feature"])
+
+
+def training_mean_feature(layout: DataLayout, encoder: str,
+                          dev_fraction: float = DEFAULT_DEV_FRACTION) -> np.ndarray:
+    """Mean true feature over the train role: the "mean face" baseline's one prediction."""
+    return training_features(layout, encoder, dev_fraction)[1].mean(axis=0)
 
 
 def face_crops(layout: DataLayout, clip_keys: list[str]) -> dict[str, bytes]:

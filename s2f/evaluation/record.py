@@ -4,7 +4,10 @@ MLflow (experiment `speech2face-evaluation`): params (model/decoder URI, name, v
 encoder), every metric, tags `test_snapshot_id` / `features_hash` / `model_name` /
 `model_version`, figures under `figures/` and tables under `tables/` (Parquet) plus
 `evaluation.json`. Table: `tables/evaluations/<model name>/shard-<evaluation id>.parquet`, one
-row, written atomically; `read_evaluations` reads them back.
+row, written atomically; `read_evaluations` reads them back. Each row names its `role` (dev or
+test) and `kind` (model or shuffled_control); rows written before the role column existed read
+as test rows of kind model. `find_test_row` finds the one test row of a model version (or of a
+control's training run): the test split is scored once and read back after.
 
     python -m s2f.evaluation.record DATA_DIR     # lists the evaluations table
 """
@@ -53,6 +56,9 @@ class EvaluationResult:
     scores: Scores
     figures: dict[str, Figure] = field(default_factory=dict)
     mlflow_run_id: str | None = None
+    role: str = "test"
+    kind: str = "model"
+    seed: int | None = None
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -67,7 +73,8 @@ class EvaluationResult:
             "decoder_name": self.decoder.name if self.decoder else None,
             "decoder_version": self.decoder.version if self.decoder else None,
             "decoder_uri": self.decoder.uri if self.decoder else None,
-            "face_encoder": self.face_encoder, "test_snapshot_id": self.test_snapshot_id,
+            "face_encoder": self.face_encoder, "role": self.role, "kind": self.kind,
+            "seed": self.seed, "test_snapshot_id": self.test_snapshot_id,
             "features_hash": self.features_hash, "identity_source": self.identity_source,
             "n_clips": self.n_clips, "n_identities": self.n_identities,
             "recall_at_10_6s": m.get("recall_at_10_6s"),
@@ -100,12 +107,13 @@ def log_to_mlflow(result: EvaluationResult, artifact_root: Path | None = None) -
     import mlflow
 
     use_experiment(EXPERIMENT, artifact_root)
-    name = f"eval {result.model.label()} @ {result.test_snapshot_id}"
+    name = f"eval {result.kind} {result.model.label()} {result.role} @ {result.test_snapshot_id}"
     with mlflow.start_run(run_name=name) as run:
         mlflow.set_tags({
             "test_snapshot_id": result.test_snapshot_id, "features_hash": result.features_hash,
             "model_name": result.model.name or "", "model_version": result.model.version or "",
             "evaluation_id": result.evaluation_id, "identity_source": result.identity_source,
+            "role": result.role, "kind": result.kind,
         })
         params = {"model_uri": result.model.uri, "face_encoder": result.face_encoder,
                   "n_clips": result.n_clips, "n_identities": result.n_identities}
@@ -122,7 +130,10 @@ def log_to_mlflow(result: EvaluationResult, artifact_root: Path | None = None) -
             for table_name, df in (("similarity", result.scores.similarity),
                                    ("recall", result.scores.recall),
                                    ("craniofacial", result.scores.craniofacial),
-                                   ("voice_parameters", result.scores.voice_parameters)):
+                                   ("voice_parameters", result.scores.voice_parameters),
+                                   ("paper_recall", result.scores.paper_recall)):
+                if df is None:
+                    continue
                 df.write_parquet(t / f"{table_name}.parquet")
             (t / "evaluation.json").write_text(json.dumps(
                 {k: (v.isoformat() if isinstance(v, datetime) else v)
@@ -144,17 +155,39 @@ def read_evaluations(layout: DataLayout) -> list[dict[str, Any]]:
     for p in shard_paths(layout, TABLE):
         for r in pq.read_table(p).to_pylist():
             r["metrics"] = dict(r["metrics"] or [])
+            # Rows from before the role/kind columns were all test rows of a model.
+            r["role"] = r.get("role") or "test"
+            r["kind"] = r.get("kind") or "model"
+            r.setdefault("seed", None)
             rows.append(r)
     return sorted(rows, key=lambda r: (r["created_at"], r["evaluation_id"]))
 
 
 def latest_evaluation(layout: DataLayout, model_name: str, model_version: str,
-                      test_snapshot_id: str | None = None) -> dict[str, Any] | None:
-    """The newest evaluation of one model version (on one test snapshot, if given)."""
+                      test_snapshot_id: str | None = None, role: str = "dev",
+                      kind: str = "model") -> dict[str, Any] | None:
+    """The newest `role` evaluation of one model version (on one snapshot, if given)."""
     found = [r for r in read_evaluations(layout)
              if r["model_name"] == model_name and r["model_version"] == str(model_version)
+             and r["role"] == role and r["kind"] == kind
              and (test_snapshot_id is None or r["test_snapshot_id"] == test_snapshot_id)]
     return found[-1] if found else None
+
+
+def find_test_row(layout: DataLayout, model_name: str | None, model_version: str | None,
+                    model_run_id: str | None, test_snapshot_id: str, kind: str = "model"
+                    ) -> dict[str, Any] | None:
+    """The test row of a model version (or, for an unregistered control, of its training run)
+    on this test snapshot: the first one written, since test is scored once."""
+    for r in read_evaluations(layout):
+        if r["role"] != "test" or r["kind"] != kind or r["test_snapshot_id"] != test_snapshot_id:
+            continue
+        if model_version is not None:
+            if r["model_name"] == model_name and r["model_version"] == str(model_version):
+                return r
+        elif model_run_id is not None and r["model_run_id"] == model_run_id:
+            return r
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no evaluations")
         return 0
     cols = [f.name for f in EVALUATIONS if f.name != "metrics"]
-    print(pl.from_arrow(pa.Table.from_pylist([{c: r[c] for c in cols} for r in rows])))
+    print(pl.from_arrow(pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows])))
     return 0
 
 

@@ -1,8 +1,16 @@
-"""Evaluate a registered voice encoder (and face decoder) on the test split, end to end.
+"""Evaluate a registered voice encoder (and face decoder) on the dev or test split, end to end.
 
 `evaluate_model` loads both models from MLflow, predicts features from 3 s and 6 s of each
-test clip's audio, scores them (`scores`), draws the figures (`figures`), logs the run to
-MLflow and appends a row to the `evaluations` table (`record`).
+clip's audio, scores them (`scores`), draws the figures (`figures`), logs the run to MLflow and
+appends a row to the `evaluations` table (`record`). Beside the model it scores, in the same
+way, the controls that need no training: the mean-face baseline (`mean_face_`) and, on the demo
+corpus, the oracle ceiling (`oracle_`: ridge from the identity's exact espeak settings to the
+face feature, fitted on the train identities). Retrieval is scored twice: per identity
+(`recall_at_K`, SF2F's protocol) and with the paper's protocol (`paper_recall_at_K_<distance>`).
+
+Test is read once: `evaluate_model(role="test")` refuses a model version (or a control's
+training run) that already has a test row on this snapshot (`TestAlreadyScored`); `evaluate`
+returns that row instead of scoring again. Dev rows can be rescored at will.
 
     python -m s2f.evaluation.run DATA_DIR [MODEL_URI [DECODER_URI]]
 """
@@ -14,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -21,33 +30,43 @@ import polars as pl
 from s2f.audio import load_audio
 from s2f.evaluation import figures
 from s2f.evaluation.data import (
+    DEFAULT_DEV_FRACTION,
+    EvalRole,
     EvalSet,
     EvaluationDataError,
+    current_snapshot_id,
     default_identities_path,
     face_crops,
     load_eval_set,
     load_identities,
-    training_mean_feature,
+    training_features,
 )
+from s2f.evaluation.landmarks import detect_landmarks
 from s2f.evaluation.record import (
     EvaluationResult,
+    find_test_row,
     log_to_mlflow,
     new_evaluation_id,
     write_evaluation_row,
 )
 from s2f.evaluation.scores import (
     CRANIO_SCHEMA,
+    PAPER_RECALL_SCHEMA,
     PRIMARY_SECONDS,
     RECALL_SCHEMA,
     SECONDS,
     SIMILARITY_SCHEMA,
     VOICE_SCHEMA,
     Scores,
+    craniofacial_scores,
     diversity_scores,
     frame,
+    oracle_ridge,
+    paper_retrieval_scores,
     reconstruction_scores,
     retrieval_scores,
     similarity_scores,
+    voice_design,
     voice_parameter_scores,
 )
 from s2f.inference import (
@@ -87,25 +106,82 @@ def _identity_params(identities_path: Path, names: list[str]) -> pl.DataFrame:
                                                   maintain_order="left")
 
 
+class TestAlreadyScored(RuntimeError):
+    """The model version already has its one test row on this snapshot; read it back."""
+
+
+def _dev_fraction(encoder: LoadedModel) -> float:
+    try:
+        return float(encoder.params.get("dev_fraction", DEFAULT_DEV_FRACTION))
+    except ValueError:
+        return DEFAULT_DEV_FRACTION
+
+
+def _seed(encoder: LoadedModel) -> int | None:
+    try:
+        return int(encoder.params["seed"]) if "seed" in encoder.params else None
+    except ValueError:
+        return None
+
+
+def oracle_predictions(layout: DataLayout, es: EvalSet, identities_path: Path,
+                       dev_fraction: float) -> np.ndarray | None:
+    """The oracle ceiling's prediction for each clip of `es`: ridge from the identity's exact
+    voice settings (`scores.voice_design`) to the face feature, fitted on the train role's
+    clips. None when the identities table has no voice settings (not the demo corpus)."""
+    table = load_identities(identities_path)
+    try:
+        voice_design(table)
+    except ValueError:
+        return None
+    train_ids, train_feats = training_features(layout, es.encoder, dev_fraction)
+    by_video = table.unique("youtube_id", keep="first")
+
+    def design_of(ids: list[str], cats: dict[str, list[str]] | None = None
+                  ) -> tuple[np.ndarray, dict[str, list[str]]]:
+        rows = pl.DataFrame({"youtube_id": ids}).join(by_video, on="youtube_id", how="left",
+                                                      maintain_order="left")
+        if rows["identity"].null_count():
+            raise EvaluationDataError(f"{identities_path}: videos without an identity")
+        return voice_design(rows, cats)
+
+    x_train, cats = design_of(train_ids)
+    x_eval, _ = design_of(es.youtube_ids, cats)
+    return oracle_ridge(x_train, train_feats, x_eval)
+
+
 def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
                    decoder_uri: str | None = DEFAULT_DECODER_URI,
                    identities_path: Path | None = None, seconds: Sequence[float] = SECONDS,
                    n_boot: int = 1000, grid_size: int = 8, max_reconstructions: int = 1000,
-                   device: str = "cpu", record: bool = True, seed: int = 0) -> EvaluationResult:
-    """Score `model_uri` (+ `decoder_uri`; None skips the reconstruction metrics) on the test
+                   device: str = "cpu", record: bool = True, seed: int = 0,
+                   role: EvalRole = "test", kind: str = "model",
+                   encoder: LoadedModel | None = None) -> EvaluationResult:
+    """Score `model_uri` (+ `decoder_uri`; None skips the reconstruction metrics) on the `role`
     split of `layout`. `identities_path` None: the demo corpus's identities.parquet if present,
-    else YouTube ids are the identities. `record`: log to MLflow and write the table row."""
+    else YouTube ids are the identities. `record`: log to MLflow and write the table row.
+    `encoder`: an already loaded model (an unregistered control), used instead of the URI.
+    Raises `TestAlreadyScored` for a second test evaluation of one version (or control run)."""
     if PRIMARY_SECONDS not in seconds:
         raise ValueError(f"seconds must include {PRIMARY_SECONDS} (the promotion gate's input)")
-    encoder = load_registered_model(model_uri, device)
+    encoder = encoder or load_registered_model(model_uri, device)
+    dev_fraction = _dev_fraction(encoder)
     identities_path = identities_path or default_identities_path(layout)
-    es = load_eval_set(layout, encoder.face_encoder, identities_path)
+    es = load_eval_set(layout, encoder.face_encoder, identities_path, role, dev_fraction)
+    if role == "test":
+        done = find_test_row(layout, encoder.ref.name, encoder.ref.version, encoder.ref.run_id,
+                             es.snapshot_id, kind)
+        if done is not None:
+            raise TestAlreadyScored(
+                f"{encoder.ref.label()} already has its test row {done['evaluation_id']} on "
+                f"snapshot {es.snapshot_id}: the test split is scored once per version")
     names, pool, target = es.identity_pool()
     waves = [load_audio(p) for p in es.audio_paths]
 
     flat: dict[str, float] = {}
     sim_rows: list[dict[str, object]] = []
     rec_rows: list[dict[str, object]] = []
+    paper_rows: list[dict[str, object]] = []
     preds: dict[float, np.ndarray] = {}
     for s in seconds:
         pred = encode_waves(encoder, waves, s)
@@ -120,16 +196,28 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         f, r = retrieval_scores(pred, pool, target, "model", s, n_boot, seed)
         flat.update(f)
         rec_rows += r
+        f, r = paper_retrieval_scores(pred, es.features, "model", s, n_boot, seed)
+        flat.update(f)
+        paper_rows += r
         flat.update(diversity_scores(pred, es.features, s))
 
-    mean_face = training_mean_feature(layout, es.encoder)
-    baseline = np.broadcast_to(mean_face, es.features.shape)
-    f, r = similarity_scores(baseline, es.features, "mean_face", None)
-    flat.update(f)
-    sim_rows += r
-    f, r = retrieval_scores(baseline, pool, target, "mean_face", None, n_boot, seed)
-    flat.update(f)
-    rec_rows += r
+    mean_face = training_features(layout, es.encoder, dev_fraction)[1].mean(axis=0)
+    controls: list[tuple[str, np.ndarray]] = [
+        ("mean_face", np.broadcast_to(mean_face, es.features.shape))]
+    oracle = None if identities_path is None else oracle_predictions(
+        layout, es, identities_path, dev_fraction)
+    if oracle is not None:
+        controls.append(("oracle", oracle))
+    for method, control in controls:
+        f, r = similarity_scores(control, es.features, method, None)
+        flat.update(f)
+        sim_rows += r
+        f, r = retrieval_scores(control, pool, target, method, None, n_boot, seed)
+        flat.update(f)
+        rec_rows += r
+        f, r = paper_retrieval_scores(control, es.features, method, None, n_boot, seed)
+        flat.update(f)
+        paper_rows += r
 
     cranio_rows: list[dict[str, object]] = []
     figs = {"recall_at_k": figures.recall_curves(frame(rec_rows, RECALL_SCHEMA))}
@@ -140,9 +228,14 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         subset = np.sort(rng.permutation(len(es))[:max_reconstructions])
         rec_true = decode_features(decoder, es.features[subset])
         rec_voice = decode_features(decoder, preds[PRIMARY_SECONDS][subset])
-        f, cranio_rows = reconstruction_scores(rec_true.landmarks, rec_voice.landmarks,
-                                               rec_true.images, rec_voice.images)
+        flat.update(reconstruction_scores(rec_true.landmarks, rec_voice.landmarks,
+                                          rec_true.images, rec_voice.images))
+        # Craniofacial measurements on landmarks dlib detects on the rendered faces (paper).
+        det_true, det_voice = detect_landmarks(rec_true.images), detect_landmarks(rec_voice.images)
+        f, cranio_rows = craniofacial_scores(det_true.landmarks, det_voice.landmarks, seed)
         flat.update(f)
+        flat["cranio_hog_fraction"] = float(np.mean(np.concatenate(
+            [det_true.hog_found, det_voice.hog_found])))
         pos = {int(j): i for i, j in enumerate(subset)}
         rows = [i for i in _grid_rows(es, grid_size) if i in pos]
         crops = face_crops(layout, [es.clip_keys[i] for i in rows])
@@ -167,12 +260,32 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         test_snapshot_id=es.snapshot_id, features_hash=es.features_hash,
         identity_source=es.identity_source, n_clips=len(es), n_identities=len(names),
         scores=Scores(flat, frame(sim_rows, SIMILARITY_SCHEMA), frame(rec_rows, RECALL_SCHEMA),
-                      cranio, voice),
-        figures=figs)
+                      cranio, voice, frame(paper_rows, PAPER_RECALL_SCHEMA)),
+        figures=figs, role=role, kind=kind, seed=_seed(encoder))
     if record:
         result.mlflow_run_id = log_to_mlflow(result, layout.mlflow_artifacts)
         write_evaluation_row(layout, result)
     return result
+
+
+def evaluate(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
+             decoder_uri: str | None = DEFAULT_DECODER_URI, role: EvalRole = "test",
+             **kwargs: Any) -> dict[str, Any]:
+    """`evaluate_model` as a table row (metrics as a dict); for test, the version's existing
+    test row when it has one (read back, not rescored), with `reused` True."""
+    try:
+        row = evaluate_model(layout, model_uri, decoder_uri, role=role, **kwargs).row()
+        row["metrics"] = dict(row["metrics"])
+        row["reused"] = False
+        return row
+    except TestAlreadyScored:
+        encoder = kwargs.get("encoder") or load_registered_model(model_uri)
+        es_snapshot = current_snapshot_id(layout, encoder.face_encoder, "test",
+                                          _dev_fraction(encoder))
+        row = find_test_row(layout, encoder.ref.name, encoder.ref.version, encoder.ref.run_id,
+                            es_snapshot, kwargs.get("kind", "model"))
+        assert row is not None
+        return {**row, "reused": True}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,13 @@ def sec_tag(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+PAPER_MAX_POOL = 5000  # the paper's retrieval database: 5,000 face images, one per test clip
+# The demo corpus's voice settings (s2f.corpus.voice.VoiceParams): what espeak-ng is told, so
+# the best any voice encoder can recover. The proj_*/z_* columns are face projections, not voice.
+ORACLE_NUMERIC = ("pitch_hz", "espeak_pitch", "pitch_range", "rate_wpm")
+ORACLE_CATEGORICAL = ("variant",)
+
+
 @dataclass
 class Scores:
     metrics: dict[str, float]
@@ -46,6 +53,7 @@ class Scores:
     recall: pl.DataFrame       # method, seconds, k, recall, ci_low, ci_high, chance
     craniofacial: pl.DataFrame  # measurement, r, p, n
     voice_parameters: pl.DataFrame  # parameter, method, r, p, n
+    paper_recall: pl.DataFrame | None = None  # method, seconds, distance, k, recall, CIs, chance
 
 
 def similarity_scores(pred: np.ndarray, true: np.ndarray, method: str, seconds: float | None
@@ -79,6 +87,68 @@ def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, met
     return flat, rows
 
 
+def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
+                           seconds: float | None, n_boot: int = 1000, seed: int = 0,
+                           max_pool: int = PAPER_MAX_POOL
+                           ) -> tuple[dict[str, float], list[dict[str, object]]]:
+    """The paper's retrieval protocol (supplementary material): the database is the true
+    features of up to `max_pool` test clips (a seeded random subset when there are more, all
+    otherwise), one query per clip (its prediction), ranked by L2, L1 and cosine separately;
+    recall@1/2/5/10 with chance K / pool and a bootstrap CI over queries. Metric names:
+    `[method_]paper_recall_at_<K>_<distance>[_<s>s]`, `paper_chance_at_<K>`, `paper_pool_size`."""
+    n = len(true)
+    keep = np.arange(n) if n <= max_pool else np.sort(
+        np.random.default_rng(seed).permutation(n)[:max_pool])
+    pool, queries = true[keep], pred[keep]
+    target = np.arange(len(keep))
+    prefix = "" if method == "model" else f"{method}_"
+    suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
+    flat: dict[str, float] = {"paper_pool_size": float(len(keep))}
+    rows: list[dict[str, object]] = []
+    for distance in ("l2", "l1", "cosine"):
+        ranks = metrics.distance_ranks(queries, pool, target, distance)  # type: ignore[arg-type]
+        for k, rc in metrics.retrieval_recall(ranks, len(pool), metrics.PAPER_KS).items():
+            lo, hi = metrics.bootstrap_ci((ranks < k).astype(np.float64), n_boot=n_boot,
+                                          seed=seed)
+            name = f"{prefix}paper_recall_at_{k}_{distance}{suffix}"
+            flat.update({name: rc["recall"], f"{name}_ci_low": lo, f"{name}_ci_high": hi,
+                         f"paper_chance_at_{k}": rc["chance"]})
+            rows.append({"method": method, "seconds": seconds, "distance": distance, "k": k,
+                         "recall": rc["recall"], "ci_low": lo, "ci_high": hi,
+                         "chance": rc["chance"]})
+    return flat, rows
+
+
+def voice_design(params: pl.DataFrame, categories: dict[str, list[str]] | None = None
+                 ) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """The demo corpus's exact voice settings as a design matrix: the numeric settings
+    (`ORACLE_NUMERIC`) and a one-hot of the espeak variant. `categories` (from the training
+    identities) fixes the one-hot columns; a variant unseen in training gets all zeros."""
+    missing = [c for c in (*ORACLE_NUMERIC, *ORACLE_CATEGORICAL) if c not in params.columns]
+    if missing:
+        raise ValueError(f"no voice parameters {missing} in the identities table")
+    cats = categories or {c: sorted(params[c].unique().to_list()) for c in ORACLE_CATEGORICAL}
+    cols = [params[c].cast(pl.Float64).to_numpy() for c in ORACLE_NUMERIC]
+    for c in ORACLE_CATEGORICAL:
+        values = params[c].to_list()
+        cols += [np.array([v == cat for v in values], np.float64) for cat in cats[c]]
+    return np.stack(cols, axis=1), cats
+
+
+def oracle_ridge(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                 alpha: float = 1.0) -> np.ndarray:
+    """Ridge regression from the voice settings to the face feature, fitted on training rows
+    only (standardised inputs, centred outputs, closed form); returns the test predictions.
+    `alpha` is fixed (1 on standardised inputs), never tuned on test."""
+    x_train, x_test = np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)
+    mu, sd = x_train.mean(axis=0), x_train.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    a, b = (x_train - mu) / sd, (x_test - mu) / sd
+    y_mean = y_train.mean(axis=0)
+    w = np.linalg.solve(a.T @ a + alpha * np.eye(a.shape[1]), a.T @ (y_train - y_mean))
+    return (b @ w + y_mean).astype(np.float32)
+
+
 def diversity_scores(pred: np.ndarray, true: np.ndarray, seconds: float) -> dict[str, float]:
     d = metrics.diversity(pred, true)
     tag = sec_tag(seconds)
@@ -86,24 +156,49 @@ def diversity_scores(pred: np.ndarray, true: np.ndarray, seconds: float) -> dict
             "spread_true_deg": d["spread_true_deg"]}
 
 
-def reconstruction_scores(lm_f2f: np.ndarray, lm_s2f: np.ndarray, img_f2f: np.ndarray,
-                          img_s2f: np.ndarray) -> tuple[dict[str, float], list[dict[str, object]]]:
-    """Craniofacial correlations F2F vs S2F, and the diversity of the reconstructions."""
+def craniofacial_scores(det_f2f: np.ndarray, det_s2f: np.ndarray, seed: int = 0
+                        ) -> tuple[dict[str, float], list[dict[str, object]]]:
+    """Craniofacial correlations between the measurements on the landmarks dlib detected on the
+    rendered F2F and S2F faces (N×68×2 each), as the paper: Pearson r and p per measurement, p
+    Bonferroni-corrected for the number of measurements, and the random-pair baseline (r between
+    S2F of one sample and F2F of a random other: a fixed derangement, seeded)."""
     flat: dict[str, float] = {}
     rows: list[dict[str, object]] = []
-    m_true = metrics.craniofacial_measurements(lm_f2f)
-    m_voice = metrics.craniofacial_measurements(lm_s2f)
-    for name in m_true:
-        r, p = metrics.pearson(m_true[name], m_voice[name])
-        flat[f"cranio_{name}_r"], flat[f"cranio_{name}_p"] = r, p
-        rows.append({"measurement": name, "r": r, "p": p, "n": len(lm_f2f)})
+    n = len(det_f2f)
+    m_true = metrics.craniofacial_measurements(det_f2f)
+    m_voice = metrics.craniofacial_measurements(det_s2f)
+    # A derangement: every S2F is paired with another sample's F2F.
+    other = (np.arange(n) + 1 + np.random.default_rng(seed).integers(0, max(n - 1, 1))) % n \
+        if n > 1 else np.arange(n)
+    results = {name: (metrics.pearson(m_true[name], m_voice[name]),
+                      metrics.pearson(m_true[name][other], m_voice[name])[0]) for name in m_true}
+    p_corr = metrics.bonferroni([p for (_, p), _ in results.values()])
+    random_r: list[float] = []
+    for (name, ((r, p), r_rand)), pc in zip(results.items(), p_corr, strict=True):
+        flat.update({f"cranio_{name}_r": r, f"cranio_{name}_p": p,
+                     f"cranio_{name}_p_bonferroni": float(pc),
+                     f"cranio_random_pair_{name}": r_rand})
+        random_r.append(r_rand)
+        rows.append({"measurement": name, "r": r, "p": p, "p_bonferroni": float(pc),
+                     "random_pair_r": r_rand, "n": n})
+    finite = [abs(v) for v in random_r if np.isfinite(v)]
+    flat["cranio_random_pair_abs_r_mean"] = float(np.mean(finite)) if finite else float("nan")
+    flat["cranio_n"] = float(n)
+    return flat, rows
+
+
+def reconstruction_scores(lm_f2f: np.ndarray, lm_s2f: np.ndarray, img_f2f: np.ndarray,
+                          img_s2f: np.ndarray) -> dict[str, float]:
+    """The diversity of the reconstructions (the decoder's own landmarks and its images), S2F
+    relative to F2F."""
+    flat: dict[str, float] = {}
     n = len(lm_f2f)
     flat["recon_landmark_diversity"] = metrics.diversity(
         lm_s2f.reshape(n, -1), lm_f2f.reshape(n, -1))["diversity"]
     flat["recon_image_diversity"] = metrics.diversity(
         img_s2f.reshape(n, -1).astype(np.float64), img_f2f.reshape(n, -1).astype(np.float64)
     )["diversity"]
-    return flat, rows
+    return flat
 
 
 def loo_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> np.ndarray:
@@ -171,7 +266,11 @@ SIMILARITY_SCHEMA = {"method": pl.String, "seconds": pl.Float64, "metric": pl.St
                      "mean": pl.Float64, "std": pl.Float64}
 RECALL_SCHEMA = {"method": pl.String, "seconds": pl.Float64, "k": pl.Int64, "recall": pl.Float64,
                  "ci_low": pl.Float64, "ci_high": pl.Float64, "chance": pl.Float64}
-CRANIO_SCHEMA = {"measurement": pl.String, "r": pl.Float64, "p": pl.Float64, "n": pl.Int64}
+CRANIO_SCHEMA = {"measurement": pl.String, "r": pl.Float64, "p": pl.Float64,
+                 "p_bonferroni": pl.Float64, "random_pair_r": pl.Float64, "n": pl.Int64}
+PAPER_RECALL_SCHEMA = {"method": pl.String, "seconds": pl.Float64, "distance": pl.String,
+                       "k": pl.Int64, "recall": pl.Float64, "ci_low": pl.Float64,
+                       "ci_high": pl.Float64, "chance": pl.Float64}
 VOICE_SCHEMA = {"parameter": pl.String, "method": pl.String, "r": pl.Float64, "p": pl.Float64,
                 "n": pl.Int64}
 
