@@ -135,22 +135,28 @@ def evaluate_seeds_flow(params: EvaluateSeedsParams) -> dict[str, Any]:
         ep = params.evaluate.model_copy(update={"model_uri": model_uri(VOICE_ENCODER_NAME,
                                                                        version)})
         rows.append(evaluate_flow.with_options(flow_run_name=f"evaluate v{version}")(ep))
-    devs = [r["dev_row"] for r in rows]
-    best = pick_by_dev(devs)
-    picked = next(r for r in rows if r["model_version"] == best["model_version"])
-    reason = (f"v{best['model_version']} has the best dev recall@10 (6 s) of "
-              f"{len(rows)} seed(s): "
-              + ", ".join(f"v{d['model_version']} {d['metrics'].get('recall_at_10_6s', math.nan):.3f}"
-                          for d in devs))
+    devs = [r.get("dev_row") for r in rows]
+    if any(d is None for d in devs):  # no dev split: nothing to pick by, and never by test
+        picked = rows[-1]
+        reason = (f"v{picked['model_version']}: the last seed's version (no dev split to pick "
+                  "by; test is never used to choose)")
+        devs = []
+    else:
+        best = pick_by_dev(devs)  # type: ignore[arg-type]
+        picked = next(r for r in rows if r["model_version"] == best["model_version"])
+        reason = (f"v{best['model_version']} has the best dev recall@10 (6 s) of "
+                  f"{len(rows)} seed(s): " + ", ".join(
+                      f"v{d['model_version']} {d['metrics'].get('recall_at_10_6s', math.nan):.3f}"
+                      for d in devs if d is not None))
     client = MlflowClient()
-    client.set_registered_model_alias(VOICE_ENCODER_NAME, CHALLENGER, best["model_version"])
-    for d in devs:
-        client.set_model_version_tag(VOICE_ENCODER_NAME, d["model_version"], "seed_selection",
+    client.set_registered_model_alias(VOICE_ENCODER_NAME, CHALLENGER, picked["model_version"])
+    for r in rows:
+        client.set_model_version_tag(VOICE_ENCODER_NAME, r["model_version"], "seed_selection",
                                      reason)
     get_run_logger().info("challenger: %s", reason)
     out = dict(picked)
     out["picked_by"] = reason
     out["seeds"] = [{"model_version": r["model_version"], "seed": r.get("seed"),
-                     "dev_evaluation_id": r["dev_row"]["evaluation_id"],
+                     "dev_evaluation_id": (r.get("dev_row") or {}).get("evaluation_id"),
                      "test_evaluation_id": r["evaluation_id"]} for r in rows]
     return out

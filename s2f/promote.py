@@ -95,10 +95,14 @@ def _evaluation(layout: DataLayout, name: str, version: str, snapshot: str,
     if row is not None:
         return row
     if evaluate_missing:
+        from s2f.evaluation.data import EmptySplitError
         from s2f.evaluation.run import evaluate_model
 
-        evaluate_model(layout, f"models:/{name}/{version}", decoder_uri, n_boot=n_boot,
-                       role="dev")
+        try:
+            evaluate_model(layout, f"models:/{name}/{version}", decoder_uri, n_boot=n_boot,
+                           role="dev")
+        except EmptySplitError:
+            return None  # no dev split: the gate refuses to decide (its reason says so)
         return latest_evaluation(layout, name, version, snapshot, role="dev")
     # any dev snapshot; checked by the caller
     return latest_evaluation(layout, name, version, role="dev")
@@ -188,8 +192,8 @@ def promote(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME, margin: fl
         decision: Decision = "rejected"
         reasons = [f"no dev evaluation of the {who} on dev snapshot {snapshot}: run `s2f "
                    f"evaluate`" if not evaluate_missing else
-                   f"the {who} could not be evaluated on dev snapshot {snapshot} (its face "
-                   f"features come from another face encoder?)"]
+                   f"the {who} could not be evaluated on dev snapshot {snapshot} (no dev "
+                   f"clips, or its face features come from another face encoder?)"]
         different = False
     else:
         decision, reasons, different = decide(ch_row, cp_row, margin, min_diversity,

@@ -83,3 +83,76 @@ def test_pearson_known() -> None:
     r, p = metrics.pearson(x, 2 * x + 1)
     assert r == pytest.approx(1.0) and p < 1e-10
     assert np.isnan(metrics.pearson(x, np.ones(20))[0])
+
+
+def test_distance_ranks_match_a_brute_force_sort_for_each_distance() -> None:
+    """Ranks by L2, L1 and cosine against an argsort of the full distance matrix. Ties cannot
+    occur with continuous random features, so the comparison is exact (integers)."""
+    from s2f.metrics import distance_ranks
+
+    rng = np.random.default_rng(3)
+    pool = rng.normal(size=(40, 16))
+    pred = pool + rng.normal(size=pool.shape)
+    target = np.arange(40)
+    u = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    dists = {"l2": np.linalg.norm(u(pred)[:, None] - u(pool)[None], axis=-1),
+             "l1": np.abs(u(pred)[:, None] - u(pool)[None]).sum(-1),
+             "cosine": 1 - u(pred) @ u(pool).T}
+    for name, d in dists.items():
+        expected = np.argsort(np.argsort(d, axis=1), axis=1)[target, target]
+        assert (distance_ranks(pred, pool, target, name, chunk=7) == expected).all(), name
+
+
+def test_paper_protocol_pool_is_the_clips_capped_at_max_pool() -> None:
+    from s2f.evaluation.scores import paper_retrieval_scores
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(30, 8))
+    flat, rows = paper_retrieval_scores(true, true, "model", 6.0, n_boot=20)
+    assert flat["paper_pool_size"] == 30 and flat["paper_chance_at_10"] == pytest.approx(10 / 30)
+    assert flat["paper_recall_at_1_l1_6s"] == 1.0 and len(rows) == 12  # 3 distances × 4 K
+    capped, _ = paper_retrieval_scores(true + rng.normal(size=true.shape), true, "oracle", None,
+                                       n_boot=20, max_pool=20)
+    assert capped["paper_pool_size"] == 20 and "oracle_paper_recall_at_10_cosine" in capped
+
+
+def test_bonferroni_and_craniofacial_random_pairs() -> None:
+    """Known landmarks: S2F = F2F + small noise gives r near 1 and p tiny; the random-pair
+    baseline pairs each S2F with another sample's F2F, so its r is near 0 (n = 200 samples:
+    |r| < 0.3 holds with margin, sd of r under independence is ~0.07)."""
+    from s2f.evaluation.scores import craniofacial_scores
+    from s2f.faces.align import template_pixels
+    from s2f.metrics import bonferroni
+
+    assert bonferroni([0.01, 0.2, float("nan")]).tolist()[:2] == pytest.approx([0.02, 0.4])
+    assert bonferroni([0.6, 0.6]).tolist() == [1.0, 1.0]
+    rng = np.random.default_rng(1)
+    f2f = template_pixels()[None] + rng.normal(scale=3.0, size=(200, 68, 2))
+    s2f = f2f + rng.normal(scale=0.3, size=f2f.shape)
+    flat, rows = craniofacial_scores(f2f, s2f)
+    assert len(rows) == 13 and flat["cranio_n"] == 200
+    assert flat["cranio_nose_width_r"] > 0.8
+    assert flat["cranio_nose_width_p_bonferroni"] == pytest.approx(
+        min(1.0, flat["cranio_nose_width_p"] * 13))
+    assert flat["cranio_random_pair_abs_r_mean"] < 0.3
+
+
+def test_oracle_ridge_recovers_a_linear_map_fitted_on_train_only() -> None:
+    import polars as pl
+
+    from s2f.evaluation.scores import oracle_ridge, voice_design
+
+    params = pl.DataFrame({"pitch_hz": [100.0, 150, 200, 120, 180, 90],
+                           "espeak_pitch": [10, 40, 70, 20, 60, 5],
+                           "pitch_range": [30, 40, 50, 60, 70, 80],
+                           "rate_wpm": [140, 150, 160, 170, 180, 190],
+                           "variant": ["m1", "f1", "f2", "m1", "f1", "m3"]})
+    x, cats = voice_design(params)
+    assert x.shape == (6, 4 + 4) and cats["variant"] == ["f1", "f2", "m1", "m3"]
+    x_new, _ = voice_design(params.with_columns(pl.lit("m9").alias("variant")), cats)
+    assert x_new[:, 4:].sum() == 0  # an unseen variant: no one-hot column
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(200, 3))
+    w = rng.normal(size=(3, 5))
+    pred = oracle_ridge(xs[:150], xs[:150] @ w, xs[150:], alpha=1e-6)
+    assert np.abs(pred - xs[150:] @ w).max() < 1e-3

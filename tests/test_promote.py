@@ -25,7 +25,7 @@ from s2f.evaluation.record import read_evaluations
 from s2f.evaluation.run import evaluate_model
 from s2f.promote import decide, promote
 from storage.io import rows_to_table, write_table_atomic
-from storage.schemas import CLIPS
+from storage.schemas import CLIPS, EVALUATIONS
 
 
 @pytest.fixture()
@@ -68,26 +68,28 @@ def test_collapsed_refused_healthy_promoted_worse_kept_out(data) -> None:
     assert sorted(r["model_version"] for r in read_evaluations(data.layout)) == ["1", "2", "3"]
 
 
-def test_different_test_snapshots_are_refused_unless_allowed(data) -> None:
+def test_different_dev_snapshots_are_refused_unless_allowed(data) -> None:
     register(tone_encoder(data, noise=0.95), ENCODER_NAME, "challenger")
     assert promote(data.layout, n_boot=50).decision == "promoted"
 
-    # The test split changes: one test clip drops out (e.g. its media went missing).
+    # The dev split changes: one dev clip drops out (e.g. its media went missing).
     path = data.layout.shard_path("clips", "m", 0)
     clips = pl.read_parquet(path)
-    first_test = clips.filter(pl.col("split") == "test")["clip_key"][0]
-    clips = clips.with_columns(pl.when(pl.col("clip_key") == first_test).then(pl.lit("no_audio"))
+    first_dev = clips.filter(pl.col("youtube_id").str.starts_with("dev"))["clip_key"][0]
+    clips = clips.with_columns(pl.when(pl.col("clip_key") == first_dev).then(pl.lit("no_audio"))
                                .otherwise(pl.col("status")).alias("status"))
     write_table_atomic(rows_to_table(clips.to_dicts(), CLIPS), path)
 
     register(tone_encoder(data), ENCODER_NAME, "challenger")
     unevaluated = promote(data.layout, evaluate_missing=False)
     assert unevaluated.decision == "rejected" and _champion() == "1"
-    assert "no evaluation of the challenger" in unevaluated.reasons[0]
-    evaluate_model(data.layout, n_boot=50)
+    assert "no dev evaluation of the challenger" in unevaluated.reasons[0]
+    evaluate_model(data.layout, n_boot=50)  # a test row: the gate does not take it
+    assert promote(data.layout, evaluate_missing=False).decision == "rejected"
+    evaluate_model(data.layout, n_boot=50, role="dev")
     refused = promote(data.layout, evaluate_missing=False)
     assert refused.decision == "rejected" and refused.different_data
-    assert "different test snapshots" in refused.reasons[0] and _champion() == "1"
+    assert "different dev snapshots" in refused.reasons[0] and _champion() == "1"
 
     allowed = promote(data.layout, evaluate_missing=False, allow_different_data=True)
     assert allowed.decision == "promoted" and _champion() == "2"
@@ -100,6 +102,57 @@ def _row(version: str, recall: float, cosine: float, diversity: float = 0.9,
     return {"model_version": version, "test_snapshot_id": snapshot, "recall_at_10_6s": recall,
             "cosine_deg_mean_6s": cosine, "diversity_6s": diversity,
             "metrics": {"spread_pred_deg_6s": 30.0 * diversity, "spread_true_deg": 30.0}}
+
+
+def test_gate_reads_dev_only_test_rows_do_not_change_the_decision(data) -> None:
+    """Two versions evaluated on dev and test; the decision is taken, then the TEST rows are
+    rewritten to reverse every test metric, and the gate decides the same. A test row handed
+    to the gate is refused outright."""
+    register(tone_encoder(data, noise=0.5), ENCODER_NAME, "challenger")
+    assert promote(data.layout, n_boot=50).decision == "promoted"   # v1 champion (dev row)
+    register(tone_encoder(data, noise=0.0), ENCODER_NAME, "challenger")
+    for version in ("1", "2"):
+        evaluate_model(data.layout, f"models:/{ENCODER_NAME}/{version}", n_boot=50)  # test rows
+    rows = read_evaluations(data.layout)
+    assert sorted((r["model_version"], r["role"]) for r in rows) == [("1", "dev"), ("1", "test"),
+                                                                     ("2", "test")]
+    # Test is scored once per version: a second evaluation is refused, `evaluate` reads it back.
+    from s2f.evaluation.run import TestAlreadyScored, evaluate
+
+    with pytest.raises(TestAlreadyScored):
+        evaluate_model(data.layout, f"models:/{ENCODER_NAME}/2", n_boot=50)
+    again = evaluate(data.layout, f"models:/{ENCODER_NAME}/2", n_boot=50)
+    assert again["reused"] and again["evaluation_id"] == next(
+        r["evaluation_id"] for r in rows if r["model_version"] == "2" and r["role"] == "test")
+
+    # Rewrite the test rows: the champion's test numbers perfect, the challenger's useless.
+    for path in data.layout.table_dir("evaluations").rglob("*.parquet"):
+        row = read_evaluations_of(path)
+        if row["role"] != "test":
+            continue
+        good = row["model_version"] == "1"
+        row.update(recall_at_10_6s=1.0 if good else 0.0, cosine_deg_mean_6s=0.0 if good else 90.0)
+        row["metrics"] = [(k, float(v)) for k, v in row["metrics"].items()]
+        write_table_atomic(rows_to_table([row], EVALUATIONS), path)
+    snapshot_before = {r["evaluation_id"]: r["recall_at_10_6s"] for r in read_evaluations(data.layout)}
+    decision = promote(data.layout, n_boot=50, evaluate_missing=True)
+    assert decision.decision == "promoted" and _champion() == "2", decision.reasons
+    assert all("dev" in r for r in decision.reasons[1:])
+    # The gate evaluated v2 on dev (the only new row) and read no test row.
+    after = read_evaluations(data.layout)
+    new = [r for r in after if r["evaluation_id"] not in snapshot_before]
+    assert [(r["model_version"], r["role"]) for r in new] == [("2", "dev")]
+    test_row = next(r for r in after if r["role"] == "test")
+    with pytest.raises(ValueError, match="dev rows only"):
+        decide(test_row, None, 0.0, 0.2, False)
+
+
+def read_evaluations_of(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    (row,) = pq.read_table(path).to_pylist()
+    row["metrics"] = dict(row["metrics"])
+    return row
 
 
 def test_gate_rules() -> None:

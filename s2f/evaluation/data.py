@@ -41,6 +41,10 @@ class EvaluationDataError(ValueError):
     """The data directory cannot be evaluated (no test clips, no features, bad identities)."""
 
 
+class EmptySplitError(EvaluationDataError):
+    """The role has no ok clips (e.g. a corpus too small to hold dev identities)."""
+
+
 @dataclass
 class EvalSet:
     clip_keys: list[str]
@@ -141,7 +145,7 @@ def load_eval_set(layout: DataLayout, encoder: str, identities_path: Path | None
     """The dev or test split with its true features; identities from `identities_path`."""
     clips = role_clips(layout, role, dev_fraction)
     if clips.height == 0:
-        raise EvaluationDataError(f"{layout.root}: no ok clips of role {role!r}")
+        raise EmptySplitError(f"{layout.root}: no ok clips of role {role!r}")
     feats = _features(layout, encoder, clips["clip_key"])
     df = clips.join(feats, on="clip_key", how="inner").sort("clip_key")
     if df.height == 0:
