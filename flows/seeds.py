@@ -126,14 +126,14 @@ def evaluate_seeds_flow(params: EvaluateSeedsParams) -> dict[str, Any]:
     evaluation) and `picked_by` beside it."""
     from mlflow import MlflowClient
 
-    from s2f.names import CHALLENGER, VOICE_ENCODER_NAME, model_uri
+    from s2f.names import CHALLENGER, VOICE_ENCODER_NAME
 
     if not params.versions:
         return evaluate_flow(params.evaluate)
     rows = []
     for version in params.versions:
-        ep = params.evaluate.model_copy(update={"model_uri": model_uri(VOICE_ENCODER_NAME,
-                                                                       version)})
+        ep = params.evaluate.model_copy(
+            update={"model_uri": f"models:/{VOICE_ENCODER_NAME}/{version}"})
         rows.append(evaluate_flow.with_options(flow_run_name=f"evaluate v{version}")(ep))
     devs = [r.get("dev_row") for r in rows]
     if any(d is None for d in devs):  # no dev split: nothing to pick by, and never by test

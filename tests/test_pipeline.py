@@ -221,9 +221,13 @@ def test_pipeline_trains_evaluates_and_promotes_with_mlflow_links(
     pngs = sorted(str(p) for p in (layout.root / "predictions").glob("*.png"))
     assert sorted(p.image_path for p in predicted) == pngs and len(pngs) == 2
     row = demo_evaluation(layout, result["evaluate"])
-    assert row == read_evaluations(layout)[-1]  # the table's row, metrics as a dict
-    card = save_model_card(layout, row)
     name, version = row["model_name"], row["model_version"]
+    stored = read_evaluations(layout)[-1]  # the table's row (test, written after dev)
+    assert {k: v for k, v in row.items() if k != "metrics"} == {
+        k: v for k, v in stored.items() if k != "metrics"}
+    assert row["metrics"] == pytest.approx(stored["metrics"], nan_ok=True)  # NaN: tiny pools
+    assert row["role"] == "test" and result["evaluate"]["seeds"][0]["model_version"] == version
+    card = save_model_card(layout, row)
     assert card == layout.root / "reports" / f"model_card-{name}-v{version}.md"
     text = card.read_text()  # the card the evaluate stage logged and set as the description
     assert text.startswith(f"# Model card: {name} v{version}\n")
