@@ -59,6 +59,7 @@ from s2f.inference import (
     load_registered_model,
     model_uri,
 )
+from s2f.progress import Progress
 from storage.layout import DataLayout
 
 DEFAULT_MODEL_URI = model_uri(VOICE_ENCODER_NAME, "challenger")
@@ -101,7 +102,10 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     identities_path = identities_path or default_identities_path(layout)
     es = load_eval_set(layout, encoder.face_encoder, identities_path)
     names, pool, target = es.identity_pool()
+    bar = Progress(1 + len(seconds) + 2 + (decoder_uri is not None), f"evaluate "
+                   f"{encoder.ref.label()} on {len(es)} test clips", "phase", every_seconds=30)
     waves = [load_audio(p) for p in es.audio_paths]
+    bar.update(1, done=f"read {len(waves)} test voices")
 
     flat: dict[str, float] = {}
     sim_rows: list[dict[str, object]] = []
@@ -121,6 +125,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         flat.update(f)
         rec_rows += r
         flat.update(diversity_scores(pred, es.features, s))
+        bar.update(1, done=f"encoded and scored {s:g} s of speech")
 
     mean_face = training_mean_feature(layout, es.encoder)
     baseline = np.broadcast_to(mean_face, es.features.shape)
@@ -130,6 +135,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     f, r = retrieval_scores(baseline, pool, target, "mean_face", None, n_boot, seed)
     flat.update(f)
     rec_rows += r
+    bar.update(1, done="scored the mean-face baseline")
 
     cranio_rows: list[dict[str, object]] = []
     figs = {"recall_at_k": figures.recall_curves(frame(rec_rows, RECALL_SCHEMA))}
@@ -149,6 +155,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         figs["face_grid"] = figures.face_grid(
             [f"{es.identities[i]}" for i in rows], [crops.get(es.clip_keys[i]) for i in rows],
             rec_true.images[[pos[i] for i in rows]], rec_voice.images[[pos[i] for i in rows]])
+        bar.update(1, done=f"decoded and measured {len(subset)} faces with {decoder.ref.label()}")
 
     voice_rows: list[dict[str, object]] = []
     if identities_path is not None:
@@ -160,6 +167,8 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     cranio = frame(cranio_rows, CRANIO_SCHEMA)
     voice = frame(voice_rows, VOICE_SCHEMA)
     figs["correlations"] = figures.correlation_table(cranio, voice)
+    bar.update(1, done="voice-parameter correlations")
+    bar.close()
 
     result = EvaluationResult(
         evaluation_id=new_evaluation_id(), created_at=datetime.now(UTC), model=encoder.ref,
