@@ -34,6 +34,7 @@ from s2f.inference import (
     model_uri,
 )
 from s2f.progress import Progress
+from storage.io import atomic_path
 
 NOTICE = ("Statistical reconstruction from a voice by Speech2Face: an average-looking face with "
           "traits that correlate with voices in the training data. It is NOT the speaker's face "
@@ -112,7 +113,8 @@ def _write_png(path: Path, image: np.ndarray, labels: dict[str, str]) -> None:
     info.add_text("Software", "speech2face s2f predict")
     for k, v in labels.items():
         info.add_text(f"s2f:{k}", v)
-    Image.fromarray(image).save(path, pnginfo=info)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
 
 
 def _unique_stem(out_dir: Path, stem: str, taken: set[str]) -> str:
@@ -157,9 +159,11 @@ def _predict_one(src: Path, pred: Prediction, encoder: LoadedModel, decoder: Loa
     labels = _labels(encoder, decoder, src, seconds, voiced_seconds(wave))
     png, npy, side = (out_dir / f"{stem}{ext}" for ext in (".png", ".npy", ".json"))
     _write_png(png, image, labels)
-    np.save(npy, feature[0])
-    side.write_text(json.dumps({**labels, "image": png.name, "feature": npy.name,
-                                "feature_dim": int(feature.shape[1])}, indent=2))
+    with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, feature[0])
+    with atomic_path(side) as tmp:
+        tmp.write_text(json.dumps({**labels, "image": png.name, "feature": npy.name,
+                                   "feature_dim": int(feature.shape[1])}, indent=2))
     pred.image_path, pred.feature_path, pred.sidecar_path = str(png), str(npy), str(side)
 
 
