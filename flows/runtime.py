@@ -31,6 +31,8 @@ def configure(data_dir: Path | str | None = None) -> DataLayout:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     # The library's loggers (s2f.progress: progress lines without a terminal) reach the run log.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "s2f")
+    # ... and outside a flow run (the demo corpus, predict) they print without a warning.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     # No telemetry: nothing leaves the machine at run time.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "true")

@@ -92,7 +92,7 @@ class Progress:
                 handler = logging.StreamHandler(self.stream)
                 handler.setFormatter(logging.Formatter("%(message)s"))
                 log.addHandler(handler)
-            log.info("%s: %d %s to do", desc, self.total, unit)
+            log.info("%s: %d/%d %s, started", desc, self.n, self.total, unit)
 
     def _next_threshold(self, n: int) -> int:
         step = max(1, int(self.total * self.every_fraction)) if self.total else 1

@@ -33,7 +33,7 @@ def test_without_a_terminal_logs_every_tenth(caplog: pytest.LogCaptureFixture) -
             bar.update(1, loss=1.0 / (i + 1))
     lines = _lines(caplog)
     # a start line, one at each of 10 %..90 %, and the final line
-    assert lines[0] == "train: 200 step to do"
+    assert lines[0] == "train: 0/200 step, started"
     assert len(lines) == 11, lines
     for k, line in enumerate(lines[1:10], start=1):
         assert line.startswith(f"train: {20 * k}/200 step ({10 * k} %)"), line

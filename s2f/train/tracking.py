@@ -112,11 +112,32 @@ def log_torch_model(model: torch.nn.Module, name: str, example: np.ndarray,
                                    signature.outputs)
     with tempfile.TemporaryDirectory(prefix="s2f-model-") as tmp:
         files = save_model_dir(model, Path(tmp))
-        return mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name=name, python_model=str(PYFUNC_CODE),
             artifacts={k: str(v) for k, v in files.items()}, signature=signature,
-            input_example=example,
-            registered_model_name=registered_name, pip_requirements=pinned_requirements())
+            input_example=example, pip_requirements=pinned_requirements())
+    if registered_name is not None:
+        info.registered_model_version = register_quietly(info.model_uri, registered_name)
+    return info
+
+
+def register_quietly(model_uri: str, registered_name: str) -> str:
+    """`mlflow.register_model` without its "Successfully registered model" / "Created version"
+    lines on stderr (they would bury the demo's output): one INFO line of ours instead."""
+    import logging
+
+    import mlflow
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    was = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False  # what mlflow.utils.logging_utils.disable_logging does
+    try:
+        mv = mlflow.register_model(model_uri, registered_name)
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = was
+    logging.getLogger(__name__).info("registered %s version %s (safetensors + JSON config)",
+                                     registered_name, mv.version)
+    return str(mv.version)
 
 
 class NullTracker:
