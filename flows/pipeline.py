@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -499,6 +500,9 @@ def run_demo_from_cli(args: argparse.Namespace) -> int:
         min_diversity=getattr(args, "min_diversity", 0.2),
     )
     state = pipeline_flow(params, return_state=True)
+    # The runs are over: Prefect's shutdown line ("Stopping temporary server") would otherwise
+    # come after the report, which is meant to be the last thing printed.
+    logging.getLogger("prefect").setLevel(logging.WARNING)
     flow_run_id = str(state.state_details.flow_run_id)
     print("\nClips by furthest stage and status (details: s2f status --data-dir "
           f"{layout.root}):")
@@ -527,8 +531,6 @@ def run_demo_from_cli(args: argparse.Namespace) -> int:
 def quiet_mlflow_logs() -> None:
     """MLflow's INFO lines ("Successfully registered model ...", "Created version ...") would
     bury the demo's own output; warnings still show. MLFLOW_LOGGING_LEVEL set by the user wins."""
-    import logging
-
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # task workers inherit it
     import mlflow  # noqa: F401  (configures its loggers from the environment on first import)
 
