@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run `s2f COMMAND --help` for a command's options.",
     )
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or progress log lines (also: S2F_QUIET=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="build the demo corpus and run the whole pipeline on it",
@@ -353,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet:
+        from s2f.progress import set_quiet
+
+        set_quiet(True)  # through the environment: task workers and subprocesses inherit it
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -502,10 +503,12 @@ def run_demo_from_cli(args: argparse.Namespace) -> int:
 
     # Model loads would draw a progress bar per artifact between the report's lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_mlflow_logs()
     layout = DataLayout(args.data_dir)
     corpus_dir = layout.demo_corpus_dir
     config = CorpusConfig(out=corpus_dir, identities=args.identities,
                           clips_per_identity=args.clips_per_identity, seed=args.seed)
+    print(demo_plan(args, corpus_is_complete(config)), flush=True)
     if corpus_is_complete(config):
         print(f"demo corpus: reusing {corpus_dir}")
     else:
@@ -526,6 +529,9 @@ def run_demo_from_cli(args: argparse.Namespace) -> int:
         control_steps=getattr(args, "control_steps", None),
     )
     state = pipeline_flow(params, return_state=True)
+    # The runs are over: Prefect's shutdown line ("Stopping temporary server") would otherwise
+    # come after the report, which is meant to be the last thing printed.
+    logging.getLogger("prefect").setLevel(logging.WARNING)
     flow_run_id = str(state.state_details.flow_run_id)
     print("\nClips by furthest stage and status (details: s2f status --data-dir "
           f"{layout.root}):")
@@ -552,6 +558,24 @@ def run_demo_from_cli(args: argparse.Namespace) -> int:
         saved.write_text(report)
         print(f"(this report is also in {saved})")
     return 0
+
+
+def quiet_mlflow_logs() -> None:
+    """MLflow's INFO lines ("Successfully registered model ...", "Created version ...") would
+    bury the demo's own output; warnings still show. MLFLOW_LOGGING_LEVEL set by the user wins."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # task workers inherit it
+    import mlflow  # noqa: F401  (configures its loggers from the environment on first import)
+
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
+
+
+def demo_plan(args: argparse.Namespace, corpus_exists: bool) -> str:
+    """What the demo will do and roughly how long it takes here (`s2f.demo_estimate`)."""
+    from s2f.demo_estimate import estimate, plan_text
+
+    est = estimate(args.identities, args.clips_per_identity, corpus_exists,
+                   getattr(args, "decoder_steps", None), getattr(args, "train_steps", None))
+    return plan_text(est, args.identities, args.clips_per_identity, corpus_exists)
 
 
 def demo_evaluation(layout: DataLayout, returned: dict[str, Any] | None) -> dict[str, Any] | None:

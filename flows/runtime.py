@@ -29,6 +29,10 @@ def configure(data_dir: Path | str | None = None) -> DataLayout:
         # The 20 s default is too short for a cold start on 2 busy cores.
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # The library's loggers (s2f.progress: progress lines without a terminal) reach the run log.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "s2f")
+    # ... and outside a flow run (the demo corpus, predict) they print without a warning.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     # No telemetry: nothing leaves the machine at run time.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "true")

@@ -98,8 +98,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 def train_voice(params: TrainParams) -> TrainResult:
     """The `train` task's work, without Prefect: also what every rank of a torchrun job runs
     (`s2f.train.ddp`)."""
-    import mlflow.pytorch
-
+    from s2f.inference import load_registered_model
     from s2f.train.checkpoint import checkpoint_dir
     from s2f.train.config import TrainConfig
     from s2f.train.decoder_loop import load_decoder
@@ -111,7 +110,8 @@ def train_voice(params: TrainParams) -> TrainResult:
     if params.decoder == "checkpoint":
         decoder = load_decoder(checkpoint_dir(layout, "face_decoder"))
     elif params.decoder == "registry":
-        decoder = mlflow.pytorch.load_model(f"models:/{FACE_DECODER_MODEL}@{params.decoder_alias}")
+        decoder = load_registered_model(  # pickle-free, like every registered-model load
+            f"models:/{FACE_DECODER_MODEL}@{params.decoder_alias}").module
     classifier = None
     if params.vggface_weights is not None:
         from s2f.features import load_vggface

@@ -3,8 +3,9 @@ evaluation, promotion and `s2f predict`.
 
 A model is named by an MLflow URI (`models:/speech2face-voice-encoder@champion`,
 `models:/name/3`, `models:/m-<id>`). `load_registered_model` resolves it to its registry name
-and version (so every output can say which model made it), loads the torch module (pickle
-serialisation: the module class must be importable) and reads the training run's params,
+and version (so every output can say which model made it), loads the torch module from its
+safetensors weights and JSON config (`s2f.weights`: no pickle, the class comes from this
+project, a pickled or altered model is refused) and reads the training run's params,
 which say which face encoder the features imitate and which audio settings (window,
 compression) the encoder was trained with.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ import torch
 
 from s2f.audio import AudioConfig, fix_length, spectrogram
 from s2f.names import FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri  # noqa: F401 (re-export)
+from s2f.weights import UnsafeModelError  # noqa: F401 (re-export)
 
 DEFAULT_FACE_ENCODER = "dlib-resnet"
 
@@ -105,17 +108,22 @@ def _run_params(run_id: str | None) -> dict[str, str]:
 
 
 def load_registered_model(uri: str, device: str | torch.device = "cpu") -> LoadedModel:
-    """Resolve and load a torch model from MLflow, in eval mode on `device`."""
-    import mlflow.pytorch
+    """Resolve and load a torch model from MLflow, in eval mode on `device`, without pickle:
+    only the model's weights.safetensors and config.json are read (`s2f.weights`); a model in
+    any other form (an `mlflow.pytorch` pickle, altered weights) raises UnsafeModelError."""
+    import tempfile
+
+    import mlflow.artifacts
+
+    from s2f.weights import load_model_dir
 
     ref = resolve_model_uri(uri)
     # Load the exact version, not the alias: the alias may move while we run.
     load_uri = f"models:/{ref.name}/{ref.version}" if ref.name else uri
-    module = mlflow.pytorch.load_model(load_uri, map_location=torch.device(device))
-    if not isinstance(module, torch.nn.Module):
-        raise TypeError(f"{uri} did not load as a torch module (got {type(module).__name__}); "
-                        "register it with serialization_format='pickle'")
-    return LoadedModel(ref, module.eval().to(device), _run_params(ref.run_id))
+    with tempfile.TemporaryDirectory(prefix="s2f-load-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=load_uri, dst_path=tmp)
+        module, _ = load_model_dir(Path(local), device)
+    return LoadedModel(ref, module, _run_params(ref.run_id))
 
 
 @torch.no_grad()

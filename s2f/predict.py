@@ -33,6 +33,8 @@ from s2f.inference import (
     load_registered_model,
     model_uri,
 )
+from s2f.progress import Progress
+from storage.io import atomic_path
 
 NOTICE = ("Statistical reconstruction from a voice by Speech2Face: an average-looking face with "
           "traits that correlate with voices in the training data. It is NOT the speaker's face "
@@ -111,7 +113,8 @@ def _write_png(path: Path, image: np.ndarray, labels: dict[str, str]) -> None:
     info.add_text("Software", "speech2face s2f predict")
     for k, v in labels.items():
         info.add_text(f"s2f:{k}", v)
-    Image.fromarray(image).save(path, pnginfo=info)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
 
 
 def _unique_stem(out_dir: Path, stem: str, taken: set[str]) -> str:
@@ -134,25 +137,34 @@ def predict_files(paths: list[Path], out_dir: Path, model_uri: str = DEFAULT_MOD
     out_dir.mkdir(parents=True, exist_ok=True)
     results: list[Prediction] = []
     taken: set[str] = set()
-    for src in map(Path, paths):
-        pred = Prediction(source=str(src))
-        results.append(pred)
-        try:
-            wave = read_speech(src, min_voiced_s)
-        except PredictInputError as exc:
-            pred.error = str(exc)
-            continue
-        feature = encode_waves(encoder, [wave], seconds)
-        image = decode_features(decoder, feature).images[0]
-        stem = _unique_stem(out_dir, src.stem, taken)
-        labels = _labels(encoder, decoder, src, seconds, voiced_seconds(wave))
-        png, npy, side = (out_dir / f"{stem}{ext}" for ext in (".png", ".npy", ".json"))
-        _write_png(png, image, labels)
-        np.save(npy, feature[0])
-        side.write_text(json.dumps({**labels, "image": png.name, "feature": npy.name,
-                                    "feature_dim": int(feature.shape[1])}, indent=2))
-        pred.image_path, pred.feature_path, pred.sidecar_path = str(png), str(npy), str(side)
+    with Progress(len(paths), f"predict with {encoder.ref.label()}", "file") as bar:
+        for src in map(Path, paths):
+            pred = Prediction(source=str(src))
+            results.append(pred)
+            _predict_one(src, pred, encoder, decoder, out_dir, taken, seconds, min_voiced_s)
+            bar.update(1, failed=sum(r.error is not None for r in results))
     return results
+
+
+def _predict_one(src: Path, pred: Prediction, encoder: LoadedModel, decoder: LoadedModel,
+                 out_dir: Path, taken: set[str], seconds: float, min_voiced_s: float) -> None:
+    try:
+        wave = read_speech(src, min_voiced_s)
+    except PredictInputError as exc:
+        pred.error = str(exc)
+        return
+    feature = encode_waves(encoder, [wave], seconds)
+    image = decode_features(decoder, feature).images[0]
+    stem = _unique_stem(out_dir, src.stem, taken)
+    labels = _labels(encoder, decoder, src, seconds, voiced_seconds(wave))
+    png, npy, side = (out_dir / f"{stem}{ext}" for ext in (".png", ".npy", ".json"))
+    _write_png(png, image, labels)
+    with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, feature[0])
+    with atomic_path(side) as tmp:
+        tmp.write_text(json.dumps({**labels, "image": png.name, "feature": npy.name,
+                                   "feature_dim": int(feature.shape[1])}, indent=2))
+    pred.image_path, pred.feature_path, pred.sidecar_path = str(png), str(npy), str(side)
 
 
 def main(argv: list[str] | None = None) -> int:

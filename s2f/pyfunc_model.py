@@ -1,11 +1,13 @@
 """MLflow pyfunc model (models-from-code) wrapping voice encoder + face decoder for serving.
 
 This file is what MLflow stores and loads (`mlflow.pyfunc.log_model(python_model=<this file>)`,
-see `s2f.serving`); nothing is pickled. Input: a pandas DataFrame with a column `audio` of
-base64-encoded audio files (WAV, FLAC, MP3, ... anything PyAV reads). Output, one row per input:
-`image_png` (base64 PNG of the face), `feature` (list of floats), `model`, `decoder`, `notice`
-(the image is a statistical reconstruction, not the speaker's face) and `error` (null when ok;
-the reason when the input had no audio or under 1 s of speech).
+see `s2f.serving`); nothing is pickled. The two registered models come in as their MLflow
+model directories and load through `s2f.weights.load_model_dir` (safetensors + JSON config).
+Input: a pandas DataFrame with a column `audio` of base64-encoded audio files (WAV, FLAC,
+MP3, ... anything PyAV reads). Output, one row per input: `image_png` (base64 PNG of the
+face), `feature` (list of floats), `model`, `decoder`, `notice` (the image is a statistical
+reconstruction, not the speaker's face) and `error` (null when ok; the reason when the input
+had no audio or under 1 s of speech).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pytorch
 import numpy as np
 import pandas as pd
 
@@ -25,6 +26,7 @@ import pandas as pd
 class Speech2FacePyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from s2f.inference import LoadedModel, ModelRef
+        from s2f.weights import load_model_dir
 
         cfg = dict(context.model_config or {})
         self.config = cfg
@@ -33,11 +35,11 @@ class Speech2FacePyfunc(mlflow.pyfunc.PythonModel):
         self.encoder = LoadedModel(
             ModelRef(cfg.get("model_uri", ""), cfg.get("model_name"), cfg.get("model_version"),
                      None),
-            mlflow.pytorch.load_model(context.artifacts["voice_encoder"]).eval(), params)
+            load_model_dir(context.artifacts["voice_encoder"])[0], params)
         self.decoder = LoadedModel(
             ModelRef(cfg.get("decoder_uri", ""), cfg.get("decoder_name"),
                      cfg.get("decoder_version"), None),
-            mlflow.pytorch.load_model(context.artifacts["face_decoder"]).eval())
+            load_model_dir(context.artifacts["face_decoder"])[0])
 
     def _one(self, payload: str) -> dict[str, Any]:
         from PIL import Image

@@ -1,8 +1,9 @@
 """Package a voice encoder + face decoder pair as one MLflow pyfunc model for serving.
 
 Models-from-code (`s2f/pyfunc_model.py` is stored as the model's code, nothing is pickled);
-the two torch models come in as artifacts from their registry URIs, and their names, versions
-and audio settings go in `model_config`. Registered as `speech2face-pyfunc` by default.
+the two torch models come in as artifacts from their registry URIs (each a pickle-free model
+directory: weights.safetensors + config.json, loaded by `s2f.weights`), and their names,
+versions and audio settings go in `model_config`. Registered as `speech2face-pyfunc` by default.
 
     python -m s2f.serving DATA_DIR [ENCODER_URI [DECODER_URI]]
     mlflow models serve -m models:/speech2face-pyfunc/1 --env-manager local
@@ -56,7 +57,8 @@ def log_pyfunc_model(encoder_uri: str = model_uri(VOICE_ENCODER_NAME, "champion"
             name="speech2face", python_model=str(CODE_PATH), artifacts=artifacts,
             model_config=config, registered_model_name=registered_name,
             # Explicit requirements: the project itself must be installed where it is served.
-            pip_requirements=["torch", "kornia", "av", "pillow", "numpy", "pandas", "mlflow"])
+            pip_requirements=["torch", "kornia", "av", "pillow", "numpy", "pandas", "mlflow",
+                               "safetensors"])
 
 
 def main(argv: list[str] | None = None) -> int:

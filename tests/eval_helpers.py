@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import mlflow.pytorch
 import numpy as np
 import polars as pl
 import torch
@@ -28,7 +27,9 @@ from mlflow import MlflowClient
 from PIL import Image
 from torch import nn
 
+from s2f.models.face_decoder import FaceDecoder
 from s2f.mux import write_media
+from s2f.weights import Architecture, register_architecture
 from storage.io import rows_to_table, write_table_atomic
 from storage.layout import DataLayout, clip_key
 from storage.schemas import CLIPS, FACES, face_features_schema
@@ -178,16 +179,29 @@ def face_decoder(seed: int = 0) -> nn.Module:
     return dec.eval()
 
 
+# The stand-in encoders are allowed architectures of the pickle-free loader (s2f.weights), as
+# the real ones are: saved as safetensors + JSON config, built back from this module's classes.
+register_architecture("test-tone-encoder", Architecture(
+    ToneEncoder, lambda m: {"shape": list(m.table.shape), "seconds": m.cfg.seconds},
+    lambda c: ToneEncoder(torch.zeros(c["shape"]), c["seconds"])))
+register_architecture("test-constant-encoder", Architecture(
+    ConstantEncoder, lambda m: {"shape": list(m.value.shape), "seconds": m.cfg.seconds},
+    lambda c: ConstantEncoder(torch.zeros(c["shape"]), c["seconds"])))
+
+
 def register(module: nn.Module, name: str, alias: str | None = None,
              params: dict[str, str] | None = None) -> str:
-    """Log `module` in a run (pickle serialisation, as training does) and register it."""
+    """Log `module` in a run the way training does (pickle-free, `log_torch_model`) and
+    register it."""
+    from s2f.train.tracking import log_torch_model
+
     # set_experiment each time: MLflow caches the active experiment id across tracking URIs.
     mlflow.set_experiment("test-models")
     with mlflow.start_run() as run:
         mlflow.log_params(params or {"encoder": "dlib-resnet"})
-        # Explicit requirements: inferring them imports and probes packages for seconds.
-        info = mlflow.pytorch.log_model(module, name="model", serialization_format="pickle",
-                                        pip_requirements=["torch"])
+        example = (np.zeros((2, DIM), np.float32) if isinstance(module, FaceDecoder)
+                   else np.zeros((2, 2, 298, 257), np.float32))
+        info = log_torch_model(module, "model", example, None)
     mv = mlflow.register_model(info.model_uri, name)
     if alias:
         MlflowClient().set_registered_model_alias(name, alias, mv.version)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from s2f.audio import spectrogram
+from s2f.inference import load_registered_model
 from s2f.train.config import DecoderTrainConfig, TrainConfig
 from s2f.train.decoder_loop import train_face_decoder
 from s2f.train.loop import train_voice_encoder
@@ -59,10 +60,18 @@ def test_runs_are_tracked_and_models_registered(tmp_path: Path,
         assert {"plots/loss.png", "plots/faces.png"} <= arts
         exp = client.get_experiment_by_name(EXPERIMENT)
         assert exp.artifact_location.startswith(layout.mlflow_artifacts.as_uri())
-        enc = mlflow.pytorch.load_model(f"models:/{VOICE_ENCODER_MODEL}@{CHALLENGER}")
+        uri = f"models:/{VOICE_ENCODER_MODEL}@{CHALLENGER}"
+        enc = load_registered_model(uri).module
         wave = torch.randn(2, 16000)
         spec = spectrogram(wave, TrainConfig(seconds=1.0).audio_config())
         voice.model.eval().cpu()
         torch.testing.assert_close(enc(spec), voice.model(spec))
+        # MLflow's own loader resolves the same alias to the pickle-free pyfunc
+        pyfunc = mlflow.pyfunc.load_model(uri)
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(pyfunc.predict(spec.numpy())),
+                                       voice.model(spec))
+        face = mlflow.pyfunc.load_model(f"models:/{FACE_DECODER_MODEL}@{CHALLENGER}")
+        assert face.predict(torch.randn(2, 8).numpy()).shape == (2, 3, 32, 32)
     finally:
         mlflow.set_tracking_uri(previous)

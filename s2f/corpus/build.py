@@ -28,10 +28,12 @@ import json
 import multiprocessing as mp
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -442,6 +444,19 @@ def _build_lock(out: Path):
             path.unlink(missing_ok=True)
 
 
+def _with_progress(results: Iterator[dict[str, Any]], total: int) -> list[dict[str, Any]]:
+    """Collect the identities' results, reporting identities rendered, voices and media encoded."""
+    from s2f.progress import Progress
+
+    out: list[dict[str, Any]] = []
+    with Progress(total, "demo corpus", "identity") as bar:
+        for r in results:
+            out.append(r)
+            bar.update(1, voices=sum(len(x["segments"]) for x in out),
+                       media_min=round(sum(x["media_seconds"] for x in out) / 60, 1))
+    return out
+
+
 def _build(config: CorpusConfig) -> CorpusSummary:
     from s2f.corpus.datacard import write_data_card
     from s2f.corpus.table import write_identities
@@ -459,11 +474,11 @@ def _build(config: CorpusConfig) -> CorpusSummary:
     workers = max(1, min(config.workers, len(plans)))
     if workers == 1:
         _init_worker(faces, str(out), config.crf)
-        results = [build_identity(p) for p in plans]
+        results = _with_progress(map(build_identity, plans), len(plans))
     else:
         ctx = mp.get_context("spawn")  # workers load dlib's models themselves
         with ctx.Pool(workers, initializer=_init_worker, initargs=(faces, str(out), config.crf)) as pool:
-            results = list(pool.imap(build_identity, plans, chunksize=1))
+            results = _with_progress(pool.imap(build_identity, plans, chunksize=1), len(plans))
 
     rows = [r["row"] for r in results]
     segments = [s for r in results for s in r["segments"]]

@@ -78,6 +78,7 @@ from s2f.inference import (
     load_registered_model,
     model_uri,
 )
+from s2f.progress import Progress
 from storage.layout import DataLayout
 
 DEFAULT_MODEL_URI = model_uri(VOICE_ENCODER_NAME, "challenger")
@@ -176,7 +177,10 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
                 f"{encoder.ref.label()} already has its test row {done['evaluation_id']} on "
                 f"snapshot {es.snapshot_id}: the test split is scored once per version")
     names, pool, target = es.identity_pool()
+    bar = Progress(1 + len(seconds) + 2 + (decoder_uri is not None), f"evaluate "
+                   f"{encoder.ref.label()} on {len(es)} {role} clips", "phase", every_seconds=30)
     waves = [load_audio(p) for p in es.audio_paths]
+    bar.update(1, done=f"read {len(waves)} {role} voices")
 
     flat: dict[str, float] = {}
     sim_rows: list[dict[str, object]] = []
@@ -200,6 +204,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         flat.update(f)
         paper_rows += r
         flat.update(diversity_scores(pred, es.features, s))
+        bar.update(1, done=f"encoded and scored {s:g} s of speech")
 
     mean_face = training_features(layout, es.encoder, dev_fraction)[1].mean(axis=0)
     controls: list[tuple[str, np.ndarray]] = [
@@ -218,6 +223,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         f, r = paper_retrieval_scores(control, es.features, method, None, n_boot, seed)
         flat.update(f)
         paper_rows += r
+    bar.update(1, done="scored the controls: " + ", ".join(m for m, _ in controls))
 
     cranio_rows: list[dict[str, object]] = []
     figs = {"recall_at_k": figures.recall_curves(frame(rec_rows, RECALL_SCHEMA))}
@@ -242,6 +248,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         figs["face_grid"] = figures.face_grid(
             [f"{es.identities[i]}" for i in rows], [crops.get(es.clip_keys[i]) for i in rows],
             rec_true.images[[pos[i] for i in rows]], rec_voice.images[[pos[i] for i in rows]])
+        bar.update(1, done=f"decoded and measured {len(subset)} faces with {decoder.ref.label()}")
 
     voice_rows: list[dict[str, object]] = []
     if identities_path is not None:
@@ -253,6 +260,8 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     cranio = frame(cranio_rows, CRANIO_SCHEMA)
     voice = frame(voice_rows, VOICE_SCHEMA)
     figs["correlations"] = figures.correlation_table(cranio, voice)
+    bar.update(1, done="voice-parameter correlations")
+    bar.close()
 
     result = EvaluationResult(
         evaluation_id=new_evaluation_id(), created_at=datetime.now(UTC), model=encoder.ref,

@@ -24,6 +24,7 @@ import torch
 
 from s2f.losses import face_decoder_loss
 from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig, to_mean_shape
+from s2f.progress import TrainProgress
 from s2f.train import checkpoint
 from s2f.train.checkpoint import RunResult
 from s2f.train.config import DecoderTrainConfig, resolve_device
@@ -110,6 +111,7 @@ def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool
     history: dict[str, list[tuple[int, float]]] = {"train_loss": []}
     recent: list[float] = []
     status, version = "FAILED", None
+    progress = TrainProgress("face decoder", cfg.steps, step, cfg.batch_size)
     try:
         tracker.log_params({**{f"decoder.{k}": v for k, v in cfg.flat().items()},
                             "data_snapshot": data_snapshot_id(layout, ("clips", "faces",
@@ -129,6 +131,7 @@ def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool
             opt.step()
             step, batch_no, done = step + 1, batch_no + 1, done + 1
             recent = (recent + [terms["loss"]])[-cfg.log_every:]
+            progress.step(terms["loss"])
             if step % cfg.log_every == 0:
                 tracker.log_metrics(terms, step)
                 history["train_loss"].append((step, float(np.mean(recent))))
@@ -136,6 +139,8 @@ def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool
                 save()
         ckpt = save()
         metrics = _evaluate(model, val, cfg, device)
+        progress.validated(metrics.get("val_loss"))
+        progress.close()
         tracker.log_metrics(metrics, step)
         tracker.log_figure(loss_figure(history, "face decoder"), "plots/decoder_loss.png")
         show = val if len(val) else train
@@ -155,6 +160,7 @@ def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool
                                         _card("face decoder", cfg.model_dump_json()))
         status = "FINISHED"
     finally:
+        progress.close()
         if own:
             tracker.finish(status)
     return RunResult(step, float(np.mean(recent)) if recent else float("nan"), metrics,

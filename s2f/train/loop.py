@@ -51,6 +51,7 @@ from s2f.audio import spectrogram
 from s2f.losses import speech2face_loss
 from s2f.models.face_decoder import FaceDecoder
 from s2f.models.voice_encoder import VoiceEncoder
+from s2f.progress import TrainProgress
 from s2f.train.checkpoint import (
     LAST,
     RunResult,
@@ -344,6 +345,8 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                                                    "val_loss_mean_baseline": []}
     recent: list[float] = []
     status = "FAILED"
+    progress = TrainProgress("voice encoder", cfg.steps, tr.step, cfg.batch_size,
+                             enabled=tr.dist.is_main)
     try:
         tracker.log_params({**cfg.flat(), "data_snapshot": data_snapshot_id(layout),
                             "git_commit": git_commit() or "unknown", "feature_dim": tr.dim,
@@ -362,12 +365,14 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                 tr.step, tr.epoch, tr.batch = tr.step + 1, epoch, bi + 1
                 done_here += 1
                 recent = (recent + [terms["loss"]])[-cfg.log_every:]
+                progress.step(terms["loss"])
                 if tr.step % cfg.log_every == 0:
                     tracker.log_metrics(terms, tr.step)
                     history["train_loss"].append((tr.step, float(np.mean(recent))))
                 if tr.step % cfg.val_every == 0:
                     val = tr.validate()
                     tr.note_validation(val)
+                    progress.validated(val.get("val_loss"))
                     tracker.log_metrics(val, tr.step)
                     for k in ("val_loss", "val_loss_mean_baseline"):
                         if k in val:
@@ -396,6 +401,7 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                 _card("voice encoder", cfg.model_dump_json()))
         status = "FINISHED"
     finally:
+        progress.close()
         if own_tracker:
             tracker.finish(status)
     return TrainResult(step=tr.step, train_loss=float(np.mean(recent)) if recent else float("nan"),

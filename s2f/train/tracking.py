@@ -1,11 +1,12 @@
 """MLflow tracking of training runs: params, metrics, figures, registered models with aliases.
 
 Experiment "speech2face". `MLFLOW_TRACKING_URI` is respected; `flows.runtime.configure` sets it
-to the data directory's SQLite store (an absolute URI) when unset. Models are logged with
-`mlflow.pytorch.log_model(name=..., serialization_format="pickle")` (the module comes back as
-itself), a signature and a batch-of-2 input example, registered under
-`speech2face-voice-encoder` / `speech2face-face-decoder`, and the new version gets the alias
-`challenger` (aliases, not the deprecated stages). A model card goes with every version.
+to the data directory's SQLite store (an absolute URI) when unset. Models are logged without
+pickle (`log_torch_model`): a models-from-code pyfunc (`s2f/pyfunc_weights.py`) whose artifacts
+are the weights in safetensors and a JSON config (`s2f.weights`), with a signature from a
+batch-of-2 example, registered under `speech2face-voice-encoder` / `speech2face-face-decoder`;
+the new version gets the alias `challenger` (aliases, not the deprecated stages). A model card
+goes with every version.
 
 `NullTracker` is the explicit "tracking off" choice (`track=False` in the config).
 
@@ -31,6 +32,7 @@ EXPERIMENT = "speech2face"
 VOICE_ENCODER_MODEL = "speech2face-voice-encoder"
 FACE_DECODER_MODEL = "speech2face-face-decoder"
 CHALLENGER = "challenger"
+PYFUNC_CODE = Path(__file__).resolve().parents[1] / "pyfunc_weights.py"
 
 MODEL_CARD = """# {name}
 
@@ -76,12 +78,66 @@ def pinned_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for pkg in ("torch", "kornia", "numpy"):
+    for pkg in ("torch", "kornia", "numpy", "safetensors"):
         try:
             out.append(f"{pkg}=={version(pkg).split('+')[0]}")
         except PackageNotFoundError:
             out.append(pkg)
     return out
+
+
+def log_torch_model(model: torch.nn.Module, name: str, example: np.ndarray,
+                    registered_name: str | None) -> Any:
+    """Log `model` in the active MLflow run as a pickle-free pyfunc (`s2f/pyfunc_weights.py`
+    as code, weights.safetensors + config.json as artifacts: `s2f.weights`) and register it
+    under `registered_name` if given; returns MLflow's ModelInfo."""
+    import tempfile
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from s2f.weights import save_model_dir
+
+    model = model.cpu().eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(example))
+    if isinstance(out, tuple):  # the face decoder: the pyfunc returns the image
+        out = out[2] if out[2] is not None else out[0]
+    signature = infer_signature(example, out.numpy())
+    if example.ndim == 4:  # a spectrogram batch: any number of STFT frames, not the example's
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import Schema, TensorSpec
+
+        signature = ModelSignature(Schema([TensorSpec(example.dtype, (-1, 2, -1, example.shape[3]))]),
+                                   signature.outputs)
+    with tempfile.TemporaryDirectory(prefix="s2f-model-") as tmp:
+        files = save_model_dir(model, Path(tmp))
+        info = mlflow.pyfunc.log_model(
+            name=name, python_model=str(PYFUNC_CODE),
+            artifacts={k: str(v) for k, v in files.items()}, signature=signature,
+            input_example=example, pip_requirements=pinned_requirements())
+    if registered_name is not None:
+        info.registered_model_version = register_quietly(info.model_uri, registered_name)
+    return info
+
+
+def register_quietly(model_uri: str, registered_name: str) -> str:
+    """`mlflow.register_model` without its "Successfully registered model" / "Created version"
+    lines on stderr (they would bury the demo's output): one INFO line of ours instead."""
+    import logging
+
+    import mlflow
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    was = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False  # what mlflow.utils.logging_utils.disable_logging does
+    try:
+        mv = mlflow.register_model(model_uri, registered_name)
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = was
+    logging.getLogger(__name__).info("registered %s version %s (safetensors + JSON config)",
+                                     registered_name, mv.version)
+    return str(mv.version)
 
 
 class NullTracker:
@@ -138,24 +194,9 @@ class MlflowTracker(NullTracker):
     def log_model(self, model: torch.nn.Module, name: str, example: np.ndarray,
                   registered_name: str | None, card: str) -> str | None:
         """Log (and register, with alias `challenger`) a model; returns the version or None."""
-        import mlflow.pytorch
-        from mlflow.models import infer_signature
         from mlflow.tracking import MlflowClient
 
-        model = model.cpu().eval()
-        with torch.no_grad():
-            out = model(torch.from_numpy(example))
-        if isinstance(out, tuple):
-            # (texture, landmarks, image): MLflow's pyfunc wants one output tensor and would
-            # fail validating an example; the signature records the input, and the module
-            # (loaded with mlflow.pytorch.load_model) returns the tuple.
-            signature, example_or_none = infer_signature(example), None
-        else:
-            signature, example_or_none = infer_signature(example, out.numpy()), example
-        info = mlflow.pytorch.log_model(model, name=name, serialization_format="pickle",
-                                        signature=signature, input_example=example_or_none,
-                                        registered_model_name=registered_name,
-                                        pip_requirements=pinned_requirements())
+        info = log_torch_model(model, name, example, registered_name)
         self.mlflow.log_text(card, f"{name}_MODEL_CARD.md")
         if registered_name is None:
             return None

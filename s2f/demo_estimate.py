@@ -1,0 +1,112 @@
+"""What `s2f demo` will do and roughly how long it takes here, said before it starts.
+
+Each stage's cost is the one measured for the default demo (README, "Two commands": 2 idle
+x86_64 cores, no GPU) scaled by the amount of work asked for (identities, clips, training
+steps) and by this machine's speed: one quick timing of the voice encoder's training step
+(the demo's largest cost), taken now, against the same timing on the reference machine. A
+machine shared with other jobs shows up in that timing, so the estimate follows the load it
+starts under, not later changes.
+
+    python -m s2f.demo_estimate [IDENTITIES [TRAIN_STEPS]]    # prints the plan and the estimate
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+# The default demo as measured (README): 400 identities × 1 clip, decoder 400 steps, voice
+# encoder 800 steps; seconds on 2 idle x86_64 cores.
+REF_IDENTITIES, REF_CLIPS = 400, 400
+REF_DECODER_STEPS, REF_TRAIN_STEPS = 400, 800
+REF_SECONDS = {"corpus": 254.0, "ingest": 16.0, "preprocess": 40.0, "decoder": 37.0,
+               "voice": 420.0, "evaluate": 12.0, "start-up and the rest": 26.0}
+# `quick_timing()` on that machine, seconds: derived, not timed there: the voice stage's
+# 0.525 s per step less the batch's audio loading (~0.07 s: 114 clips/s in the benchmarks) and
+# its share of validation (~0.02 s). Timed on 2 cores shared with 3 other jobs: 4.8 s.
+REF_STEP_SECONDS = 0.43
+
+
+def quick_timing(reps: int = 2) -> float:
+    """Seconds of one small-preset voice encoder training step (batch 8, 3 s), best of
+    `reps`: what the demo's longest stage repeats 800 times."""
+    import torch
+
+    from s2f.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
+
+    cfg = VoiceEncoderConfig.small()
+    torch.manual_seed(0)
+    model = VoiceEncoder(cfg)
+    opt = torch.optim.Adam(model.parameters())
+    x = torch.randn(8, 2, cfg.num_frames, cfg.num_bins)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        loss = model(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@dataclass
+class DemoEstimate:
+    stages: dict[str, float]    # seconds per stage on this machine
+    speed: float                # this machine's step time / the reference's (1 = as measured)
+
+    @property
+    def total(self) -> float:
+        return sum(self.stages.values())
+
+
+def estimate(identities: int, clips_per_identity: int, corpus_exists: bool,
+             decoder_steps: int | None, train_steps: int | None,
+             step_seconds: float | None = None) -> DemoEstimate:
+    speed = (step_seconds if step_seconds is not None else quick_timing()) / REF_STEP_SECONDS
+    clips = identities * clips_per_identity
+    work = {"corpus": 0.0 if corpus_exists else clips / REF_CLIPS,
+            "ingest": clips / REF_CLIPS, "preprocess": clips / REF_CLIPS,
+            "decoder": (decoder_steps or REF_DECODER_STEPS) / REF_DECODER_STEPS,
+            "voice": (train_steps or REF_TRAIN_STEPS) / REF_TRAIN_STEPS,
+            "evaluate": clips / REF_CLIPS, "start-up and the rest": 1.0}
+    return DemoEstimate({k: REF_SECONDS[k] * work[k] * speed for k in REF_SECONDS}, speed)
+
+
+def plan_text(est: DemoEstimate, identities: int, clips_per_identity: int,
+              corpus_exists: bool) -> str:
+    from s2f.progress import format_duration
+
+    corpus = ("reuse the demo corpus" if corpus_exists else
+              f"build the demo corpus ({identities} identities × {clips_per_identity} clips, "
+              f"~{format_duration(est.stages['corpus'])})")
+    load = (f"this machine runs {est.speed:.1f}× slower than the 2 idle cores it was measured on"
+            if est.speed > 1.15 else "this machine is about as fast as the one it was "
+            "measured on" if est.speed > 0.87 else
+            f"this machine runs {1 / est.speed:.1f}× faster than the 2 idle cores it was "
+            "measured on")
+    return "\n".join([
+        f"s2f demo: {corpus}, then ingest, preprocess, train the face decoder "
+        f"(~{format_duration(est.stages['decoder'])}) and the voice encoder "
+        f"(~{format_duration(est.stages['voice'])}), evaluate, promote, predict.",
+        f"Estimated total: ~{format_duration(est.total)} ({load}; a quick timing, so take it "
+        "as a rough guide).",
+        "Shorter: --train-steps 200 --decoder-steps 100 (a weaker model), --identities 100 "
+        "(a smaller corpus and test set), and --min-diversity 0 for a smoke test.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    identities = int(args[0]) if args else REF_IDENTITIES
+    steps = int(args[1]) if len(args) > 1 else None
+    t = quick_timing()
+    est = estimate(identities, 1, False, None, steps, step_seconds=t)
+    print(f"quick timing: {t:.3f} s per step")
+    print(plan_text(est, identities, 1, False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

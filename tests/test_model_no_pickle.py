@@ -1,0 +1,155 @@
+"""Registered models load without unpickling anything, and a pickled or altered model is
+refused (fails closed), on a real MLflow registry in SQLite."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from s2f.inference import load_registered_model
+from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig
+from s2f.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
+from s2f.train.tracking import log_torch_model
+from s2f.weights import CONFIG_FILE, WEIGHTS_FILE, UnsafeModelError, load_model_dir
+from tests.eval_helpers import use_tracking
+
+
+class Unpickled(AssertionError):
+    pass
+
+
+def _forbid_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every way to unpickle (pickle, its C and Python unpicklers, torch.load, cloudpickle)
+    raises: a load that reaches any of them fails the test."""
+    def boom(*a: object, **k: object) -> None:
+        raise Unpickled("something unpickled during the load")
+
+    class NoUnpickler:
+        def __init__(self, *a: object, **k: object) -> None:
+            boom()
+
+    for mod in (pickle, torch.serialization):
+        for attr in ("load", "loads", "_load", "_loads"):
+            if hasattr(mod, attr):
+                monkeypatch.setattr(mod, attr, boom)
+    monkeypatch.setattr(pickle, "Unpickler", NoUnpickler)
+    monkeypatch.setattr(pickle, "_Unpickler", NoUnpickler)
+    monkeypatch.setattr(torch, "load", boom)
+    import cloudpickle
+
+    monkeypatch.setattr(cloudpickle, "load", boom)
+    monkeypatch.setattr(cloudpickle, "loads", boom)
+
+
+def _register(module: torch.nn.Module, example: np.ndarray, name: str) -> str:
+    mlflow.set_experiment("test-models")  # use_tracking gave it a tmp artifact root
+    with mlflow.start_run():
+        mlflow.log_params({"encoder": "dlib-resnet"})
+        info = log_torch_model(module, "model", example, None)
+    mv = mlflow.register_model(info.model_uri, name)
+    MlflowClient().set_registered_model_alias(name, "champion", mv.version)
+    return str(mv.version)
+
+
+def _models() -> tuple[VoiceEncoder, FaceDecoder, np.ndarray, np.ndarray]:
+    torch.manual_seed(0)
+    enc = VoiceEncoder(VoiceEncoderConfig.small()).eval()
+    dec = FaceDecoder(FaceDecoderConfig.small(in_dim=128)).eval()
+    spec = np.random.default_rng(0).normal(size=(2, 2, 298, 257)).astype(np.float32)
+    feats = np.random.default_rng(1).normal(size=(2, 128)).astype(np.float32)
+    return enc, dec, spec, feats
+
+
+def test_registered_models_load_without_unpickling(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    use_tracking(tmp_path)
+    enc, dec, spec, feats = _models()
+    _register(enc, spec, "enc")
+    _register(dec, feats, "dec")
+    with monkeypatch.context() as m:
+        _forbid_unpickling(m)
+        with pytest.raises(Unpickled):
+            pickle.loads(pickle.dumps(1))  # the trap is armed
+        loaded_enc = load_registered_model("models:/enc@champion")
+        loaded_dec = load_registered_model("models:/dec@champion")
+        # MLflow's own pyfunc loader (models-from-code) unpickles nothing either
+        pyfunc = mlflow.pyfunc.load_model("models:/enc@champion")
+        out = pyfunc.predict(spec)
+    assert loaded_enc.ref.name == "enc" and loaded_enc.ref.version == "1"
+    with torch.no_grad():
+        x = torch.from_numpy(spec)
+        # same weights, same module class: identical outputs
+        torch.testing.assert_close(loaded_enc.module(x), enc(x), rtol=0, atol=0)
+        torch.testing.assert_close(torch.from_numpy(out), enc(x), rtol=0, atol=0)
+        f = torch.from_numpy(feats)
+        torch.testing.assert_close(loaded_dec.module(f)[2], dec(f)[2], rtol=0, atol=0)
+    assert isinstance(loaded_dec.module, FaceDecoder)
+    torch.testing.assert_close(loaded_dec.module.mean_shape, dec.mean_shape, rtol=0, atol=0)
+
+
+def test_a_pickled_model_is_refused_unopened(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model registered the old way (mlflow.pytorch, pickle) is refused without reading it."""
+    import mlflow.pytorch
+
+    use_tracking(tmp_path)
+    enc, _, _, _ = _models()
+    mlflow.set_experiment("test-models")  # use_tracking gave it a tmp artifact root
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(enc, name="model", serialization_format="pickle",
+                                        pip_requirements=["torch"])
+    mlflow.register_model(info.model_uri, "old")
+    with monkeypatch.context() as m:
+        _forbid_unpickling(m)
+        with pytest.raises(UnsafeModelError, match="never pickled"):
+            load_registered_model("models:/old/1")
+
+
+def test_altered_weights_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_tracking(tmp_path)
+    enc, _, spec, _ = _models()
+    _register(enc, spec, "enc")
+    # the registry's own copy, in the local artifact store under tmp_path (use_tracking)
+    (weights,) = (tmp_path / "artifacts").rglob(WEIGHTS_FILE)
+    original = weights.read_bytes()
+    # a pickle where the safetensors file was (what a tampered registry would hold)
+    buf = io.BytesIO()
+    torch.save({"fc2.weight": torch.zeros(1)}, buf)
+    weights.write_bytes(buf.getvalue())
+    with monkeypatch.context() as m:
+        _forbid_unpickling(m)
+        with pytest.raises(UnsafeModelError, match="SHA-256"):
+            load_registered_model("models:/enc/1")
+    # changed tensors that keep the file valid safetensors are caught by the hash as well
+    weights.write_bytes(original[:-4] + b"\0\0\0\0")
+    with pytest.raises(UnsafeModelError, match="altered"):
+        load_registered_model("models:/enc/1")
+    weights.write_bytes(original)
+    assert load_registered_model("models:/enc/1").ref.version == "1"
+
+
+def test_only_allow_listed_architectures_are_built(tmp_path: Path) -> None:
+    enc, _, spec, _ = _models()
+    from s2f.weights import save_model_dir
+
+    files = save_model_dir(enc, tmp_path / "m")
+    module, meta = load_model_dir(tmp_path / "m")
+    assert meta["architecture"] == "voice_encoder" and isinstance(module, VoiceEncoder)
+    text = files["config"].read_text()
+    files["config"].write_text(text.replace('"voice_encoder"', '"os.system"'))
+    with pytest.raises(UnsafeModelError, match="unknown architecture 'os.system'"):
+        load_model_dir(tmp_path / "m")
+    shutil.rmtree(tmp_path / "m")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / CONFIG_FILE).write_text("not json")
+    (tmp_path / "m" / WEIGHTS_FILE).write_bytes(b"")
+    with pytest.raises(UnsafeModelError, match="not a JSON model config"):
+        load_model_dir(tmp_path / "m")
