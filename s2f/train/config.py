@@ -68,7 +68,7 @@ class TrainConfig(_Base):
     val_seconds: float | None = 6.0          # validation window (the gate's primary length); None: training's
     checkpoint_every: int = 200
     dev_fraction: float = 0.1
-    shuffle_voices: bool = False             # control: train on faces permuted across identities
+    shuffle_voices: bool = False  # control: permute the face features across training identities
     val_every: int = 50
     val_batches: int = 16                    # cap on validation batches per evaluation
     log_every: int = 10
