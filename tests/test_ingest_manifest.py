@@ -176,6 +176,29 @@ def test_a_video_in_two_splits_is_a_split_conflict_naming_both_lines(tmp_path: P
     assert all(r["status"] == "ok" for r in read_shard_lines(plan.shards[0])[0])
 
 
+def test_split_conflicts_are_recorded_in_the_clips_table(tmp_path: Path) -> None:
+    import polars as pl
+
+    from s2f.ingest.shard import ingest_shard
+    from storage.layout import DataLayout
+    from storage.status import clip_status
+
+    train, dev = tmp_path / "a_train.csv", tmp_path / "a_dev.csv"
+    train.write_text("SHAREDvideo,1,2,0.5,0.5\nAAAAAAAAAAA,1,2,0.5,0.5\n")
+    dev.write_text("SHAREDvideo,3,4,0.5,0.5\n")
+    layout = DataLayout(tmp_path / "data").ensure()
+    (tmp_path / "media").mkdir()
+    for plan in plan_manifests([train, dev], shard_size=1):
+        for shard in plan.shards:
+            ingest_shard(shard, layout, tmp_path / "media")
+    status = clip_status(layout).sort("manifest", "line_no")
+    assert status.select("manifest", "line_no", "status").rows() == [
+        ("a_dev", 1, "split_conflict"), ("a_train", 1, "split_conflict"),
+        ("a_train", 2, "missing_media")]
+    errors = status.filter(pl.col("status") == "split_conflict")["error"].to_list()
+    assert all("a_train.csv:1 (train)" in e and "a_dev.csv:1 (dev)" in e for e in errors)
+
+
 def test_plan_shards_and_duplicates_across_shards_and_manifests(tmp_path: Path) -> None:
     a = tmp_path / "a_train.csv"
     b = tmp_path / "b_test.csv"
