@@ -217,6 +217,19 @@ def identity_counts(config: CorpusConfig) -> dict[str, int]:
     return counts
 
 
+def _check_pools(pools: dict[str, tuple[int, ...]], faces, used: set[str]) -> None:
+    """Every face of a split that has identities must be mixable with another face of it: a
+    morph mixes two people, and the pool is all a split may mix."""
+    from s2f.corpus.faces import mixable
+
+    allowed = mixable(faces)
+    for split in sorted(used):
+        pool = list(pools[split])
+        if not pool or not allowed[np.ix_(pool, pool)].any(axis=1).all():
+            raise ValueError(f"the {split} split's real persons ({len(pool)} faces) cannot be "
+                             "mixed into morphs: change the seed or the split fractions")
+
+
 def plan_corpus(config: CorpusConfig, faces) -> list[IdentityPlan]:
     """Every identity's plan. `faces`: the real faces (`detect_real_faces`); each identity gets
     its split's pool of them, and its leading face walks through shuffled passes over that
@@ -241,6 +254,7 @@ def plan_corpus(config: CorpusConfig, faces) -> list[IdentityPlan]:
     split_of_identity |= {int(i): "dev" for i in order[counts["test"]:counts["test"] + counts["dev"]]}
     people = split_persons(config, faces)
     pools = {s: people.pool(s) for s in SPLITS}
+    _check_pools(pools, faces, {s for s in split_of_identity.values()} | {"train"})
     primaries: dict[str, list[int]] = {s: [] for s in SPLITS}
     plans, v = [], 0
     for i in range(n):
