@@ -255,7 +255,9 @@ def test_fuzz_one_record_per_non_blank_line(lines: list, newline: bytes, bom: bo
     if expected_lines and expected_lines[-1] == b"":
         expected_lines.pop()
     stripped = [line.removesuffix(b"\r") for line in expected_lines]
-    if bom and stripped:
+    # A file starting with the BOM's bytes starts with a BOM, whether the fuzzer or `bom` put
+    # them there; the reader drops one.
+    if data.startswith(b"\xef\xbb\xbf") and stripped:
         stripped[0] = stripped[0].removeprefix(b"\xef\xbb\xbf")
     non_blank = [i + 1 for i, line in enumerate(stripped) if line.strip()]
     assert [r["line_no"] for r in records] == non_blank
