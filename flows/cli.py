@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "photographs morphed into new identities, each speaking with "
                                    "an espeak-ng voice whose parameters are a documented function "
                                    "of the face. Writes media/, avspeech_train.csv, "
-                                   "avspeech_test.csv, identities.parquet and DATA_CARD.md.")
+                                   "avspeech_dev.csv, avspeech_test.csv (split by real person), "
+                                   "identities.parquet and DATA_CARD.md.")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--identities", type=int, default=DEMO_IDENTITIES,
                    help=f"number of identities (default {DEMO_IDENTITIES})")
@@ -238,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="fetch missing media with yt-dlp (validated ids only)")
     p.add_argument("--shard-size", type=int, default=256, help="manifest lines per shard (default 256)")
+    p.add_argument("--split", choices=("train", "dev", "test"), default=None,
+                   help="split of every --manifest given (default: the last word of each "
+                        "file name, e.g. avspeech_latest_train.csv -> train)")
     p.add_argument("--url-template", default=None,
                    help="download URL with {id} (default https://www.youtube.com/watch?v={id})")
     p.set_defaults(handler=_cmd_ingest)

@@ -2,6 +2,7 @@
 
     s2f ingest --manifest avspeech_train.csv --manifest avspeech_test.csv \\
                --media-root media/ --data-dir s2f-data [--download] [--shard-size 256]
+    s2f ingest --manifest latest.csv --split train ...   # a name that does not end in the split
 
 or from Python (after `flows.runtime.configure(data_dir)`):
 
@@ -41,7 +42,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tqdm import tqdm
 
 from s2f.ingest.download import DEFAULT_URL_TEMPLATE, download_video
-from s2f.ingest.manifest import ManifestPlan, ShardPlan, manifest_name_of, plan_manifests
+from s2f.ingest.manifest import (
+    SPLITS,
+    ManifestPlan,
+    ShardPlan,
+    manifest_name_of,
+    plan_manifests,
+    split_of,
+)
 from s2f.ingest.media import MediaError, find_media
 from s2f.ingest.shard import ShardResult, ingest_shard, remove_stale_shards
 from storage.io import remove_stale_temps
@@ -59,6 +67,8 @@ class IngestParams(BaseModel):
     media_root: Path = Field(description="directory of <youtube_id>.(mp4|webm|mkv)")
     data_dir: Path = Field(description="the pipeline's data directory")
     download: bool = Field(False, description="fetch missing media with yt-dlp")
+    split: str | None = Field(None, description="split of every manifest (train | dev | test); "
+                                                "None: each manifest's name ends in it")
     shard_size: int = Field(256, ge=1, le=100_000, description="manifest lines per shard")
     url_template: str = Field(DEFAULT_URL_TEMPLATE, description="download URL; {id} is replaced")
     download_retries: int = Field(2, ge=0, le=10, description="retries after a failed download")
@@ -76,6 +86,19 @@ class IngestParams(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"two manifests share a file stem: {names}")
         return [path.resolve() for path in paths]
+
+    @field_validator("split")
+    @classmethod
+    def _split_known(cls, split: str | None) -> str | None:
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        return split
+
+    def check_split_names(self) -> None:
+        """Without an explicit split, every manifest's name must say its split (`split_of`)."""
+        if self.split is None:
+            for path in self.manifests:
+                split_of(path.name)
 
     @field_validator("media_root")
     @classmethod
@@ -98,8 +121,9 @@ class IngestParams(BaseModel):
 
 
 @task(name="plan-ingest", cache_policy=NO_CACHE)
-def plan_ingest(manifests: list[Path], shard_size: int) -> list[ManifestPlan]:
-    return plan_manifests(manifests, shard_size)
+def plan_ingest(manifests: list[Path], shard_size: int, split: str | None = None
+                ) -> list[ManifestPlan]:
+    return plan_manifests(manifests, shard_size, split)
 
 
 @task(name="download-video", cache_policy=NO_CACHE)
@@ -162,7 +186,7 @@ def _ingest(params: IngestParams) -> dict[str, Any]:
     if params.download:
         params.media_root.mkdir(parents=True, exist_ok=True)
 
-    plans: list[ManifestPlan] = plan_ingest(params.manifests, params.shard_size)
+    plans: list[ManifestPlan] = plan_ingest(params.manifests, params.shard_size, params.split)
     for plan in plans:
         removed = remove_stale_shards(layout, plan.manifest, len(plan.shards))
         if removed:
@@ -217,7 +241,8 @@ def params_from_args(args: argparse.Namespace) -> IngestParams:
     return IngestParams(
         manifests=list(args.manifest), media_root=args.media_root, data_dir=args.data_dir,
         download=bool(args.download), shard_size=args.shard_size,
-        url_template=getattr(args, "url_template", None) or DEFAULT_URL_TEMPLATE)
+        url_template=getattr(args, "url_template", None) or DEFAULT_URL_TEMPLATE,
+        split=getattr(args, "split", None))
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
@@ -226,6 +251,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
     try:
         params = params_from_args(args)
         params.check_media_root()
+        params.check_split_names()
     except (ValidationError, ValueError) as exc:
         print(f"s2f ingest: invalid parameters:\n{exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,8 @@ CLIP_STATUSES = {
     "invalid_row": "the manifest line is not a valid AVSpeech row (reason in `error`)",
     "duplicate": "same clip key (youtube_id, start, end in ms) as an earlier manifest line of "
                  "the run (which one in `error`)",
+    "split_conflict": "the video (youtube_id) is also in another split's manifest: one speaker "
+                      "may be in one split only (both manifest lines, file:line, in `error`)",
     "missing_media": "no <media-root>/<id>.(mp4|webm|mkv) and no download asked for",
     "download_failed": "yt-dlp could not fetch the video after retries",
     "corrupt_media": "the file is empty, truncated or not a media container",
@@ -41,7 +43,7 @@ CLIP_STATUSES = {
 CLIPS = _schema("clips", "One row per manifest line: validation, media probe and the cut audio.", [
     _f("clip_key", pa.string(), "youtube_id + start/end in ms; null for lines that do not parse"),
     _f("manifest", pa.string(), "manifest name (CSV file stem)", nullable=False),
-    _f("split", pa.string(), "train | test | unknown, from the manifest", nullable=False),
+    _f("split", pa.string(), "train | dev | test: the manifest name's last word or `s2f ingest --split`", nullable=False),
     _f("line_no", pa.int64(), "1-based line number in the manifest", nullable=False),
     _f("youtube_id", pa.string(), "11-character YouTube id"),
     _f("start_s", pa.float64(), "segment start in seconds"),

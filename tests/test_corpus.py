@@ -15,9 +15,15 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from s2f.corpus import DEMO_TEST_FRACTION
 from s2f.corpus import voice_constants as C
-from s2f.corpus.build import CorpusConfig, _real_faces, build_demo_corpus, corpus_is_complete
+from s2f.corpus.build import (
+    CorpusConfig,
+    _real_faces,
+    build_demo_corpus,
+    corpus_is_complete,
+    identity_counts,
+    split_persons,
+)
 from s2f.corpus.espeak import EspeakSession
 from s2f.corpus.faces import (
     ASSETS_DIR,
@@ -79,7 +85,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def _manifest(root: Path) -> list[tuple[str, list[str]]]:
     rows = []
-    for split in ("train", "test"):
+    for split in ("train", "dev", "test"):
         with open(root / f"avspeech_{split}.csv", newline="") as fh:
             rows += [(split, r) for r in csv.reader(fh)]
     return rows
@@ -134,7 +140,7 @@ def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
 # -- manifests and split ------------------------------------------------------------------------
 
 def test_manifests_are_avspeech_format(corpus):
-    for split in ("train", "test"):
+    for split in ("train", "dev", "test"):
         text = (corpus / f"avspeech_{split}.csv").read_text()
         assert text.endswith("\n") and "\r" not in text
         for line in text.splitlines():
@@ -166,14 +172,42 @@ def test_split_is_by_identity(corpus):
     assert ids.height == N_IDS and ids["identity_id"].n_unique() == N_IDS
     owner = {y: (r["identity_id"], r["split"]) for r in ids.iter_rows(named=True)
              for y in r["youtube_ids"]}
-    train = {y for y, (_, s) in owner.items() if s == "train"}
-    test = {y for y, (_, s) in owner.items() if s == "test"}
-    assert train and test and train.isdisjoint(test)
+    videos = {s: {y for y, (_, t) in owner.items() if t == s} for s in ("train", "dev", "test")}
+    assert all(videos.values())
+    assert videos["train"].isdisjoint(videos["test"] | videos["dev"])
+    assert videos["dev"].isdisjoint(videos["test"])
     for split, (yid, *_rest) in _manifest(corpus):
         assert owner[yid][1] == split
-    n_test = (ids["split"] == "test").sum()
-    assert n_test == round(DEMO_TEST_FRACTION * N_IDS)
+    counts = identity_counts(CorpusConfig(out=corpus, identities=N_IDS))
+    assert counts == {"train": 3, "dev": 1, "test": 2}
+    assert {s: int((ids["split"] == s).sum()) for s in counts} == counts
     assert (ids["n_clips"] == N_CLIPS).all()
+
+
+def test_no_photo_person_or_look_alike_of_dev_or_test_is_in_train(corpus):
+    """Built corpus: the real faces and persons a dev or test identity was morphed from are
+    never used by a train identity, and no test (or dev) morph is within dlib's same-person
+    distance of any train identity's source faces (nor of any train person's face)."""
+    ids = pl.read_parquet(corpus / "identities.parquet")
+    real = _real_faces(str(ASSETS_DIR))
+    emb = {f.key: f.embedding.astype(np.float64) for f in real}
+    people = split_persons(CorpusConfig(out=corpus, identities=N_IDS), real)
+    split_of_face = {f.key: s for f, s in zip(real, people.splits, strict=True)}
+    used = {s: ids.filter(pl.col("split") == s) for s in ("train", "dev", "test")}
+    faces = {s: {k for ks in d["source_faces"] for k in ks} for s, d in used.items()}
+    persons = {s: {p for ps in d["source_persons"] for p in ps} for s, d in used.items()}
+    for held in ("dev", "test"):
+        assert faces[held] and persons[held]
+        assert faces[held].isdisjoint(faces["train"]), f"a {held} photo is in train"
+        assert persons[held].isdisjoint(persons["train"]), f"a {held} person is in train"
+        assert all(split_of_face[k] == held for k in faces[held])
+        morphs = np.stack(used[held]["face_embedding"].to_list()).astype(np.float64)
+        train_src = np.stack([emb[k] for k in sorted(faces["train"])])
+        train_pool = np.stack([emb[f.key] for f, s in zip(real, people.splits, strict=True)
+                               if s == "train"])
+        for sources in (train_src, train_pool):
+            d = np.linalg.norm(morphs[:, None] - sources[None], axis=2)
+            assert d.min() >= SAME_PERSON, f"a {held} identity passes for a train photo"
 
 
 # -- faces --------------------------------------------------------------------------------------

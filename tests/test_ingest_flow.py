@@ -139,13 +139,13 @@ def test_flow_records_every_line_and_reruns_add_nothing(
 
 
 def test_cli_rejects_bad_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.ingest import run_from_cli
+    from flows.ingest import params_from_args, run_from_cli
 
     args = argparse.Namespace(manifest=[tmp_path / "absent.csv"], media_root=tmp_path,
                               data_dir=tmp_path / "d", download=False, shard_size=4)
     assert run_from_cli(args) == 2
     assert "manifest not found" in capsys.readouterr().err
-    manifest = _write_manifest(tmp_path / "m.csv", ["goodmp4____,0,1,0.5,0.5"])
+    manifest = _write_manifest(tmp_path / "m_train.csv", ["goodmp4____,0,1,0.5,0.5"])
     args.manifest, args.shard_size = [manifest], 0
     assert run_from_cli(args) == 2
     args.shard_size, args.media_root = 4, tmp_path / "no-such-dir"
@@ -157,6 +157,21 @@ def test_cli_rejects_bad_parameters(tmp_path: Path, capsys: pytest.CaptureFixtur
         str(tmp_path / "d"), "--download", "--url-template", "http://127.0.0.1:1/video.mp4"])
     assert run_from_cli(args) == 2
     assert "url_template must be an http(s) URL containing {id}" in capsys.readouterr().err
+    # A manifest whose name does not say its split is refused before any work, naming the fix;
+    # --split names it instead.
+    latest = _write_manifest(tmp_path / "avspeech_latest.csv", ["goodmp4____,0,1,0.5,0.5"])
+    args = build_parser().parse_args([
+        "ingest", "--manifest", str(latest), "--media-root", str(tmp_path), "--data-dir",
+        str(tmp_path / "d")])
+    assert run_from_cli(args) == 2
+    err = capsys.readouterr().err
+    assert "avspeech_latest.csv" in err and "--split" in err
+    args = build_parser().parse_args([
+        "ingest", "--manifest", str(latest), "--media-root", str(tmp_path), "--data-dir",
+        str(tmp_path / "d"), "--split", "dev"])
+    params = params_from_args(args)
+    assert params.split == "dev"
+    params.check_split_names()  # no error: the explicit split wins
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -221,7 +236,7 @@ def test_fingerprint_tracks_media_and_download_only_where_media_is_missing(
     media_root = tmp_path / "media"
     media_root.mkdir()
     shutil.copy2(media_set["good_mp4"], media_root / "goodmp4____.mp4")
-    manifest = _write_manifest(tmp_path / "f.csv", ["goodmp4____,0,1,0.5,0.5",
+    manifest = _write_manifest(tmp_path / "f_train.csv", ["goodmp4____,0,1,0.5,0.5",
                                                     "absentvideo,0,1,0.5,0.5"])
     first, second = plan_manifests([manifest], 1)[0].shards
     fingerprints = {}
@@ -244,17 +259,17 @@ def test_a_crashing_shard_fails_the_run_after_the_others_finish(
 
     media_root = tmp_path / "media"
     media_root.mkdir()
-    good = _write_manifest(tmp_path / "fine.csv", ["invalid line", "novideohere,0,1,0.5,0.5"])
-    blocked = _write_manifest(tmp_path / "blocked.csv", ["novideohere,0,2,0.5,0.5"])
+    good = _write_manifest(tmp_path / "fine_train.csv", ["invalid line", "novideohere,0,1,0.5,0.5"])
+    blocked = _write_manifest(tmp_path / "blocked_train.csv", ["novideohere,0,2,0.5,0.5"])
     # A file where the manifest's shard directory should be: writing the shard fails (like a
     # full or read-only disk), which is not a property of the input and must not pass silently.
     layout = DataLayout(data_dir).ensure()
     layout.table_dir("clips").mkdir(parents=True)
-    (layout.table_dir("clips") / "blocked").write_text("in the way")
+    (layout.table_dir("clips") / "blocked_train").write_text("in the way")
     params = IngestParams(manifests=[blocked, good], media_root=media_root, data_dir=data_dir,
                           shard_size=1)
     with pytest.raises(RuntimeError, match="1 shards failed"):
         ingest_flow(params)
     status = clip_status(layout)
     assert list(zip(status["manifest"], status["status"], strict=True)) == [
-        ("fine", "invalid_row"), ("fine", "missing_media")]
+        ("fine_train", "invalid_row"), ("fine_train", "missing_media")]

@@ -218,3 +218,27 @@ def test_validation_windows_have_their_own_length(corpus: DataLayout) -> None:
     assert tr.train.load(tr.train.plan(0)[0]).waves.shape[1] == 16000
     assert tr.valid.load(tr.valid.plan(0)[0]).waves.shape[1] == 32000
     assert set(tr.validate()) >= {"val_loss", "val_loss_mean_baseline"}
+
+
+def test_shuffled_voices_pair_each_training_identity_with_another_ones_face(
+        corpus: DataLayout) -> None:
+    cfg = tiny()
+    true = PairStream(corpus, "dlib-resnet", "train", cfg.audio_config(), 4, seed=5,
+                      dev_fraction=0.2, shuffle=False, drop_last=False)
+    ctrl = PairStream(corpus, "dlib-resnet", "train", cfg.audio_config(), 4, seed=5,
+                      dev_fraction=0.2, shuffle=False, drop_last=False, shuffle_voices=True)
+    videos = true.index["youtube_id"].to_list()
+    pos = np.arange(len(videos))
+    feat_true = true.load(pos).features.numpy()
+    feat_ctrl = ctrl.load(pos).features.numpy()
+    assert true.index.equals(ctrl.index)  # same clips, same audio; only the targets move
+    by_video = {y: feat_true[[i for i, v in enumerate(videos) if v == y]] for y in set(videos)}
+    for y in set(videos):
+        mine = [i for i, v in enumerate(videos) if v == y]
+        got = feat_ctrl[mine]
+        assert (got == got[0]).all(), "one identity, one (borrowed) face"
+        owners = [z for z, f in by_video.items() if (f == got[0]).all(axis=1).any()]
+        assert owners and y not in owners, "a training identity kept its own face"
+    with pytest.raises(ValueError, match="training control"):
+        PairStream(corpus, "dlib-resnet", "dev", cfg.audio_config(), 4, dev_fraction=0.2,
+                   shuffle_voices=True)

@@ -10,6 +10,9 @@ with an espeak-ng voice (`espeak`) whose parameters are a fixed function of its 
 # Many speakers with one clip each rather than few with several: a voice→face map generalises
 # from the number of speakers, and retrieval needs a pool of test faces large enough that
 # chance (K / pool) leaves room to show skill: 400 × 30 % = 120 test identities, chance@10 8 %.
+# The same fractions split the real persons the identities are morphed from (whole persons, and
+# persons dlib cannot tell apart, go to one split): 400 = 240 train + 40 dev + 120 test.
 DEMO_IDENTITIES = 400
 DEMO_CLIPS_PER_IDENTITY = 1
 DEMO_TEST_FRACTION = 0.3
+DEMO_DEV_FRACTION = 0.1

@@ -9,6 +9,7 @@ Layout of DIR:
 
     media/<youtube_id>.mp4|.webm   one file per "video" (H.264/AAC or VP9/Opus), 1-2 per identity
     avspeech_train.csv             AVSpeech format, no header: youtube_id,start,end,x,y
+    avspeech_dev.csv               the same for the dev identities (~10%, disjoint)
     avspeech_test.csv              the same for the test identities (~30%, disjoint)
     identities.parquet             one row per identity: sources, embedding, voice parameters
     faces/<identity_id>.png        the identity's aligned face
@@ -16,8 +17,11 @@ Layout of DIR:
     voice_function.json            the constants of that function
     corpus.json                    build record (config, counts, file sizes); written last
 
-The parent plans everything that does not depend on a face (ids, split, videos, codecs, which
-real face leads each morph); each identity is then built by one worker process
+The parent plans everything that does not depend on a morph (ids, split, videos, codecs, the
+real faces an identity may be morphed from, which one leads): the real persons
+(`s2f.corpus.persons`) are split train / dev / test as whole same-person clusters, and an
+identity is morphed only from its own split's persons, so no photo, person or look-alike of a
+dev or test identity is in any train identity. Each identity is then built by one worker process
 (`build_identity`: morph, check, embed, voice, speech, frames, mux) from its own random
 stream, so the corpus is the same whatever the number of workers or their order.
 """
@@ -37,11 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from s2f.corpus import DEMO_CLIPS_PER_IDENTITY, DEMO_IDENTITIES, DEMO_TEST_FRACTION
+from s2f.corpus import (
+    DEMO_CLIPS_PER_IDENTITY,
+    DEMO_DEV_FRACTION,
+    DEMO_IDENTITIES,
+    DEMO_TEST_FRACTION,
+)
 from s2f.corpus.faces import ASSETS_DIR, CANVAS
 from storage.io import atomic_path
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: person-disjoint train / dev / test
 FPS = 25
 SAMPLE_RATE = 22050          # espeak-ng's rate; the muxer resamples to 48 kHz for AAC/Opus
 MIN_CLIP_S, MAX_CLIP_S = 4.0, 10.0
@@ -49,7 +58,9 @@ YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 YT_LAST = "AEIMQUYcgkosw048"  # a real id encodes 64 bits: its 11th character is one of these
 CONTAINERS = {"mp4": ("h264", "aac"), "webm": ("vp9", "opus")}
 MAX_MORPH_ATTEMPTS = 40
-OUTPUTS = ("media", "faces", "avspeech_train.csv", "avspeech_test.csv", "identities.parquet",
+SPLITS = ("train", "dev", "test")
+OUTPUTS = ("media", "faces", "avspeech_train.csv", "avspeech_dev.csv", "avspeech_test.csv",
+           "identities.parquet",
            "DATA_CARD.md", "SOURCE.md", "voice_function.json", "corpus.json")
 
 
@@ -60,7 +71,8 @@ class CorpusConfig:
     clips_per_identity: int = DEMO_CLIPS_PER_IDENTITY
     seed: int = 0
     workers: int = 2               # processes; 0 or 1 builds in this process
-    test_fraction: float = DEMO_TEST_FRACTION
+    test_fraction: float = DEMO_TEST_FRACTION   # of identities and of real persons
+    dev_fraction: float = DEMO_DEV_FRACTION     # of identities and of real persons
     crf: int = 28                  # H.264 CRF (VP9 gets crf + 6, see s2f.mux)
     faces_dir: Path = ASSETS_DIR
 
@@ -73,11 +85,14 @@ class CorpusConfig:
             raise ValueError("clips_per_identity must be at least 1")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError("test_fraction must be in [0, 1)")
+        if not 0.0 <= self.dev_fraction < 1.0 or self.test_fraction + self.dev_fraction >= 1.0:
+            raise ValueError("dev_fraction must be in [0, 1) and leave room for train")
 
     def record(self) -> dict:
         """What defines the corpus's content (not where it is, nor how many workers)."""
         return {"identities": self.identities, "clips_per_identity": self.clips_per_identity,
-                "seed": self.seed, "test_fraction": self.test_fraction, "crf": self.crf,
+                "seed": self.seed, "test_fraction": self.test_fraction,
+                "dev_fraction": self.dev_fraction, "crf": self.crf,
                 "fps": FPS, "version": CORPUS_VERSION}
 
 
@@ -99,20 +114,26 @@ class CorpusSummary:
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)  # CPU s, summed over processes
     workers: int = 1
+    dev_identities: int = 0
+    dev_clips: int = 0
+    persons: dict[str, int] = field(default_factory=dict)  # split → real persons it morphs from
 
     def describe(self) -> str:
         o = self.out
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items())
         return "\n".join([
             f"demo corpus: {self.identities} identities ({self.train_identities} train, "
-            f"{self.test_identities} test), {self.clips} clips in {sum(self.videos.values())} "
+            f"{self.dev_identities} dev, {self.test_identities} test; chance@10 on test "
+            f"{min(10 / max(self.test_identities, 1), 1.0):.3f}), {self.clips} clips in {sum(self.videos.values())} "
             f"videos ({self.videos.get('mp4', 0)} H.264/AAC .mp4, {self.videos.get('webm', 0)} "
             f"VP9/Opus .webm), {self.media_seconds / 60:.1f} min of media, "
             f"{self.bytes_written / 1e6:.1f} MB",
             f"  morphed from {self.real_faces_used} of {self.real_faces_available} real faces "
-            f"in {len(self.source_photos)} photos",
+            f"in {len(self.source_photos)} photos; real persons by split: "
+            + ", ".join(f"{k} {v}" for k, v in self.persons.items()),
             f"  media        {o / 'media'}",
             f"  manifests    {o / 'avspeech_train.csv'} ({self.train_clips} rows), "
+            f"{o / 'avspeech_dev.csv'} ({self.dev_clips} rows), "
             f"{o / 'avspeech_test.csv'} ({self.test_clips} rows)",
             f"  identities   {o / 'identities.parquet'}",
             f"  faces        {o / 'faces'} (one aligned PNG per identity)",
@@ -139,6 +160,7 @@ class IdentityPlan:
     primary: int             # index of the real face that leads this identity's first mix
     videos: tuple[VideoPlan, ...]
     seed: int
+    pool: tuple[int, ...] = ()  # the real faces of its split's persons: it is morphed from these
 
 
 def youtube_ids(rng: np.random.Generator, n: int) -> list[str]:
@@ -154,7 +176,66 @@ def youtube_ids(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
-def plan_corpus(config: CorpusConfig, n_real: int) -> list[IdentityPlan]:
+@dataclass(frozen=True)
+class PersonSplit:
+    """The real faces' persons, same-person clusters and split (one entry per real face)."""
+
+    persons: tuple[str, ...]
+    clusters: tuple[int, ...]
+    splits: tuple[str, ...]
+
+    def pool(self, split: str) -> tuple[int, ...]:
+        return tuple(i for i, s in enumerate(self.splits) if s == split)
+
+    def persons_by_split(self) -> dict[str, int]:
+        return {s: len({p for p, t in zip(self.persons, self.splits, strict=True) if t == s})
+                for s in SPLITS}
+
+
+def split_persons(config: CorpusConfig, faces) -> PersonSplit:
+    """Whole same-person clusters of real persons to train / dev / test (`s2f.corpus.persons`)."""
+    from s2f.corpus.persons import assign_splits, persons_of, same_person_clusters
+
+    persons = persons_of(faces, config.faces_dir)
+    clusters = same_person_clusters(faces, persons)
+    fractions = {"train": 1.0 - config.test_fraction - config.dev_fraction,
+                 "dev": config.dev_fraction, "test": config.test_fraction}
+    of_cluster = assign_splits(clusters, persons, fractions, config.seed)
+    return PersonSplit(persons=tuple(persons), clusters=tuple(int(c) for c in clusters),
+                       splits=tuple(of_cluster[int(c)] for c in clusters))
+
+
+def identity_counts(config: CorpusConfig) -> dict[str, int]:
+    """Identities per split: the fractions of `config.identities`, rounded, at least one for a
+    positive fraction while train keeps one."""
+    n = config.identities
+    counts = {}
+    for split, frac in (("test", config.test_fraction), ("dev", config.dev_fraction)):
+        k = round(n * frac)
+        if frac > 0 and n - sum(counts.values()) >= 2:
+            k = max(k, 1)
+        counts[split] = min(k, n - 1 - sum(counts.values())) if n > 1 else 0
+    counts["train"] = n - counts["test"] - counts["dev"]
+    return counts
+
+
+def _check_pools(pools: dict[str, tuple[int, ...]], faces, used: set[str]) -> None:
+    """Every face of a split that has identities must be mixable with another face of it: a
+    morph mixes two people, and the pool is all a split may mix."""
+    from s2f.corpus.faces import mixable
+
+    allowed = mixable(faces)
+    for split in sorted(used):
+        pool = list(pools[split])
+        if not pool or not allowed[np.ix_(pool, pool)].any(axis=1).all():
+            raise ValueError(f"the {split} split's real persons ({len(pool)} faces) cannot be "
+                             "mixed into morphs: change the seed or the split fractions")
+
+
+def plan_corpus(config: CorpusConfig, faces) -> list[IdentityPlan]:
+    """Every identity's plan. `faces`: the real faces (`detect_real_faces`); each identity gets
+    its split's pool of them, and its leading face walks through shuffled passes over that
+    pool, so every face of a split leads a morph before any leads two."""
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(0,)))
     n, k = config.identities, config.clips_per_identity
     # videos per identity: one, or (with two or more clips) sometimes two
@@ -169,24 +250,27 @@ def plan_corpus(config: CorpusConfig, n_real: int) -> list[IdentityPlan]:
     containers = (["mp4", "webm"] * (total // 2 + 1))[:total]
     containers = [containers[i] for i in rng.permutation(total)]
     # split by identity
-    n_test = round(n * config.test_fraction)
-    if n >= 2 and config.test_fraction > 0:
-        n_test = min(max(n_test, 1), n - 1)
-    test = set(int(i) for i in rng.permutation(n)[:n_test])
-    # primaries walk through shuffled passes over the real faces: every face leads a morph
-    # before any leads a second
-    primaries: list[int] = []
-    while len(primaries) < n:
-        primaries += [int(i) for i in rng.permutation(n_real)]
+    counts = identity_counts(config)
+    order = rng.permutation(n)
+    split_of_identity = {int(i): "test" for i in order[:counts["test"]]}
+    split_of_identity |= {int(i): "dev" for i in order[counts["test"]:counts["test"] + counts["dev"]]}
+    people = split_persons(config, faces)
+    pools = {s: people.pool(s) for s in SPLITS}
+    _check_pools(pools, faces, {s for s in split_of_identity.values()} | {"train"})
+    primaries: dict[str, list[int]] = {s: [] for s in SPLITS}
     plans, v = [], 0
     for i in range(n):
+        split = split_of_identity.get(i, "train")
+        pool = pools[split]
+        if not primaries[split]:
+            primaries[split] = [pool[j] for j in rng.permutation(len(pool))]
         videos = []
         for segs in per_video[i]:
             videos.append(VideoPlan(youtube_id=ids[v], container=containers[v], segments=segs))
             v += 1
-        plans.append(IdentityPlan(index=i, identity_id=f"id{i:05d}",
-                                  split="test" if i in test else "train", primary=primaries[i],
-                                  videos=tuple(videos), seed=config.seed))
+        plans.append(IdentityPlan(index=i, identity_id=f"id{i:05d}", split=split,
+                                  primary=primaries[split].pop(0), videos=tuple(videos),
+                                  seed=config.seed, pool=pool))
     return plans
 
 
@@ -212,22 +296,29 @@ def _frames(seconds: float) -> int:
 
 
 def _morph_identity(plan: IdentityPlan, rng: np.random.Generator):
-    """Morph until dlib's HOG finds the face (upsample 0) where it should be."""
-    from s2f.corpus.faces import FACE_CENTRE, morph, sample_mix
+    """Morph from the plan's pool until dlib's HOG finds the face (upsample 0) where it should
+    be and dlib does not take it for a real face of another split (descriptor distance below
+    SAME_PERSON): such a morph would carry that person across the split."""
+    from s2f.corpus.faces import FACE_CENTRE, SAME_PERSON, morph, sample_mix
 
     models, faces, allowed = _STATE["models"], _STATE["faces"], _STATE["allowed"]
+    pool = plan.pool or tuple(range(len(faces)))
+    others = np.asarray([f.embedding for j, f in enumerate(faces) if j not in set(pool)],
+                        np.float64).reshape(-1, 128)
     for attempt in range(1, MAX_MORPH_ATTEMPTS + 1):
         primary = plan.primary if attempt <= MAX_MORPH_ATTEMPTS // 2 else None
-        picks, weights = sample_mix(rng, allowed, primary)
+        picks, weights = sample_mix(rng, allowed, primary, pool)
         img, shape = morph([faces[j] for j in picks], np.asarray(weights))
         found = models.analyse(img, upsample=0)
         if found is None:
             continue
         x0, y0, x1, y1 = found.box
         centre_ok = abs((x0 + x1) / 2 - FACE_CENTRE[0] * CANVAS) < 0.1 * CANVAS
-        if centre_ok and (x1 - x0) >= 100:
+        near = np.linalg.norm(others - found.embedding.astype(np.float64), axis=1)
+        if centre_ok and (x1 - x0) >= 100 and not (near < SAME_PERSON).any():
             return img, shape, found, picks, weights, attempt
-    raise RuntimeError(f"{plan.identity_id}: no morph passed dlib's HOG detector in "
+    raise RuntimeError(f"{plan.identity_id}: no morph of its {plan.split} persons passed dlib's "
+                       f"HOG detector and stayed {SAME_PERSON} from the other splits' faces in "
                        f"{MAX_MORPH_ATTEMPTS} attempts")
 
 
@@ -470,7 +561,7 @@ def _build(config: CorpusConfig) -> CorpusSummary:
     t0 = time.process_time()
     faces = _real_faces(str(config.faces_dir))
     real_s = time.process_time() - t0
-    plans = plan_corpus(config, len(faces))
+    plans = plan_corpus(config, faces)
     workers = max(1, min(config.workers, len(plans)))
     if workers == 1:
         _init_worker(faces, str(out), config.crf)
@@ -481,8 +572,12 @@ def _build(config: CorpusConfig) -> CorpusSummary:
             results = _with_progress(pool.imap(build_identity, plans, chunksize=1), len(plans))
 
     rows = [r["row"] for r in results]
+    people = split_persons(config, faces)
+    person_of = {f.key: p for f, p in zip(faces, people.persons, strict=True)}
+    for r in rows:
+        r["source_persons"] = [person_of[k] for k in r["source_faces"]]
     segments = [s for r in results for s in r["segments"]]
-    for split in ("train", "test"):
+    for split in SPLITS:
         lines = [manifest_line(s) for s in segments if s["split"] == split]
         _write_text_atomic(out / f"avspeech_{split}.csv", "".join(line + "\n" for line in lines))
     write_identities(rows, out / "identities.parquet", config)
@@ -505,6 +600,7 @@ def _build(config: CorpusConfig) -> CorpusSummary:
         "config": config.record(),
         "identities": len(rows), "clips": len(segments),
         "train_clips": sum(s["split"] == "train" for s in segments),
+        "dev_clips": sum(s["split"] == "dev" for s in segments),
         "test_clips": sum(s["split"] == "test" for s in segments),
         "videos": counts, "media_seconds": round(media_seconds, 3),
         "files": {str(p.relative_to(out)): p.stat().st_size for p in files},
@@ -519,7 +615,9 @@ def _build(config: CorpusConfig) -> CorpusSummary:
         videos=counts, real_faces_used=len(used), real_faces_available=len(faces),
         source_photos=photos, media_seconds=media_seconds, bytes_written=bytes_written,
         seconds=time.perf_counter() - t_start,
-        stage_seconds={k: round(v, 2) for k, v in stage.items()}, workers=workers)
+        stage_seconds={k: round(v, 2) for k, v in stage.items()}, workers=workers,
+        dev_identities=sum(r["split"] == "dev" for r in rows), dev_clips=record["dev_clips"],
+        persons=people.persons_by_split())
 
 
 def corpus_is_complete(config: CorpusConfig) -> bool:

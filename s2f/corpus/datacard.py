@@ -74,8 +74,18 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
     shutil.copyfile(Path(config.faces_dir) / "SOURCE.md", out / "SOURCE.md")
     (out / "voice_function.json").write_text(json.dumps(voice_function_record(), indent=1) + "\n")
 
+    from s2f.corpus.build import split_persons
+
     n = len(rows)
     n_test = sum(r["split"] == "test" for r in rows)
+    n_dev = sum(r["split"] == "dev" for r in rows)
+    people = split_persons(config, faces)
+    by_split = people.persons_by_split()
+    faces_by_split = Counter(people.splits)
+    clusters_by_split = Counter(people.splits[people.clusters.index(c)]
+                                for c in sorted(set(people.clusters)))
+    photos_by_split = {s: sorted({f.file for f, t in zip(faces, people.splits, strict=True) if t == s})
+                       for s in ("train", "dev", "test")}
     per_photo_used = Counter(k.split("#")[0] for k in used)
     per_photo_all = Counter(f.file for f in faces)
     all_photos = sorted({p.name for p in Path(config.faces_dir).iterdir()
@@ -102,7 +112,8 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         "",
         f"- Seed **{config.seed}**; corpus format version {config.record()['version']}. "
         "The same seed gives byte-identical manifests, table, face images and media.",
-        f"- **{n} identities** ({n - n_test} train, {n_test} test; split by identity), "
+        f"- **{n} identities** ({n - n_test - n_dev} train, {n_dev} dev, {n_test} test; split by "
+        f"identity and by real person: see *Persons and splits*), "
         f"{config.clips_per_identity} clips each: **{clips} clips** in "
         f"{sum(videos.values())} videos ({videos.get('mp4', 0)} H.264/AAC `.mp4`, "
         f"{videos.get('webm', 0)} VP9/Opus `.webm`), {media_seconds / 60:.1f} minutes of media.",
@@ -114,7 +125,7 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         "",
         "- `media/<youtube_id>.mp4|.webm`: one file per video; an identity has one or two videos, "
         "a video holds one or more manifest segments (as an AVSpeech YouTube video does).",
-        "- `avspeech_train.csv`, `avspeech_test.csv`: AVSpeech's format, no header, one segment per "
+        "- `avspeech_train.csv`, `avspeech_dev.csv`, `avspeech_test.csv`: AVSpeech's format, no header, one segment per "
         "line: `youtube_id,start_seconds,end_seconds,x,y`; `x, y` are the face centre (centre of "
         "dlib's HOG box) at the segment's middle, as fractions of the frame width and height.",
         "- `identities.parquet`: one row per identity: split, videos, the real faces and weights it "
@@ -132,8 +143,8 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         f"C++ library's public repository (github.com/davisking/dlib); see `SOURCE.md`. dlib's HOG "
         f"face detector (upsample 1; 2 for a photo where 1 finds nothing) finds "
         f"{len(faces)} faces in {len(per_photo_all)} of the {len(all_photos)} photos; each got "
-        f"dlib's 68 landmarks. Faces are detections, not people: bald_guys.jpg shows a few men "
-        f"several times each, and some PASCAL photos show the same person more than once.",
+        f"dlib's 68 landmarks. Faces are detections, not people: bald_guys.jpg shows four men "
+        f"six times each (see *Persons and splits*).",
         "",
         "Source photos used by this corpus (every photo at least one identity was morphed from):",
         "",
@@ -145,16 +156,48 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         "under Flickr's terms of use; the licence of dlib's example photos is not stated there). "
         "Use this corpus for testing and demonstrating the pipeline, not as a data set of people.",
         "",
+        "## Persons and splits",
+        "",
+        f"A real face is a detection; a *person* is one individual. `s2f/assets/faces/persons.json` "
+        f"maps each of the {len(faces)} faces to one of **{len(set(people.persons))} persons** "
+        "(`python -m s2f.corpus.persons` re-checks it). How it was made and checked: "
+        "bald_guys.jpg is a collage of 24 photographs of four men, and dlib's descriptors "
+        "split them into four clean groups of six (all distances within a group below dlib's "
+        "same-person threshold 0.6, all between groups above it): four persons. Every other photo "
+        "is a single group photograph or portrait, where one person appears once; dlib's "
+        "hand-made annotation files (training.xml, testing.xml) box each face of those photos "
+        "exactly once, and every detection pairs one to one with an annotated box: one face, one "
+        "person. The cross-photo pairs dlib puts below 0.6 are small (36-60 px) faces of "
+        "evidently different people (sex, age, hair), checked by eye on a contact sheet of the "
+        "aligned crops.",
+        "",
+        "Persons dlib cannot tell apart must still not straddle splits (a morph of one could "
+        "pass for the other), so persons with any two faces closer than 0.6 are joined into "
+        f"clusters (union-find): {len(set(people.clusters))} clusters. Whole clusters go to "
+        f"train / dev / test (largest first, each to the split furthest below its share of "
+        f"persons: {1 - config.test_fraction - config.dev_fraction:g} / {config.dev_fraction:g} / "
+        f"{config.test_fraction:g}), and an identity is morphed only from its own split's faces. "
+        "A morph that dlib places within 0.6 of any real face of another split is redrawn.",
+        "",
+        *_table(["split", "identities", "persons", "clusters", "real faces", "photos"],
+                [[s, sum(r["split"] == s for r in rows), by_split[s], clusters_by_split.get(s, 0),
+                  faces_by_split.get(s, 0), ", ".join(f"`{p}`" for p in photos_by_split[s])]
+                 for s in ("train", "dev", "test")]),
+        "",
+        f"Chance on the test split: recall@10 = {min(10 / max(n_test, 1), 1.0):.3f} "
+        f"({n_test} test identities). A group photograph can hold persons of several splits "
+        "(its people are different individuals); no person, and no face, is in two splits.",
+        "",
         "## How identities are synthesised",
         "",
         "1. Each real face is aligned to a template (mean shape of all real faces by generalised "
         "Procrustes) by a similarity transform (Umeyama) into a 256×256 canvas.",
-        "2. An identity mixes 2 or 3 real faces that dlib takes for different people (descriptor "
+        "2. An identity mixes 2 or 3 real faces of its split that dlib takes for different people (descriptor "
         "distance at least 0.6, so two photos of one man in bald_guys.jpg are never mixed) with "
         "Dirichlet(3) weights, redrawn until no weight exceeds 0.7 "
         f"(here: {n_sources.get(2, 0)} of 2 faces, {n_sources.get(3, 0)} of 3). The first face of "
-        "the first mix walks through shuffled passes over all real faces, so every real face "
-        "leads a morph before any leads two.",
+        "the first mix walks through shuffled passes over its split's real faces, so every "
+        "real face of a split leads a morph before any leads two.",
         "3. Each face is warped onto the weighted mean of the faces' landmark shapes by a "
         "piecewise-affine warp: Delaunay triangulation (scipy.spatial.Delaunay) of the mean "
         "shape plus fixed points on the canvas border, barycentric coordinates per pixel, "

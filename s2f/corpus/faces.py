@@ -253,14 +253,21 @@ def mixable(faces: list[RealFace]) -> np.ndarray:
     return d >= SAME_PERSON
 
 
-def sample_mix(rng: np.random.Generator, allowed: np.ndarray, primary: int | None = None
-               ) -> tuple[list[int], list[float]]:
+def sample_mix(rng: np.random.Generator, allowed: np.ndarray, primary: int | None = None,
+               pool: tuple[int, ...] | None = None) -> tuple[list[int], list[float]]:
     """Two or three real faces (the first is `primary` when given), each mixable with the
-    others (`allowed`, from `mixable`), and blending weights from a Dirichlet(3, …, 3),
-    redrawn until no weight exceeds MAX_WEIGHT."""
+    others (`allowed`, from `mixable`), all from `pool` when given (a split's faces), and
+    blending weights from a Dirichlet(3, …, 3), redrawn until no weight exceeds MAX_WEIGHT."""
     n = len(allowed)
+    if pool is not None:
+        inside = np.zeros(n, bool)
+        inside[list(pool)] = True
+        allowed = allowed & inside[None, :]
     k = int(rng.integers(2, 4))
-    picks = [int(rng.integers(n)) if primary is None else int(primary)]
+    if primary is not None:
+        picks = [int(primary)]
+    else:
+        picks = [int(rng.integers(n)) if pool is None else int(pool[int(rng.integers(len(pool)))])]
     while len(picks) < k:
         ok = np.nonzero(np.all(allowed[picks], axis=0))[0]
         if len(ok) == 0:

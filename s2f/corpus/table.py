@@ -16,7 +16,7 @@ def _f(name: str, type_: pa.DataType, doc: str) -> pa.Field:
 IDENTITIES = pa.schema([
     _f("identity_id", pa.string(), "identity id (id00000, id00001, ...)"),
     _f("index", pa.int32(), "0-based identity number"),
-    _f("split", pa.string(), "train | test (split by identity)"),
+    _f("split", pa.string(), "train | dev | test (split by identity and by real person)"),
     _f("youtube_ids", pa.list_(pa.string()), "the identity's videos: media/<id>.mp4|.webm"),
     _f("n_clips", pa.int32(), "manifest rows (segments) of this identity"),
     _f("face_png", pa.string(), "aligned face image, relative to the corpus directory"),
@@ -24,6 +24,8 @@ IDENTITIES = pa.schema([
     _f("source_face_indices", pa.list_(pa.int32()),
        "index of each real face among its photo's HOG detections (sorted top-down, left-right)"),
     _f("source_faces", pa.list_(pa.string()), "<photo>#<face index>, the same as the two above"),
+    _f("source_persons", pa.list_(pa.string()),
+       "person of each real face (s2f/assets/faces/persons.json); a person is in one split only"),
     _f("source_weights", pa.list_(pa.float32()), "blending weights of the real faces (sum 1)"),
     _f("morph_attempts", pa.int32(), "mixes drawn until dlib's HOG detector found the morph"),
     _f("face_det_score", pa.float32(), "HOG detection score of the morph (upsample 0)"),
@@ -46,7 +48,7 @@ IDENTITIES = pa.schema([
     _f("z_variant", pa.float64(), "standardised variant projection"),
     _f("f0_measured_hz", pa.float64(), "median F0 measured on all of the identity's speech"),
     _f("speech_seconds", pa.float64(), "seconds of synthesised speech (before padding)"),
-], metadata={"s2f.table": "demo_identities", "s2f.schema_version": "1",
+], metadata={"s2f.table": "demo_identities", "s2f.schema_version": "2",
              "s2f.doc": "One row per identity of the built-in demo corpus."})
 
 

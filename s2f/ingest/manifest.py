@@ -16,6 +16,13 @@ because every later stage joins on it: `plan_manifests` makes one streaming pass
 manifests of a run, keeps a 16-byte hash per valid line, and maps every later copy to the first
 line, so the answer is the same however shards are scheduled.
 
+Splits: a manifest's split is the last word of its file stem (`avspeech_train`,
+`avspeech-latest-test`, `my.dev`, or the bare `train`/`dev`/`test`), or `split=` given
+explicitly (`s2f ingest --split`); any other name is refused with the fix (`split_of`). One
+video is one speaker, so a YouTube id in two splits' manifests would put a person on both sides:
+the same pass records the first line of every video per split, and every valid line of a video
+found in two splits is `split_conflict`, its reason naming both manifest lines (file:line).
+
     python -m s2f.ingest.manifest MANIFEST.csv     # print every record as JSON lines
 """
 
@@ -52,14 +59,32 @@ def is_valid_youtube_id(value: str) -> bool:
     return YOUTUBE_ID.fullmatch(value) is not None
 
 
+SPLITS = ("train", "dev", "test")
+_WORDS = re.compile(r"[._\-\s]+")
+
+
+class ManifestNameError(ValueError):
+    """A manifest whose file name does not say which split it is."""
+
+
 def split_of(manifest_name: str) -> str:
-    """`test` if the manifest's stem says test, `train` if it says train, else `unknown`."""
-    lowered = manifest_name.lower()
-    if "test" in lowered:
-        return "test"
-    if "train" in lowered:
-        return "train"
-    return "unknown"
+    """The split a manifest's file name (or stem) names: its last word, separated by `_`, `-`,
+    `.` or a space, must be train, dev or test (any case), and no other split word may appear
+    in it (`avspeech_latest_train.csv` is train; `test_vs_train.csv` and
+    `avspeech_train_2019.csv` are refused). Raises ManifestNameError saying how to fix it."""
+    name = Path(manifest_name).name
+    stem = name[:-4] if name.lower().endswith(".csv") else name
+    words = [w.lower() for w in _WORDS.split(stem) if w]
+    named = [w for w in words if w in SPLITS]
+    fix = (f"rename it to end in _train, _dev or _test (e.g. {stem or 'avspeech'}_train.csv) "
+           "or give the split explicitly (s2f ingest --split train|dev|test)")
+    if not words or words[-1] not in SPLITS:
+        raise ManifestNameError(f"manifest {name!r}: its name does not end in a split word "
+                                f"(train, dev, test): {fix}")
+    if len(set(named)) > 1:
+        raise ManifestNameError(f"manifest {name!r}: its name names several splits "
+                                f"({', '.join(sorted(set(named)))}): {fix}")
+    return words[-1]
 
 
 def manifest_name_of(path: Path) -> str:
@@ -207,11 +232,13 @@ def parse_line(raw: RawLine, manifest: str, split: str) -> dict[str, Any]:
     return record
 
 
-def iter_records(path: Path, manifest: str | None = None) -> Iterator[dict[str, Any]]:
-    """Every non-blank line of a manifest as a record (duplicates not marked: see plan_manifests)."""
+def iter_records(path: Path, manifest: str | None = None,
+                 split: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every non-blank line of a manifest as a record (duplicates and split conflicts not
+    marked: see plan_manifests). `split`: as the name says (`split_of`) when None."""
     path = Path(path)
     manifest = manifest or manifest_name_of(path)
-    split = split_of(manifest)
+    split = split or split_of(path.name)
     with open(path, "rb") as fh:
         for raw in iter_raw_lines(fh):
             if not is_blank(raw):
@@ -223,7 +250,9 @@ def iter_records(path: Path, manifest: str | None = None) -> Iterator[dict[str, 
 @dataclass(frozen=True)
 class ShardPlan:
     """Lines [first_line, first_line + n_lines) of one manifest, starting at byte `offset`.
-    `duplicates` maps a line number in this shard to (manifest, line_no) of its first copy."""
+    `duplicates` maps a line number in this shard to (manifest, line_no) of its first copy;
+    `conflicts` maps a video of this shard that two splits claim to the first line of it in
+    each split (`split -> "file:line"`): its lines are `split_conflict` (`conflict_reason`)."""
 
     manifest: str
     manifest_path: str
@@ -233,6 +262,7 @@ class ShardPlan:
     first_line: int
     n_lines: int
     duplicates: dict[int, tuple[str, int]] = field(default_factory=dict)
+    conflicts: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -248,24 +278,33 @@ def _key_digest(key: str) -> bytes:
     return hashlib.blake2b(key.encode(), digest_size=16).digest()
 
 
-def plan_manifests(paths: list[Path], shard_size: int) -> list[ManifestPlan]:
-    """One streaming pass over every manifest: shard boundaries (byte offsets) and, for every
-    later copy of a clip key, the line of its first copy (first in the order given).
+def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None
+                   ) -> list[ManifestPlan]:
+    """One streaming pass over every manifest: shard boundaries (byte offsets), for every
+    later copy of a clip key the line of its first copy (first in the order given), and the
+    lines of videos that appear in two splits (`split_conflict`). `split`: every manifest's
+    split (None: each one's name says it, `split_of`).
 
     Memory: 16 bytes of hash + 10 bytes of position per valid line (about 26 MB per million
-    lines), independent of line length."""
+    lines), independent of line length, plus one small entry per distinct video."""
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     names = [manifest_name_of(p) for p in paths]
     if len(set(names)) != len(names):
         raise ValueError(f"two manifests share a name (file stem): {names}")
+    splits = [split or split_of(Path(p).name) for p in paths]  # refuses a bad name up front
+    # youtube id -> {split: (manifest index, first line)}, and the shards holding its lines
+    claims: dict[str, dict[str, tuple[int, int]]] = {}
+    shards_of: dict[str, set[tuple[int, int]]] = {}
     digests = bytearray()
     manifest_idx = array.array("H")
     line_nos = array.array("q")
     plans: list[ManifestPlan] = []
     for m_idx, (path, name) in enumerate(zip(paths, names, strict=True)):
         plan = ManifestPlan(manifest=name, path=Path(path).resolve())
-        split = split_of(name)
+        m_split = splits[m_idx]
         offsets: list[int] = []
         with open(path, "rb") as fh:
             for raw in iter_raw_lines(fh):
@@ -275,15 +314,18 @@ def plan_manifests(paths: list[Path], shard_size: int) -> list[ManifestPlan]:
                 if is_blank(raw):
                     plan.blank_lines += 1
                     continue
-                record = parse_line(raw, name, split)
+                record = parse_line(raw, name, m_split)
                 if record["status"] == "ok":
                     digests += _key_digest(record["clip_key"])
                     manifest_idx.append(m_idx)
                     line_nos.append(raw.line_no)
+                    yid = record["youtube_id"]
+                    claims.setdefault(yid, {}).setdefault(m_split, (m_idx, raw.line_no))
+                    shards_of.setdefault(yid, set()).add((m_idx, (raw.line_no - 1) // shard_size))
         for index, offset in enumerate(offsets):
             first = index * shard_size + 1
             plan.shards.append(ShardPlan(
-                manifest=name, manifest_path=str(plan.path), split=split, index=index,
+                manifest=name, manifest_path=str(plan.path), split=m_split, index=index,
                 offset=offset, first_line=first, n_lines=min(shard_size, plan.lines - first + 1)))
         plans.append(plan)
 
@@ -295,7 +337,23 @@ def plan_manifests(paths: list[Path], shard_size: int) -> list[ManifestPlan]:
             plan = plans[m_idx]
             shard = plan.shards[(line_no - 1) // shard_size]
             shard.duplicates[line_no] = (names[first_m], first_line)
+    files = [Path(p).name for p in paths]
+    for youtube_id, by_split in claims.items():
+        if len(by_split) > 1:
+            where = {sp: f"{files[m]}:{n}" for sp, (m, n) in by_split.items()}
+            for m_idx, shard_idx in shards_of[youtube_id]:
+                plans[m_idx].shards[shard_idx].conflicts[youtube_id] = where
     return plans
+
+
+def conflict_reason(youtube_id: str, manifest_file: str, line_no: int, split: str,
+                    where: dict[str, str]) -> str:
+    """Why a line of a video claimed by two splits is refused: its own line and the first line
+    of the video in each other split."""
+    others = " and ".join(f"{loc} ({sp})" for sp, loc in sorted(where.items()) if sp != split)
+    return (f"youtube id {youtube_id} is in two splits: {manifest_file}:{line_no} ({split}) and "
+            f"{others}; one video (one speaker) may be in one split only: remove its lines from "
+            "all but one manifest")
 
 
 def _find_duplicates(digests: np.ndarray, manifest_idx: np.ndarray,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s2f.ingest.manifest import ShardPlan, is_blank, iter_raw_lines, parse_line
+from s2f.ingest.manifest import ShardPlan, conflict_reason, is_blank, iter_raw_lines, parse_line
 from s2f.ingest.media import (
     MediaError,
     MediaSource,
@@ -39,7 +39,7 @@ from storage.layout import DataLayout
 from storage.schemas import CLIPS
 
 # Bump when the records a shard produces would change for the same inputs.
-INGEST_VERSION = 1
+INGEST_VERSION = 2  # 2: split_conflict
 TABLE = "clips"
 
 Fetch = Callable[[str], Path]
@@ -64,7 +64,14 @@ def read_shard_lines(plan: ShardPlan) -> tuple[list[dict[str, Any]], str]:
         records = [parse_line(raw, plan.manifest, plan.split)
                    for raw in iter_raw_lines(fh, plan.first_line, plan.n_lines, hasher)
                    if not is_blank(raw)]
+    manifest_file = Path(plan.manifest_path).name
     for record in records:
+        where = plan.conflicts.get(record.get("youtube_id") or "")
+        if where is not None and record["status"] == "ok":
+            record["status"] = "split_conflict"
+            record["error"] = conflict_reason(record["youtube_id"], manifest_file,
+                                              record["line_no"], plan.split, where)
+            continue
         first = plan.duplicates.get(record["line_no"])
         if first is not None and record["status"] == "ok":
             first_manifest, first_line = first
@@ -85,6 +92,7 @@ def shard_fingerprint(plan: ShardPlan, lines_sha256: str, video_ids: list[str],
         "version": INGEST_VERSION, "manifest": plan.manifest, "split": plan.split,
         "first_line": plan.first_line, "n_lines": plan.n_lines, "lines_sha256": lines_sha256,
         "duplicates": sorted((k, list(v)) for k, v in plan.duplicates.items()),
+        "conflicts": sorted((k, sorted(v.items())) for k, v in plan.conflicts.items()),
         "media_root": str(Path(media_root).resolve()), "media": media,
         # The flag only matters to shards with missing media: turning it on redoes just those.
         "download": download if any(":absent:" in m for m in media) else None,

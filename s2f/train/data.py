@@ -5,10 +5,18 @@ Index: `clips` (status ok) ⋈ `face_features` (one encoder) on clip_key, small 
 visits the face_features shards in a seeded order and the rows of each in a seeded order, and a
 batch reads its features from at most two cached shards; audio is decoded per batch (PyAV).
 
-Splits: the manifest's ``split == 'test'`` rows are never trained on (role ``test``). The train
-rows are split into train/validation by identity; AVSpeech has no identity labels, so the
-YouTube video id stands in for the speaker: a video is in dev when
-``sha1(youtube_id) / 2**160 < dev_fraction``, so no video has clips on both sides.
+Splits (`select_role`): the manifest's ``split == 'test'`` rows are never trained on (role
+``test``). Validation is the dev split: the rows of a ``dev`` manifest when there is one (the
+demo corpus writes train / dev / test, disjoint by real person); otherwise (AVSpeech ships only
+train and test) dev is carved from the train rows by identity: the ``identity_id`` column where
+the table has one, else the YouTube video id (one video, one speaker) is in dev when
+``sha1(identity) / 2**160 < dev_fraction``, so no identity has clips on both sides and the
+carving is the same on every run and machine.
+
+Shuffled-voice control (`shuffle_voices=True`, training role only): every clip of training
+identity A is paired with the face feature of identity B = `voice_derangement(...)[A]` (the
+feature of B's first clip), a fixed derangement drawn from the seed: the same training, with
+no true voice-face link, so a model trained so should score at chance.
 
 Audio decoding: PyAV per file (default) or NVIDIA DALI per batch (`loader="dali"`,
 `s2f.train.dali_audio`); both give the same samples.
@@ -73,14 +81,56 @@ def pair_index(layout: DataLayout, encoder: str, role: Role, dev_fraction: float
 
 
 def select_role(df: pl.DataFrame, role: Role, dev_fraction: float) -> pl.DataFrame:
-    """The rows of `role`: test = the manifest's test split; train/val = its train split, by
-    `is_dev` of the YouTube id. `df` needs `split` and `youtube_id`."""
+    """The rows of `role`. test: the manifest's test split. dev: the dev manifest's rows if
+    `df` has any, else the train rows whose identity `is_dev`; train: the other train rows.
+    `df` needs `split` and `youtube_id`; an `identity_id` column, where not null, is the
+    identity (else the youtube id is). Hashes once per distinct identity, then joins."""
     if role == "test":
         return df.filter(pl.col("split") == "test")
-    df = df.filter(pl.col("split") == "train")
-    val = df["youtube_id"].map_elements(lambda y: is_dev(y, dev_fraction),
-                                        return_dtype=pl.Boolean)
-    return df.filter(val if role == "dev" else ~val)
+    if (df["split"] == "dev").any():
+        return df.filter(pl.col("split") == role)
+    train = df.filter(pl.col("split") == "train")
+    train = train.with_columns(identity_of(train).alias("_identity"))
+    names = train["_identity"].unique()
+    dev = pl.DataFrame({"_identity": names,
+                        "_dev": [is_dev(y, dev_fraction) for y in names.to_list()]},
+                       schema={"_identity": pl.String, "_dev": pl.Boolean})
+    train = train.join(dev, on="_identity", how="left", maintain_order="left")
+    return train.filter(pl.col("_dev") if role == "dev" else ~pl.col("_dev")).drop("_identity", "_dev")
+
+
+def identity_of(df: pl.DataFrame) -> pl.Expr:
+    """The identity of a row: `identity_id` where the table has one, else the youtube id."""
+    if "identity_id" in df.columns:
+        return pl.coalesce(pl.col("identity_id"), pl.col("youtube_id"))
+    return pl.col("youtube_id")
+
+
+def voice_derangement(identities: list[str], seed: int) -> dict[str, str]:
+    """identity → another identity, a permutation without fixed points drawn from `seed`
+    alone: the distinct identities in a seeded random order, each mapped to the next (the last
+    to the first), so no identity keeps its own face."""
+    names = sorted(set(identities))
+    if len(names) < 2:
+        raise ValueError("shuffle_voices needs at least two training identities")
+    order = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,))).permutation(len(names))
+    ring = [names[i] for i in order]
+    return {a: b for a, b in zip(ring, ring[1:] + ring[:1], strict=True)}
+
+
+def shuffled_feature_rows(index: pl.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shard, row) of the feature each pair of `index` is trained on under shuffle_voices:
+    the first (shard, row) of its identity's partner in `voice_derangement`."""
+    ids = index.with_columns(identity_of(index).alias("_identity"))
+    partner = voice_derangement(ids["_identity"].unique().to_list(), seed)
+    first = (ids.sort("shard", "row").group_by("_identity", maintain_order=True)
+             .agg(pl.col("shard").first().alias("_shard"), pl.col("row").first().alias("_row")))
+    pairs = pl.DataFrame({"_identity": list(partner), "_partner": list(partner.values())},
+                         schema={"_identity": pl.String, "_partner": pl.String})
+    mapped = (ids.select("_identity").join(pairs, on="_identity", how="left", maintain_order="left")
+              .join(first.rename({"_identity": "_partner"}), on="_partner", how="left",
+                    maintain_order="left"))
+    return mapped["_shard"].to_numpy(), mapped["_row"].to_numpy()
 
 
 @dataclass
@@ -114,7 +164,7 @@ class PairStream:
                  batch_size: int, seed: int = 0, dev_fraction: float = 0.1,
                  shuffle: bool = True, drop_last: bool = True,
                  loader: Literal["pyav", "dali"] = "pyav", random_crop: bool = False,
-                 part: tuple[int, int] = (0, 1)) -> None:
+                 part: tuple[int, int] = (0, 1), shuffle_voices: bool = False) -> None:
         self.layout, self.audio, self.batch_size = layout, audio, batch_size
         self.part = part  # (rank, world): `batches` loads only this rank's slice of each batch
         self.loader = loader
@@ -129,6 +179,13 @@ class PairStream:
         self.shards = FeatureShards(shard_paths(layout, "face_features"))
         self._shard_of = self.index["shard"].to_numpy()
         self._row_of = self.index["row"].to_numpy()
+        # where each pair's feature is read: its own, or under the control another identity's
+        self._feat_shard, self._feat_row = self._shard_of, self._row_of
+        if shuffle_voices:
+            if role != "train":
+                raise ValueError("shuffle_voices is a training control: dev and test keep "
+                                 "their true pairs")
+            self._feat_shard, self._feat_row = shuffled_feature_rows(self.index, seed)
         self._keys = self.index["clip_key"].to_list()
         self._audio = self.index["audio_path"].to_list()
 
@@ -162,7 +219,7 @@ class PairStream:
         feats = np.empty((len(positions), 0), dtype=np.float32)
         rows = []
         for p in positions:
-            rows.append(self.shards.rows(int(self._shard_of[p]), np.array([self._row_of[p]])))
+            rows.append(self.shards.rows(int(self._feat_shard[p]), np.array([self._feat_row[p]])))
         feats = np.concatenate(rows) if rows else feats
         paths = [self.layout.resolve(self._audio[p]) for p in positions]
         raw = (self._dali.load(paths) if self._dali is not None
@@ -192,8 +249,8 @@ class PairStream:
 
     def features(self) -> np.ndarray:
         """Every feature of this role (for the mean-feature baseline), read shard by shard."""
-        out = [self.shards.rows(int(s), self._row_of[self._shard_of == s])
-               for s in np.unique(self._shard_of)]
+        out = [self.shards.rows(int(s), self._feat_row[self._feat_shard == s])
+               for s in np.unique(self._feat_shard)]
         return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 
 

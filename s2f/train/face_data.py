@@ -9,7 +9,8 @@ normalised [-1, 1] frame.
 
 Memory: crops are decoded once, resized to the decoder's image size and kept as uint8 (64×64:
 12 KB a face). Fine for the demo and for ~10^5 faces; beyond that stream it like `data.py`.
-Split: identity-disjoint by youtube id as in `data.py`; manifest test rows are never used.
+Split: `data.select_role`, as the voice pairs (dev manifest, else dev carved from train by
+identity); manifest test rows are never used.
 
     python -m s2f.train.face_data DATA_DIR      # prints the set's sizes
 """

@@ -121,7 +121,8 @@ class VoiceTrainer:
         part = (self.dist.rank, self.dist.world)  # each rank loads its slice of every batch
         self.train = PairStream(layout, cfg.encoder, "train", self.audio, cfg.batch_size,
                                 cfg.seed, cfg.dev_fraction, loader=self.loader,
-                                random_crop=cfg.random_crop, part=part)
+                                random_crop=cfg.random_crop, part=part,
+                                shuffle_voices=cfg.shuffle_voices)
         self.valid = PairStream(layout, cfg.encoder, "dev", cfg.val_audio_config(), cfg.batch_size,
                                 cfg.seed, cfg.dev_fraction, shuffle=False, drop_last=False,
                                 loader=self.loader, part=part)

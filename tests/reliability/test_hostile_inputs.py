@@ -181,7 +181,7 @@ def test_hostile_manifest_and_media_through_the_flow(
 def test_a_100_mb_line_is_streamed_in_bounded_memory(tmp_path: Path) -> None:
     media = tmp_path / "media"
     make_good(media / "goodmp4____.mp4")
-    manifest = tmp_path / "big_line.csv"
+    manifest = tmp_path / "big_line_train.csv"
     with open(manifest, "wb") as fh:
         fh.write(b"goodmp4____,0.5,1.5,0.5,0.5\n")
         fh.write(b"goodmp4____,0.25,1.25,0.5,0.5,")
@@ -199,7 +199,7 @@ def test_a_100_mb_line_is_streamed_in_bounded_memory(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading a 100 MiB line"
-    frame = check_clips(layout.root, {"big_line": manifest})
+    frame = check_clips(layout.root, {"big_line_train": manifest})
     assert frame["status"].to_list() == ["ok", "invalid_row", "ok"]
     error = frame["error"][1]
     assert f"limit {MAX_LINE_BYTES}" in error and len(error) < 400
