@@ -517,7 +517,10 @@ def run_demo_from_cli(args: argparse.Namespace) -> int:
         print(build_demo_corpus(config).describe())
     params = PipelineParams(
         data_dir=layout.root,
-        manifests=[corpus_dir / "avspeech_train.csv", corpus_dir / "avspeech_test.csv"],
+        # the corpus's person-disjoint splits (an old corpus has no dev manifest: dev is then
+        # carved from train by identity)
+        manifests=[corpus_dir / f"avspeech_{split}.csv" for split in ("train", "dev", "test")
+                   if (corpus_dir / f"avspeech_{split}.csv").exists()],
         media_root=corpus_dir / "media",
         runner=RunnerParams(),  # S2F_TASK_RUNNER / S2F_DASK_ADDRESS may pick Dask
         decoder_steps=getattr(args, "decoder_steps", None),

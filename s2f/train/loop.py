@@ -355,7 +355,8 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                             "val_pairs": tr.valid.index.height, "resumed_at": tr.step,
                             "device": str(tr.device), "audio_loader_used": tr.loader,
                             "world_size": tr.dist.world,
-                            "split": "dev = sha1(youtube_id) < dev_fraction; test = manifest"})
+                            "split": "dev = the dev manifest, else carved from train by identity "
+                                     "(sha1 < dev_fraction); test = manifest"})
         tracker.set_tags({"distillation": "on" if classifier is not None else
                           "off (face encoder has no classification layer)",
                           "f_dec": "trained decoder" if decoder is not None else "random"})
