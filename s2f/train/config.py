@@ -75,6 +75,8 @@ class TrainConfig(_Base):
     run_name: str | None = None
     track: bool = True                       # MLflow on/off
     register_model: bool = True              # register the voice encoder in the model registry
+    # -- speed and numerics (issue 16) --
+    float64: bool = False                    # encoder in float64 (CPU only): the golden DDP test
 
     def encoder_config(self, out_dim: int | None = None) -> VoiceEncoderConfig:
         over: dict[str, object] = {"padding": self.padding}

@@ -111,6 +111,10 @@ class VoiceTrainer:
         self.dist = current()  # under torchrun: this process's rank, world size and device
         self.device = self.dist.device or resolve_device(cfg.device)
         self.cuda = self.device.type == "cuda"
+        if cfg.float64 and self.cuda:
+            raise ValueError("float64 is for CPU golden tests; on CUDA train in bf16/float32")
+        # the encoder's parameter dtype; spectrograms are cast to it, its output back to float32
+        self.dtype = torch.float64 if cfg.float64 else torch.float32
         torch.manual_seed(cfg.seed)
         self.audio = cfg.audio_config()
         self.loader = resolve_loader(cfg.audio_loader, self.cuda)
@@ -129,7 +133,8 @@ class VoiceTrainer:
         train_feats = self.train.features()
         self.dim = train_feats.shape[1]
         self.mean_feature = torch.from_numpy(train_feats.mean(axis=0)).to(self.device)
-        self.model = VoiceEncoder(cfg.encoder_config(out_dim=self.dim)).to(self.device)
+        self.model = VoiceEncoder(cfg.encoder_config(out_dim=self.dim)).to(self.device,
+                                                                             self.dtype)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if decoder is not None:
@@ -169,7 +174,7 @@ class VoiceTrainer:
 
     def encode(self, waves: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
         # the STFT takes any length: validation's longer windows need no config of their own
-        spec = spectrogram(waves.to(self.device, non_blocking=True), self.audio)
+        spec = spectrogram(waves.to(self.device, non_blocking=True), self.audio).to(self.dtype)
         if self.cfg.channels_last:
             spec = spec.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.bf16):
@@ -308,9 +313,10 @@ class VoiceTrainer:
 
     def export_model(self) -> VoiceEncoder:
         """The encoder as one process has it: under torchrun a copy with plain BatchNorm."""
-        if self.net is self.model:
-            return self.model
-        return cast(VoiceEncoder, plain_copy(self.model))
+        model = self.model if self.net is self.model else plain_copy(self.model)
+        if self.dtype != torch.float32:  # registered and served in float32, as any other run
+            model = copy.deepcopy(model).float()
+        return cast(VoiceEncoder, model)
 
     @torch.no_grad()
     def sample_faces(self, k: int = 6) -> dict[str, torch.Tensor] | None:
