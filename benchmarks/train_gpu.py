@@ -125,7 +125,7 @@ def voice_config(s: Setup, steps: int) -> Any:
     over: dict[str, Any] = dict(
         batch_size=s.batch, steps=steps, device=s.device, decoder="random", track=False,
         register_model=False, audio_loader="pyav", loader_workers=s.workers,
-        val_every=s.val_every, val_batches=s.val_batches, checkpoint_every=s.val_every,
+        val_every=s.val_every, val_batches=s.val_batches, checkpoint_every=2 * s.val_every,
         log_every=min(10, s.warmup), dev_fraction=0.1, **s.extra)
     if s.channels is not None:
         over["channels"] = s.channels
