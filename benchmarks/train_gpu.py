@@ -78,6 +78,7 @@ class Setup:
     decoder_preset: str = "paper"
     peak_tflops: float = PAPER_PEAK_TFLOPS
     profile: bool = False
+    model_rate: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -139,8 +140,7 @@ def voice_config(s: Setup, steps: int) -> Any:
 def bench_voice(layout: Any, s: Setup, work: Path) -> dict[str, Any]:
     from s2f.models.voice_encoder import macs_per_sample
     from s2f.train.data import Batch
-    from s2f.train.loop import VoiceTrainer, train_voice_encoder
-    from s2f.train.prefetch import prefetched
+    from s2f.train.loop import VoiceTrainer
 
     cfg = voice_config(s, s.steps)
     cuda = torch.cuda.is_available() and s.device in ("auto", "cuda")
@@ -154,6 +154,9 @@ def bench_voice(layout: Any, s: Setup, work: Path) -> dict[str, Any]:
     tr = VoiceTrainer(cfg, layout, None, ckpt_dir=work / "model_only")
     device = tr.device
     row["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if s.model_rate is not None:  # measured in an earlier run (--model-rate): skip it here
+        row["model_only_samples_s"], row["model_only_given"] = s.model_rate, True
+        return bench_loader_and_e2e(layout, s, work, cfg, tr, row, s.model_rate)
     g = torch.Generator().manual_seed(0)
     waves = torch.randn(s.batch, tr.audio.num_samples, generator=g).to(device)
     batch = Batch([""] * s.batch, waves, torch.randn(s.batch, tr.dim, generator=g).to(device))
@@ -175,6 +178,15 @@ def bench_voice(layout: Any, s: Setup, work: Path) -> dict[str, Any]:
     if s.profile and device.type == "cuda":
         row["profile"] = profile_steps(tr, batch)
 
+    return bench_loader_and_e2e(layout, s, work, cfg, tr, row, model_rate)
+
+
+def bench_loader_and_e2e(layout: Any, s: Setup, work: Path, cfg: Any, tr: Any,
+                         row: dict[str, Any], model_rate: float) -> dict[str, Any]:
+    from s2f.train.loop import train_voice_encoder
+    from s2f.train.prefetch import prefetched
+
+    device = tr.device
     # the loader alone: the training stream through the worker processes
     gen = prefetched(tr.train, workers=s.workers, pin=device.type == "cuda",
                      prefetch=cfg.loader_prefetch)
@@ -189,7 +201,8 @@ def bench_voice(layout: Any, s: Setup, work: Path) -> dict[str, Any]:
     loader_rate = got / (time.perf_counter() - t0)
     gen.close()
     row["loader_samples_s"] = round(loader_rate, 1)
-    del tr, batch, pending
+    print(json.dumps(row), flush=True)  # model-only and loader, before the end-to-end run
+    del tr
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -271,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peak", type=float, default=PAPER_PEAK_TFLOPS, help="TFLOP/s for MFU")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--skip-decoder", action="store_true")
+    ap.add_argument("--model-rate", type=float, default=None,
+                    help="model-only samples/s measured before: skip that phase")
     ap.add_argument("--profile", action="store_true", help="kernel breakdown of the step (CUDA)")
     ap.add_argument("--work", type=Path, default=None, help="corpus and checkpoints (a temp dir)")
     ap.add_argument("--json", type=Path, default=None)
@@ -285,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                   dim=4096 if args.preset == "paper" else 128,
                   decoder_preset=args.preset, peak_tflops=args.peak)
     s.profile = args.profile
+    s.model_rate = args.model_rate
     if args.tiny and args.workers_set is not None:
         s.workers = args.workers_set
     if args.no_compile:

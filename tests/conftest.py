@@ -25,7 +25,7 @@ SHARED_FACES = Path(__file__).resolve().parents[1] / "s2f" / "assets" / "faces"
 
 # What a GPU machine may lack: with `-m gpu`, a test module that cannot import one of these is
 # reported as skipped with the reason, so the GPU tests of the other modules still run there.
-OPTIONAL_STACK = ("prefect", "mlflow", "dlib", "nvidia", "sqlalchemy", "cv2", "fastapi")
+OPTIONAL_STACK = ("prefect", "mlflow", "dlib", "nvidia", "sqlalchemy", "cv2", "fastapi", "yt_dlp")
 
 
 class _GpuModule(pytest.Module):

@@ -203,7 +203,7 @@ class VoiceTrainer:
         if self.cfg.channels_last:
             spec = spec.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.bf16):
-            return (module or self.model)(spec).float()
+            return (self.model if module is None else module)(spec).float()
 
     def train_step(self, batch: Batch) -> Terms:
         """One optimisation step; its loss terms stay on the device (`host_terms` reads them:
@@ -408,6 +408,8 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                           "off (face encoder has no classification layer)",
                           "f_dec": "trained decoder" if decoder is not None else "random"})
         done_here = 0
+        if tr.step < cfg.steps and cfg.val_every <= cfg.steps:
+            tr.validation_batches()  # decoded once, before training (worker start-up included)
         if tr.step < cfg.steps:
             for epoch, bi, batch in batches:
                 pending.append(tr.train_step(batch))
