@@ -7,6 +7,9 @@
 #
 # Needs python3 with torch, numpy, pyarrow (pandas) and, as wheels in .whl/ or installed:
 # polars, pydantic, av, kornia (no Prefect, MLflow or DALI: the tests that need them skip).
+# polars (55 MB) and av (36 MB) together exceed a 64 MiB transfer: on the lent H200 the polars
+# wheels went in a first call (installed to /tmp/site, kept while the machine stays warm), the
+# others with this script in a second.
 set -u
 OUT=${1:-${OUT:-/tmp/gpu-check}}
 mkdir -p "$OUT"
