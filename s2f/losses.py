@@ -53,18 +53,31 @@ def speech2face_loss(
     cfg: LossConfig = LossConfig(),
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The paper's loss (mean over the batch) and its terms as floats for logging."""
+    loss, terms = speech2face_loss_terms(v_s, v_f, decoder_first_layer, classifier, cfg)
+    return loss, {k: float(v) for k, v in terms.items()}
+
+
+def speech2face_loss_terms(
+    v_s: torch.Tensor,
+    v_f: torch.Tensor,
+    decoder_first_layer: Projection,
+    classifier: Projection | None = None,
+    cfg: LossConfig = LossConfig(),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+    """`speech2face_loss` with its terms left as detached 0-d tensors on the loss's device:
+    reading them is a host sync, which the CUDA training loop does only every log_every steps."""
     v_s, v_f = v_s.float(), v_f.float()
     l1 = (decoder_first_layer(v_f) - decoder_first_layer(v_s)).abs().sum(dim=1).mean()
     l2 = normalized_l2(v_f, v_s, cfg.eps).mean()
     loss = l1 + cfg.lambda1 * l2
-    terms = {"loss_l1_fdec": float(l1.detach()), "loss_l2_norm": float(l2.detach()),
-             "distill_on": 0.0}
+    terms: dict[str, torch.Tensor | float] = {"loss_l1_fdec": l1.detach(),
+                                              "loss_l2_norm": l2.detach(), "distill_on": 0.0}
     if classifier is not None:
         distill = distillation(classifier(v_f), classifier(v_s), cfg.temperature).mean()
         loss = loss + cfg.lambda2 * distill
-        terms["loss_distill"] = float(distill.detach())
+        terms["loss_distill"] = distill.detach()
         terms["distill_on"] = 1.0
-    terms["loss"] = float(loss.detach())
+    terms["loss"] = loss.detach()
     return loss, terms
 
 
@@ -81,13 +94,24 @@ def face_decoder_loss(
     cfg: DecoderLossConfig = DecoderLossConfig(),
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L1 texture + λ landmark MSE (normalised coordinates) + L1 warped image (when given)."""
+    loss, terms = face_decoder_loss_terms(texture, landmarks, image, texture_target,
+                                          landmark_target, image_target, cfg)
+    return loss, {k: float(v) for k, v in terms.items()}
+
+
+def face_decoder_loss_terms(
+    texture: torch.Tensor, landmarks: torch.Tensor, image: torch.Tensor | None,
+    texture_target: torch.Tensor, landmark_target: torch.Tensor, image_target: torch.Tensor,
+    cfg: DecoderLossConfig = DecoderLossConfig(),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`face_decoder_loss` with its terms as detached 0-d tensors (no host sync)."""
     lt = (texture - texture_target).abs().mean()
     ll = (landmarks - landmark_target).pow(2).sum(dim=-1).mean()
     loss = cfg.texture_weight * lt + cfg.landmark_weight * ll
-    terms = {"loss_texture": float(lt.detach()), "loss_landmarks": float(ll.detach())}
+    terms = {"loss_texture": lt.detach(), "loss_landmarks": ll.detach()}
     if image is not None:
         li = (image - image_target).abs().mean()
         loss = loss + cfg.image_weight * li
-        terms["loss_image"] = float(li.detach())
-    terms["loss"] = float(loss.detach())
+        terms["loss_image"] = li.detach()
+    terms["loss"] = loss.detach()
     return loss, terms

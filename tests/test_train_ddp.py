@@ -8,6 +8,20 @@ check: the weights equal those of one process training all 6 steps, to float rou
 ranks end bit-identical (their weight digests); only rank 0 logged (one MLflow run, one
 registered version) and wrote the checkpoint, whose state dict has no DDP `module.` prefix. One torchrun launch: ~45 s of CPU time, 80 s wall on 2 loaded cores.
 
+Why it is deterministic on any x86_64 CPU: the two computations are not the same float32
+arithmetic. Each rank convolves 2 pairs, the reference 4; torchrun sets OMP_NUM_THREADS=1 in its
+workers while pytest ran the reference on every core; oneDNN picks its kernels (and so its
+summation order) by ISA (AVX2, AVX-512, AMX) and thread count. float32 rounding (~1e-7 relative)
+then reaches the max-pools, and where two inputs of a pool are that close the winner flips and
+the gradient goes elsewhere: it passed at 1e-7 on the AMD EPYC it was written on and failed at
+>2e-5 on a Xeon with AVX-512/AMX. So the encoder trains in float64 here (`float64=True`: the
+spectrogram is cast up, its output back down to float32 for the loss, which is identical per
+sample on both sides), and the reference runs on one thread like the ranks. Rounding in the
+encoder is then ~1e-16 relative; what is left are the float32 loss gradients (~1e-7 relative,
+batch-size dependent GEMM blocking) entering float64 weights through Adam (lr 1e-3, step
+~lr·g/sqrt(v)), ~1e-10 per weight per step; a pool tie closer than that is ~1e-4 likely over
+the whole run, and the tolerance below leaves 4 orders of magnitude above it.
+
     pytest tests/test_train_ddp.py
 
 The CUDA/NCCL path (one GPU per process, nn.SyncBatchNorm) is the same code but needs GPUs;
@@ -42,10 +56,10 @@ CORPUS = SyntheticCorpus(identities=20, clips_per_identity=2, test_identities=2,
 # ones two processes compute (GlobalBatchNorm2d sums in float64).
 TINY: dict[str, object] = dict(
     seconds=1.0, channels=[4] * 6 + [8] * 3, fc_width=32, batch_size=4, checkpoint_every=1000,
-    val_every=2, log_every=2, dev_fraction=0.2, channels_last=False)
-# measured: 1e-7 here (5e-6 when all 6 steps ran on two processes); without synchronised
-# BatchNorm the runs differ by 1e-2, with the channels-last tie-breaking above by 2e-3
-ATOL = 2e-5
+    val_every=2, log_every=2, dev_fraction=0.2, channels_last=False, float64=True)
+# measured in float64: 1.4e-10 here, AMD EPYC, 2 loaded cores (float32: 1e-7 here, >2e-5 on a Xeon with AMX); without
+# synchronised BatchNorm the runs differ by 1e-2, so 1e-6 still catches any real bug
+ATOL = 1e-6
 
 
 def torchrun(data: Path, steps: int, *extra: str, mlflow_uri: str) -> str:
@@ -54,7 +68,8 @@ def torchrun(data: Path, steps: int, *extra: str, mlflow_uri: str) -> str:
            "2", "-m", "s2f.train.ddp", "--data-dir", str(data), "--device", "cpu",
            "--decoder", "random", "--steps", str(steps),
            *(a for kv in sets for a in ("--set", kv)), *extra]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+    # one thread per rank, whatever the caller's environment says (torchrun's own default)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     return out.stdout
@@ -73,9 +88,14 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     layout = DataLayout(tmp_path / "data").ensure()
     build(layout, CORPUS)
     ckpt_dir = layout.root / "checkpoints" / "voice_encoder"
-    first = train_voice_encoder(tiny(6), layout, ckpt_dir=ckpt_dir, stop_after=2)
-    assert first.step == 2
-    one = train_voice_encoder(tiny(6), layout, ckpt_dir=tmp_path / "one")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun rank: the same kernels and summation order
+    try:
+        first = train_voice_encoder(tiny(6), layout, ckpt_dir=ckpt_dir, stop_after=2)
+        assert first.step == 2
+        one = train_voice_encoder(tiny(6), layout, ckpt_dir=tmp_path / "one")
+    finally:
+        torch.set_num_threads(threads)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = torchrun(layout.root, 6, "--resume", mlflow_uri=uri)
@@ -85,6 +105,7 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.pt"]
     ddp = torch.load(ckpt_dir / "last.pt", weights_only=True)
     ref = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
+    assert ref["model"]["features.0.1.weight"].dtype == torch.float64
     assert ddp["step"] == ref["step"] == 6 and ddp["batch"] == ref["batch"]
     assert list(ddp["model"]) == list(ref["model"])  # no "module." prefix, same BatchNorm keys
     worst = 0.0

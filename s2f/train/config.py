@@ -76,6 +76,11 @@ class TrainConfig(_Base):
     run_name: str | None = None
     track: bool = True                       # MLflow on/off
     register_model: bool = True              # register the voice encoder in the model registry
+    # -- speed and numerics (issue 16) --
+    float64: bool = False                    # encoder in float64 (CPU only): the golden DDP test
+    torch_compile: bool = True               # torch.compile the training forward (CUDA only)
+    loader_workers: int = 0                  # processes decoding batches (0: in the loop's process)
+    loader_prefetch: int = 2                 # batches each loader worker keeps ready
 
     def encoder_config(self, out_dim: int | None = None) -> VoiceEncoderConfig:
         over: dict[str, object] = {"padding": self.padding}
@@ -136,6 +141,7 @@ class DecoderTrainConfig(_Base):
     run_name: str | None = None
     track: bool = True
     register_model: bool = True
+    bf16: bool = False                       # autocast bf16 on CUDA (~1.7x; TPS warp stays fp32)
 
     def decoder_config(self, in_dim: int) -> FaceDecoderConfig:
         base = FaceDecoderConfig.paper() if self.preset == "paper" else FaceDecoderConfig.small()

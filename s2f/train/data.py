@@ -230,22 +230,32 @@ class PairStream:
         return Batch([self._keys[p] for p in positions], torch.from_numpy(waves),
                      torch.from_numpy(feats))
 
+    def tasks(self, epoch: int, start: int = 0,
+              forever: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(epoch, batch number, this rank's positions) of every batch `batches` (one epoch) or
+        `forever` (all epochs) loads, in that order: what `s2f.train.prefetch` hands to its
+        worker processes, so that they load exactly these batches."""
+        while True:
+            for i, positions in enumerate(self.plan(epoch)):
+                mine = rank_slice(positions, *self.part)
+                if i >= start and len(mine):
+                    yield epoch, i, mine
+            if not forever:
+                return
+            epoch, start = epoch + 1, 0
+
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, Batch]]:
         """(batch number within the epoch, batch), from batch `start` on; with `part` only this
         rank's slice of each batch (a rank whose slice is empty skips that batch)."""
-        for i, positions in enumerate(self.plan(epoch)):
-            mine = rank_slice(positions, *self.part)
-            if i >= start and len(mine):
-                yield i, self.load(mine, epoch)
+        for _, i, mine in self.tasks(epoch, start):
+            yield i, self.load(mine, epoch)
 
     def forever(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[int, int, Batch]]:
         """(epoch, batch number, batch) without end, resuming at (epoch, start)."""
         if len(self) == 0:
             raise ValueError("no training pairs: clips ⋈ face_features is empty for this role")
-        while True:
-            for i, batch in self.batches(epoch, start):
-                yield epoch, i, batch
-            epoch, start = epoch + 1, 0
+        for e, i, mine in self.tasks(epoch, start, forever=True):
+            yield e, i, self.load(mine, e)
 
     def features(self) -> np.ndarray:
         """Every feature of this role (for the mean-feature baseline), read shard by shard."""

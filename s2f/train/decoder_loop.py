@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2f.losses import face_decoder_loss
+from s2f.losses import face_decoder_loss_terms
 from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig, to_mean_shape
 from s2f.progress import TrainProgress
 from s2f.train import checkpoint
 from s2f.train.checkpoint import RunResult
 from s2f.train.config import DecoderTrainConfig, resolve_device
 from s2f.train.face_data import FaceSet, load_face_set
+from s2f.train.readback import Terms, host_floats
 from s2f.train.tracking import (
     FACE_DECODER_MODEL,
     NullTracker,
@@ -61,18 +62,24 @@ def _evaluate(model: FaceDecoder, data: FaceSet, cfg: DecoderTrainConfig,
     model.eval()
     with torch.no_grad():
         idx = torch.arange(len(data))
-        terms = _step_loss(model, data, idx, cfg, device)[1]
+        terms = host_floats([_step_loss(model, data, idx, cfg, device)[1]])[0]
     return {f"val_{k}": v for k, v in terms.items()}
 
 
 def _step_loss(model: FaceDecoder, data: FaceSet, idx: torch.Tensor, cfg: DecoderTrainConfig,
-               device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
-    img = data.images(idx).to(device)
-    lm = data.landmarks[idx].to(device)
+               device: torch.device) -> tuple[torch.Tensor, Terms]:
+    """The loss and its terms (tensors on the device: no host sync). `bf16` autocasts the
+    decoder's forward on CUDA; the loss is taken in float32."""
+    img = data.images(idx).to(device, non_blocking=True)
+    lm = data.landmarks[idx].to(device, non_blocking=True)
     with torch.no_grad():
         tex_target = to_mean_shape(img, lm, model.mean_shape)
-    texture, landmarks, image = model(data.features[idx].to(device), detach_warp=True)
-    return face_decoder_loss(texture, landmarks, image, tex_target, lm, img, cfg.loss_config())
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16):
+        texture, landmarks, image = model(data.features[idx].to(device, non_blocking=True),
+                                          detach_warp=True)
+    return face_decoder_loss_terms(texture.float(), landmarks.float(),
+                                   None if image is None else image.float(), tex_target, lm,
+                                   img, cfg.loss_config())  # type: ignore[return-value]
 
 
 def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool = False,
@@ -88,8 +95,12 @@ def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool
         raise ValueError(f"no faces with {cfg.encoder!r} features under {layout.root}")
     model = FaceDecoder(cfg.decoder_config(train.features.shape[1]),
                         mean_shape=train.landmarks.mean(dim=0)).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest conv kernels, once
+    # fused Adam on CUDA (one kernel for all parameters); CPU keeps torch's default
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999),
-                           eps=cfg.adam_eps)
+                           eps=cfg.adam_eps, fused=True if cuda else None)
     ckpt_dir = ckpt_dir or checkpoint.checkpoint_dir(layout, "face_decoder")
     step, epoch, batch_no = 0, 0, 0
     if resume and (p := checkpoint.latest(ckpt_dir)) is not None:
@@ -110,6 +121,7 @@ def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool
     tracker = tracker or make_tracker(cfg.track, cfg.run_name, layout)
     history: dict[str, list[tuple[int, float]]] = {"train_loss": []}
     recent: list[float] = []
+    pending: list[Terms] = []  # steps not yet read back from the device (read every log_every)
     status, version = "FAILED", None
     progress = TrainProgress("face decoder", cfg.steps, step, cfg.batch_size)
     try:
@@ -130,10 +142,15 @@ def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool
             loss.backward()
             opt.step()
             step, batch_no, done = step + 1, batch_no + 1, done + 1
-            recent = (recent + [terms["loss"]])[-cfg.log_every:]
-            progress.step(terms["loss"])
+            pending.append(terms)
+            stop = step >= cfg.steps or (stop_after is not None and done >= stop_after)
+            if step % cfg.log_every == 0 or stop:
+                logged, pending = host_floats(pending), []
+                recent = (recent + [t["loss"] for t in logged])[-cfg.log_every:]
+                for t in logged:  # the bar advances as terms are read back
+                    progress.step(t["loss"])
             if step % cfg.log_every == 0:
-                tracker.log_metrics(terms, step)
+                tracker.log_metrics(logged[-1], step)
                 history["train_loss"].append((step, float(np.mean(recent))))
             if step % cfg.checkpoint_every == 0:
                 save()

@@ -38,7 +38,7 @@ import copy
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from s2f.audio import spectrogram
-from s2f.losses import speech2face_loss
+from s2f.losses import speech2face_loss, speech2face_loss_terms
 from s2f.models.face_decoder import FaceDecoder
 from s2f.models.voice_encoder import VoiceEncoder
 from s2f.progress import TrainProgress
@@ -65,6 +65,8 @@ from s2f.train.checkpoint import (
 from s2f.train.config import TrainConfig, resolve_device
 from s2f.train.data import Batch, PairStream
 from s2f.train.distributed import current, plain_copy
+from s2f.train.prefetch import prefetched
+from s2f.train.readback import Terms, host_floats
 from s2f.train.tracking import (
     VOICE_ENCODER_MODEL,
     NullTracker,
@@ -94,11 +96,15 @@ def random_projection(in_dim: int, out_dim: int, seed: int) -> nn.Linear:
     return lin.requires_grad_(False)
 
 
-def resolve_loader(name: str, cuda: bool) -> Literal["pyav", "dali"]:
-    """"auto": DALI when CUDA is present and DALI imports, PyAV otherwise."""
+def resolve_loader(name: str, cuda: bool, workers: int = 0) -> Literal["pyav", "dali"]:
+    """"auto": DALI when CUDA is present and DALI imports (and no loader workers: they decode
+    with PyAV), PyAV otherwise."""
     from s2f.train.dali_audio import dali_available
 
-    if name == "dali" or (name == "auto" and cuda and dali_available()):
+    if name == "dali" and workers > 0:
+        raise ValueError("audio_loader='dali' decodes in the training process: set "
+                         "loader_workers=0, or audio_loader='pyav' to decode in the workers")
+    if name == "dali" or (name == "auto" and cuda and not workers and dali_available()):
         return "dali"
     return "pyav"
 
@@ -112,9 +118,15 @@ class VoiceTrainer:
         self.dist = current()  # under torchrun: this process's rank, world size and device
         self.device = self.dist.device or resolve_device(cfg.device)
         self.cuda = self.device.type == "cuda"
+        if cfg.float64 and self.cuda:
+            raise ValueError("float64 is for CPU golden tests; on CUDA train in bf16/float32")
+        # the encoder's parameter dtype; spectrograms are cast to it, its output back to float32
+        self.dtype = torch.float64 if cfg.float64 else torch.float32
         torch.manual_seed(cfg.seed)
         self.audio = cfg.audio_config()
-        self.loader = resolve_loader(cfg.audio_loader, self.cuda)
+        self.loader = resolve_loader(cfg.audio_loader, self.cuda, cfg.loader_workers)
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest conv kernels, once
         if cfg.batch_size % self.dist.world:
             raise ValueError(f"batch_size {cfg.batch_size} is the global batch: it must divide "
                              f"by the {self.dist.world} processes")
@@ -131,7 +143,8 @@ class VoiceTrainer:
         train_feats = self.train.features()
         self.dim = train_feats.shape[1]
         self.mean_feature = torch.from_numpy(train_feats.mean(axis=0)).to(self.device)
-        self.model = VoiceEncoder(cfg.encoder_config(out_dim=self.dim)).to(self.device)
+        self.model = VoiceEncoder(cfg.encoder_config(out_dim=self.dim)).to(self.device,
+                                                                             self.dtype)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if decoder is not None:
@@ -153,15 +166,32 @@ class VoiceTrainer:
         self.ema: VoiceEncoder | None = None
         if cfg.ema_decay > 0:
             self.ema = cast(VoiceEncoder, copy.deepcopy(self.model).requires_grad_(False))
+        # (ema, weights) tensor lists for the fused update; load_state_dict copies in place,
+        # so they stay the live tensors
+        pairs = ([] if self.ema is None else
+                 list(zip(self.ema.state_dict().values(), self.model.state_dict().values(),
+                          strict=True)))
+        self._ema_float = ([e for e, _ in pairs if e.dtype.is_floating_point],
+                           [w for e, w in pairs if e.dtype.is_floating_point])
+        self._ema_int = ([e for e, _ in pairs if not e.dtype.is_floating_point],
+                         [w for e, w in pairs if not e.dtype.is_floating_point])
+        # fused Adam on CUDA (one kernel for every parameter); CPU keeps torch's default
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
                                     betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
-                                    weight_decay=cfg.weight_decay)
+                                    weight_decay=cfg.weight_decay,
+                                    fused=True if self.cuda else None)
+        # the training forward compiled (CUDA: fuses BatchNorm/ReLU/pool glue between the convs;
+        # training windows have one shape, so it compiles once); validation stays eager
+        self.train_net: nn.Module = self.net
+        if cfg.torch_compile and self.cuda:
+            self.train_net = cast(nn.Module, torch.compile(self.net))
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=cfg.decay_every,
                                                      gamma=cfg.lr_decay)
         self.ckpt_dir = ckpt_dir or checkpoint_dir(layout, "voice_encoder")
         self.step, self.epoch, self.batch = 0, 0, 0
         # the lowest validation loss so far and its weights (`select="best_val"`)
         self.best: dict[str, object] | None = None
+        self._valid_cache: list[Batch] | None = None
 
     # -- one step ---------------------------------------------------------------------------
     @property
@@ -171,25 +201,32 @@ class VoiceTrainer:
 
     def encode(self, waves: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
         # the STFT takes any length: validation's longer windows need no config of their own
-        spec = spectrogram(waves.to(self.device, non_blocking=True), self.audio)
+        spec = spectrogram(waves.to(self.device, non_blocking=True), self.audio).to(self.dtype)
         if self.cfg.channels_last:
             spec = spec.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.bf16):
-            return (module or self.model)(spec).float()
+            return (self.model if module is None else module)(spec).float()
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> Terms:
+        """One optimisation step; its loss terms stay on the device (`host_terms` reads them:
+        on CUDA nothing here waits for the GPU)."""
         self.model.train()
-        v_s = self.encode(batch.waves, self.net)
-        v_f = batch.features.to(self.device)
-        loss, terms = speech2face_loss(v_s, v_f, self.f_dec, self.classifier,
-                                       self.cfg.loss_config())
+        v_s = self.encode(batch.waves, self.train_net)
+        v_f = batch.features.to(self.device, non_blocking=True)
+        loss, terms = speech2face_loss_terms(v_s, v_f, self.f_dec, self.classifier,
+                                             self.cfg.loss_config())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.sched.step()
         self.update_ema()
         terms["lr"] = self.sched.get_last_lr()[0]
-        return self.dist.mean(terms)  # the global batch's loss terms (the same on every rank)
+        return terms
+
+    def host_terms(self, pending: list[Terms]) -> list[dict[str, float]]:
+        """Steps' loss terms as floats (one device→host copy for all of them), each the mean
+        over ranks: the global batch's terms, the same on every rank."""
+        return [self.dist.mean(t) for t in host_floats(pending)]
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -201,12 +238,10 @@ class VoiceTrainer:
         if self.ema is None:
             return
         d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
-        for e, w in zip(self.ema.state_dict().values(), self.model.state_dict().values(),
-                        strict=True):
-            if e.dtype.is_floating_point:
-                e.lerp_(w, 1 - d)
-            else:
-                e.copy_(w)
+        # e.lerp_(w, 1 − d) for every tensor at once (on CPU the same per-tensor kernel)
+        torch._foreach_lerp_(self._ema_float[0], self._ema_float[1], 1 - d)
+        if self._ema_int[0]:
+            torch._foreach_copy_(self._ema_int[0], self._ema_int[1])
 
     # -- checkpoints --------------------------------------------------------------------------
     def state(self) -> dict[str, object]:
@@ -287,10 +322,8 @@ class VoiceTrainer:
         sums: dict[str, float] = dict.fromkeys(
             ("val_loss", "val_loss_mean_baseline", "val_cosine", "val_feature_l1"), 0.0)
         n = 0
-        for i, batch in self.valid.batches(0):
-            if i >= self.cfg.val_batches:
-                break
-            v_f = batch.features.to(self.device)
+        for batch in self.validation_batches():
+            v_f = batch.features.to(self.device, non_blocking=True)
             v_s = self.encode(batch.waves, model)
             _, terms = speech2face_loss(v_s, v_f, self.f_dec, self.classifier,
                                         self.cfg.loss_config())
@@ -308,11 +341,28 @@ class VoiceTrainer:
         n_all = total.pop("n")
         return {k: v / n_all for k, v in total.items()} if n_all else {}
 
+    def validation_batches(self) -> list[Batch]:
+        """This rank's validation batches (first windows, fixed order: the same every time),
+        loaded once by the loader's workers and kept."""
+        if self._valid_cache is None:
+            self._valid_cache = [b for _, i, b in prefetched(
+                self.valid, forever=False, workers=self.cfg.loader_workers, pin=self.cuda,
+                prefetch=self.cfg.loader_prefetch, limit=self.cfg.val_batches)
+                if i < self.cfg.val_batches]
+        return self._valid_cache
+
+    def training_batches(self) -> Iterator[tuple[int, int, Batch]]:
+        """(epoch, batch number, batch) from the resume point on, without end; decoded by
+        `loader_workers` processes (0: in this one). Close it to stop the workers."""
+        return prefetched(self.train, self.epoch, self.batch, workers=self.cfg.loader_workers,
+                          pin=self.cuda, prefetch=self.cfg.loader_prefetch)
+
     def export_model(self) -> VoiceEncoder:
         """The encoder as one process has it: under torchrun a copy with plain BatchNorm."""
-        if self.net is self.model:
-            return self.model
-        return cast(VoiceEncoder, plain_copy(self.model))
+        model = self.model if self.net is self.model else plain_copy(self.model)
+        if self.dtype != torch.float32:  # registered and served in float32, as any other run
+            model = copy.deepcopy(model).float()
+        return cast(VoiceEncoder, model)
 
     @torch.no_grad()
     def sample_faces(self, k: int = 6) -> dict[str, torch.Tensor] | None:
@@ -345,6 +395,8 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
     history: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_loss": [],
                                                    "val_loss_mean_baseline": []}
     recent: list[float] = []
+    pending: list[Terms] = []  # steps not yet read back from the device (read every log_every)
+    batches = tr.training_batches()
     status = "FAILED"
     progress = TrainProgress("voice encoder", cfg.steps, tr.step, cfg.batch_size,
                              enabled=tr.dist.is_main)
@@ -361,15 +413,21 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                           "off (face encoder has no classification layer)",
                           "f_dec": "trained decoder" if decoder is not None else "random"})
         done_here = 0
+        if tr.step < cfg.steps and cfg.val_every <= cfg.steps:
+            tr.validation_batches()  # decoded once, before training (worker start-up included)
         if tr.step < cfg.steps:
-            for epoch, bi, batch in tr.train.forever(tr.epoch, tr.batch):
-                terms = tr.train_step(batch)
+            for epoch, bi, batch in batches:
+                pending.append(tr.train_step(batch))
                 tr.step, tr.epoch, tr.batch = tr.step + 1, epoch, bi + 1
                 done_here += 1
-                recent = (recent + [terms["loss"]])[-cfg.log_every:]
-                progress.step(terms["loss"])
+                stop = tr.step >= cfg.steps or (stop_after is not None and done_here >= stop_after)
+                if tr.step % cfg.log_every == 0 or stop:
+                    logged, pending = tr.host_terms(pending), []
+                    recent = (recent + [t["loss"] for t in logged])[-cfg.log_every:]
+                    for t in logged:  # the bar advances as terms are read back
+                        progress.step(t["loss"])
                 if tr.step % cfg.log_every == 0:
-                    tracker.log_metrics(terms, tr.step)
+                    tracker.log_metrics(logged[-1], tr.step)
                     history["train_loss"].append((tr.step, float(np.mean(recent))))
                 if tr.step % cfg.val_every == 0:
                     val = tr.validate()
@@ -381,8 +439,9 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                             history[k].append((tr.step, val[k]))
                 if tr.step % cfg.checkpoint_every == 0:
                     tr.save()
-                if tr.step >= cfg.steps or (stop_after is not None and done_here >= stop_after):
+                if stop:
                     break
+        batches.close()  # stops the loader's workers before validation and registration
         if tr.step % cfg.val_every != 0 and tr.step >= cfg.steps:
             tr.note_validation(tr.validate())  # the last weights are a candidate too
         ckpt = tr.save()
@@ -403,6 +462,7 @@ def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecod
                 _card("voice encoder", cfg.model_dump_json()))
         status = "FINISHED"
     finally:
+        batches.close()
         progress.close()
         if own_tracker:
             tracker.finish(status)
