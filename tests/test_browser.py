@@ -131,7 +131,7 @@ def test_demo_against_servers_shows_in_prefect_and_mlflow_uis(tmp_path: Path) ->
         assert proc.returncode == 0, out[-4000:]
         report = proc.stdout[proc.stdout.index("speech2face demo: results"):]
         assert f"PROMOTED: {VOICE_ENCODER_NAME} v1 is now the champion" in report, report
-        assert re.search(r"- diversity [0-9.]+ >= floor 0\n", report), report
+        assert re.search(r"- dev diversity [0-9.]+ >= floor 0\n", report), report
 
         # The parent flow run and its six stage subflows, from the Prefect API.
         runs = httpx.post(f"{prefect_api}/flow_runs/filter", timeout=30,

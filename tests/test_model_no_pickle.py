@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from eval_helpers import use_tracking
 from mlflow import MlflowClient
 
 from s2f.inference import load_registered_model
@@ -19,7 +20,6 @@ from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig
 from s2f.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
 from s2f.train.tracking import log_torch_model
 from s2f.weights import CONFIG_FILE, WEIGHTS_FILE, UnsafeModelError, load_model_dir
-from tests.eval_helpers import use_tracking
 
 
 class Unpickled(AssertionError):
