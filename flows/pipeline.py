@@ -576,9 +576,14 @@ def demo_plan(args: argparse.Namespace, corpus_exists: bool) -> str:
     """What the demo will do and roughly how long it takes here (`s2f.demo_estimate`)."""
     from s2f.demo_estimate import estimate, plan_text
 
+    control = not getattr(args, "no_control", False)
+    seeds = getattr(args, "seeds", 1) or 1
     est = estimate(args.identities, args.clips_per_identity, corpus_exists,
-                   getattr(args, "decoder_steps", None), getattr(args, "train_steps", None))
-    return plan_text(est, args.identities, args.clips_per_identity, corpus_exists)
+                   getattr(args, "decoder_steps", None), getattr(args, "train_steps", None),
+                   seeds=seeds, control_steps=getattr(args, "control_steps", None) if control
+                   else 0)
+    return plan_text(est, args.identities, args.clips_per_identity, corpus_exists, seeds,
+                     control)
 
 
 def demo_evaluation(layout: DataLayout, returned: dict[str, Any] | None) -> dict[str, Any] | None:

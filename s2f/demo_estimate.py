@@ -63,19 +63,26 @@ class DemoEstimate:
 
 def estimate(identities: int, clips_per_identity: int, corpus_exists: bool,
              decoder_steps: int | None, train_steps: int | None,
-             step_seconds: float | None = None) -> DemoEstimate:
+             step_seconds: float | None = None, seeds: int = 1,
+             control_steps: int | None = 0) -> DemoEstimate:
+    """`seeds` voice encoders and, unless `control_steps` is 0, the shuffled-voice control
+    (None: a quarter of the training steps, as the demo's default); each trained model is
+    evaluated on dev and test."""
     speed = (step_seconds if step_seconds is not None else quick_timing()) / REF_STEP_SECONDS
     clips = identities * clips_per_identity
+    steps = train_steps or REF_TRAIN_STEPS
+    control = max(1, steps // 4) if control_steps is None else control_steps
+    models = seeds + (control > 0)
     work = {"corpus": 0.0 if corpus_exists else clips / REF_CLIPS,
             "ingest": clips / REF_CLIPS, "preprocess": clips / REF_CLIPS,
             "decoder": (decoder_steps or REF_DECODER_STEPS) / REF_DECODER_STEPS,
-            "voice": (train_steps or REF_TRAIN_STEPS) / REF_TRAIN_STEPS,
-            "evaluate": clips / REF_CLIPS, "start-up and the rest": 1.0}
+            "voice": (seeds * steps + control) / REF_TRAIN_STEPS,
+            "evaluate": models * clips / REF_CLIPS, "start-up and the rest": 1.0}
     return DemoEstimate({k: REF_SECONDS[k] * work[k] * speed for k in REF_SECONDS}, speed)
 
 
 def plan_text(est: DemoEstimate, identities: int, clips_per_identity: int,
-              corpus_exists: bool) -> str:
+              corpus_exists: bool, seeds: int = 1, control: bool = False) -> str:
     from s2f.progress import format_duration
 
     corpus = ("reuse the demo corpus" if corpus_exists else
@@ -89,11 +96,14 @@ def plan_text(est: DemoEstimate, identities: int, clips_per_identity: int,
     return "\n".join([
         f"s2f demo: {corpus}, then ingest, preprocess, train the face decoder "
         f"(~{format_duration(est.stages['decoder'])}) and the voice encoder "
-        f"(~{format_duration(est.stages['voice'])}), evaluate, promote, predict.",
+        f"({seeds} seed{'s' if seeds > 1 else ''}"
+        f"{' + the shuffled-voice control' if control else ''}: "
+        f"~{format_duration(est.stages['voice'])}), evaluate, promote, predict.",
         f"Estimated total: ~{format_duration(est.total)} ({load}; a quick timing, so take it "
         "as a rough guide).",
         "Shorter: --train-steps 200 --decoder-steps 100 (a weaker model), --identities 100 "
-        "(a smaller corpus and test set), and --min-diversity 0 for a smoke test.",
+        "(a smaller corpus and test set), --no-control (no shuffled-voice control), and "
+        "--min-diversity 0 for a smoke test.",
     ])
 
 

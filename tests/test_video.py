@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from s2f.synthetic_clips import write_face_clip
+from s2f.train.dali_audio import dali_available
 from s2f.video import (
     ClipRequest,
     DaliFrameDecoder,
@@ -93,6 +94,7 @@ def test_bad_media_is_recorded_and_the_pipeline_rebuilt(clips: dict[str, Path]) 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (NVDEC)")
+@pytest.mark.skipif(not dali_available(), reason="needs NVIDIA DALI for NVDEC (not installed)")
 def test_gpu_nvdec_frames_stay_on_the_gpu_and_match_pyav(clips: dict[str, Path]) -> None:
     for codec in ("h264", "vp9"):
         (gpu,) = decode_clips([_request(clips[codec], codec)], 3, gpu=True)
