@@ -26,7 +26,6 @@ Tests: `pytest tests/test_preprocess_flow.py`; timing per stage: `python benchma
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,7 +50,7 @@ from s2f.faces.detect import Face, FaceDetector
 from s2f.faces.search import clip_faces
 from s2f.features import FaceEncoder, encoder_for_this_thread
 from s2f.video import ClipRequest, DaliFrameDecoder, DecodedClip, DecodeError, decode_clips
-from storage.io import rows_to_table, write_table_atomic
+from storage.io import file_sha256, rows_to_table, write_table_atomic
 from storage.layout import DataLayout
 from storage.schemas import FACES, PREPROCESS, face_features_schema
 
@@ -246,14 +245,6 @@ def _encode(reps: list[tuple[str, np.ndarray]], encoder: FaceEncoder,
 
 
 # -- shards ---------------------------------------------------------------------------------------
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def output_paths(layout: DataLayout, clips_shard: Path) -> dict[str, Path]:
     """tables/clips/<manifest>/shard-N.parquet -> the same manifest/name under each output."""

@@ -20,7 +20,6 @@ serving pyfunc, the pyfunc each registered model carries).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from collections.abc import Callable
@@ -30,6 +29,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from storage.io import file_sha256
 
 FORMAT = "s2f-safetensors-1"
 WEIGHTS_FILE = "weights.safetensors"
@@ -87,14 +88,6 @@ def architecture_name(module: nn.Module) -> str:
                     f"({', '.join(ARCHITECTURES)}); register it with register_architecture")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_model_dir(module: nn.Module, directory: Path) -> dict[str, Path]:
     """Write `module` as weights.safetensors + config.json into `directory`; returns both paths
     keyed "weights" and "config" (the names the MLflow model's artifacts get)."""
@@ -112,7 +105,7 @@ def save_model_dir(module: nn.Module, directory: Path) -> dict[str, Path]:
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT, "architecture": name})
     meta = {"format": FORMAT, "architecture": name, "config": config,
-            "sha256": _sha256(weights)}
+            "sha256": file_sha256(weights)}
     cfg_path = directory / CONFIG_FILE
     with atomic_path(cfg_path) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -148,7 +141,7 @@ def load_model_files(weights: Path, config: Path, device: str | torch.device = "
     if name not in ARCHITECTURES:
         raise UnsafeModelError(f"{config}: unknown architecture {name!r} "
                                f"(allowed: {', '.join(ARCHITECTURES)})")
-    digest = _sha256(Path(weights))
+    digest = file_sha256(Path(weights))
     if digest != meta.get("sha256"):
         raise UnsafeModelError(f"{weights}: SHA-256 {digest[:12]}… differs from the config's "
                                f"{str(meta.get('sha256'))[:12]}…: the weights were altered")

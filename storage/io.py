@@ -7,6 +7,7 @@ file. Readers are polars lazy scans over the shard glob; temporary files never m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -127,3 +128,12 @@ def scan(layout: DataLayout, table: str, schema: pa.Schema | None = None) -> pl.
             schema = TABLES[table]
         return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
     return pl.scan_parquet([str(p) for p in paths])
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
