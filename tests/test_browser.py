@@ -140,7 +140,8 @@ def test_demo_against_servers_shows_in_prefect_and_mlflow_uis(tmp_path: Path) ->
         assert len(parents) == 1, [r["name"] for r in parents]
         run = parents[0]
         assert run["state_type"] == "COMPLETED"
-        assert run["name"].startswith("ingest..promote/avspeech_train+avspeech_test-"), run["name"]
+        assert run["name"].startswith(
+            "ingest..promote/avspeech_train+avspeech_dev+avspeech_test-"), run["name"]
         snapshot = run["name"].split("/", 1)[1]
         stages = {r["name"]: r["state_type"] for r in runs if r is not run}
         assert stages == {f"{s}/{snapshot}": "COMPLETED" for s in (

@@ -84,16 +84,24 @@ def _temps(data_dir: Path) -> list[Path]:
 
 def _kill_after_progress(proc: subprocess.Popen[bytes], data_dir: Path, rng: np.random.Generator,
                          timeout_s: float = 120.0) -> str:
-    """Wait until the run has written at least one more shard, then SIGKILL its process group
-    after a random extra delay; returns what happened."""
+    """Wait until the run has written two more shards, then SIGKILL its process group a random
+    fraction of one shard's time later (the interval between those two shards), so the kill
+    lands inside a shard's work however fast this machine writes shards (a fixed delay let a
+    fast idle machine finish the whole manifest before the kill); returns what happened."""
     layout = DataLayout(data_dir)
     before = len(shard_paths(layout, "clips"))
     deadline = time.monotonic() + timeout_s
+    first: tuple[float, int] | None = None  # (when, how many) the first new shard appeared
+    interval = 0.0
     while time.monotonic() < deadline and proc.poll() is None:
-        if len(shard_paths(layout, "clips")) > before:
+        n = len(shard_paths(layout, "clips"))
+        if first is None and n > before:
+            first = (time.monotonic(), n)
+        elif first is not None and n > first[1]:
+            interval = (time.monotonic() - first[0]) / (n - first[1])
             break
-        time.sleep(0.02)
-    time.sleep(float(rng.uniform(0.0, 0.6)))
+        time.sleep(0.005)
+    time.sleep(float(rng.uniform(0.0, 1.0)) * interval)
     if proc.poll() is not None:
         return f"finished (rc {proc.returncode}) before the kill"
     os.killpg(proc.pid, signal.SIGKILL)
