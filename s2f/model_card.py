@@ -199,10 +199,13 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         f"- Manifests: {', '.join(data.get('manifests', [])) or 'n/a'} "
         f"({data.get('rows', 'n/a')} manifest rows).",
         f"- Rows by ingestion status: {status}.",
-        "- Split rule: the manifest's split column; `test` rows are never trained on. The "
-        "training rows are divided into train/dev by identity (the YouTube video id "
-        "stands in for the speaker: sha1(id) / 2^160 < "
-        f"{params.get('dev_fraction', '0.1')} goes to dev, which validation reads), so no speaker is on both sides.",
+        "- Split rule: the manifest's split column; `test` rows are never trained on. Dev "
+        "(which validation, seed choice and the promotion gate read) is "
+        + ("the dev manifest's rows (split by person upstream, as the demo corpus does)."
+           if "dev" in data.get("split_counts", {}) else
+           "carved from the training rows by identity (the YouTube video id stands in for the "
+           "speaker where identities are unknown: sha1(id) / 2^160 < "
+           f"{params.get('dev_fraction', '0.1')} goes to dev), so no speaker is on both sides."),
         f"- Split sizes (ok clips): {splits}.",
         f"- Data snapshot of the training run: {params.get('data_snapshot', 'n/a')} (hash of "
         f"the clips and face_features shards it read; {params.get('train_pairs', '?')} train / "
