@@ -16,16 +16,16 @@ import sys
 import time
 from dataclasses import dataclass
 
-# The default demo as measured (README): 400 identities × 1 clip, decoder 400 steps, voice
-# encoder 800 steps; seconds on 2 idle x86_64 cores.
+# The default demo as measured (README, `time .venv/bin/s2f demo`, 2 idle x86_64 cores, no GPU,
+# 10 min 41 s wall): 400 identities × 1 clip, decoder 400 steps, voice encoder 800 steps (one
+# seed; the shuffled-voice control's 200 steps are scaled from it), each trained model
+# evaluated on dev and test; seconds per stage.
 REF_IDENTITIES, REF_CLIPS = 400, 400
 REF_DECODER_STEPS, REF_TRAIN_STEPS = 400, 800
-REF_SECONDS = {"corpus": 254.0, "ingest": 16.0, "preprocess": 40.0, "decoder": 37.0,
-               "voice": 420.0, "evaluate": 12.0, "start-up and the rest": 26.0}
-# `quick_timing()` on that machine, seconds: derived, not timed there: the voice stage's
-# 0.525 s per step less the batch's audio loading (~0.07 s: 114 clips/s in the benchmarks) and
-# its share of validation (~0.02 s). Timed on 2 cores shared with 3 other jobs: 4.8 s.
-REF_STEP_SECONDS = 0.43
+REF_SECONDS = {"corpus": 197.0, "ingest": 7.0, "preprocess": 31.0, "decoder": 20.0,
+               "voice": 275.0, "evaluate": 20.0, "start-up and the rest": 30.0}
+# `quick_timing()` on that machine, idle, right after that run (seconds).
+REF_STEP_SECONDS = 0.416
 
 
 def quick_timing(reps: int = 2) -> float:
