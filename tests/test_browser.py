@@ -143,9 +143,11 @@ def test_demo_against_servers_shows_in_prefect_and_mlflow_uis(tmp_path: Path) ->
         assert run["name"].startswith(
             "ingest..promote/avspeech_train+avspeech_dev+avspeech_test-"), run["name"]
         snapshot = run["name"].split("/", 1)[1]
+        # the six stage subflows, and inside train / evaluate one subflow per seed (one here)
         stages = {r["name"]: r["state_type"] for r in runs if r is not run}
-        assert stages == {f"{s}/{snapshot}": "COMPLETED" for s in (
-            "ingest", "preprocess", "train-decoder", "train", "evaluate", "promote")}, stages
+        assert stages == {**{f"{s}/{snapshot}": "COMPLETED" for s in (
+            "ingest", "preprocess", "train-decoder", "train", "evaluate", "promote")},
+            "train seed 0": "COMPLETED", "evaluate v1": "COMPLETED"}, stages
         # The report points at this run's page and at the champion's page.
         run_url = f"http://127.0.0.1:{pport}/runs/flow-run/{run['id']}"
         assert run_url in report, report[-1500:]
