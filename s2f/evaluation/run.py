@@ -34,7 +34,6 @@ from s2f.evaluation.data import (
     EvalRole,
     EvalSet,
     EvaluationDataError,
-    current_snapshot_id,
     default_identities_path,
     face_crops,
     load_eval_set,
@@ -108,7 +107,11 @@ def _identity_params(identities_path: Path, names: list[str]) -> pl.DataFrame:
 
 
 class TestAlreadyScored(RuntimeError):
-    """The model version already has its one test row on this snapshot; read it back."""
+    """The model version already has its one test row on this snapshot (`row`): read it back."""
+
+    def __init__(self, message: str, row: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.row = row
 
 
 def _dev_fraction(encoder: LoadedModel) -> float:
@@ -175,7 +178,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         if done is not None:
             raise TestAlreadyScored(
                 f"{encoder.ref.label()} already has its test row {done['evaluation_id']} on "
-                f"snapshot {es.snapshot_id}: the test split is scored once per version")
+                f"snapshot {es.snapshot_id}: the test split is scored once per version", done)
     names, pool, target = es.identity_pool()
     bar = Progress(1 + len(seconds) + 2 + (decoder_uri is not None), f"evaluate "
                    f"{encoder.ref.label()} on {len(es)} {role} clips", "phase", every_seconds=30)
@@ -287,14 +290,8 @@ def evaluate(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         row["metrics"] = dict(row["metrics"])
         row["reused"] = False
         return row
-    except TestAlreadyScored:
-        encoder = kwargs.get("encoder") or load_registered_model(model_uri)
-        es_snapshot = current_snapshot_id(layout, encoder.face_encoder, "test",
-                                          _dev_fraction(encoder))
-        row = find_test_row(layout, encoder.ref.name, encoder.ref.version, encoder.ref.run_id,
-                            es_snapshot, kwargs.get("kind", "model"))
-        assert row is not None
-        return {**row, "reused": True}
+    except TestAlreadyScored as done:  # the stored row, as found (no second load or scan)
+        return {**done.row, "reused": True}
 
 
 def main(argv: list[str] | None = None) -> int:
