@@ -2,7 +2,7 @@
 
 Either the demo corpus (`--corpus DIR`: `DIR/media/` and `DIR/avspeech_*.csv`, from
 `s2f.corpus.build.build_demo_corpus`) or generated clips with real faces
-(`s2f.synthetic_clips`): half VP9 .webm, half H.264 .mp4, 4-8 s, 320-480 px high, the face
+(`s2f.media.synthetic_clips`): half VP9 .webm, half H.264 .mp4, 4-8 s, 320-480 px high, the face
 about a third of the height with the manifest's (x, y) at its centre.
 """
 
@@ -30,7 +30,7 @@ def generate(out: Path, clips: int, seed: int = 0) -> BenchData:
     """`clips` media files (one clip each) and their manifest under `out`."""
     import numpy as np
 
-    from s2f.synthetic_clips import write_face_clip
+    from s2f.media.synthetic_clips import write_face_clip
 
     rng = np.random.default_rng(seed)
     media = out / "media"

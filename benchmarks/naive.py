@@ -66,7 +66,7 @@ def naive_models() -> tuple[Any, Any, Any]:
     """HOG detector, 68-point predictor, ResNet encoder: loaded once, outside the clock."""
     import dlib
 
-    from s2f.dlib_models import RESNET, SHAPE_68, model_path
+    from s2f.faces.dlib_models import RESNET, SHAPE_68, model_path
 
     return (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model_path(SHAPE_68))),
             dlib.face_recognition_model_v1(str(model_path(RESNET))))
@@ -79,7 +79,7 @@ def naive_chain(clips: list[NaiveClip], out_dir: Path, frames: int = 3,
 
     from s2f.faces.align import similarity_to_template, to_uint8_hwc, warp_faces_from_frames
     from s2f.faces.detect import pick_face
-    from s2f.features import DLIB_CHIP_SIZE, resize_crops
+    from s2f.faces.features import DLIB_CHIP_SIZE, resize_crops
     from s2f.ingest.media import write_flac_atomic
 
     detector, predictor, resnet = models or naive_models()

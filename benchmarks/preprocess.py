@@ -24,7 +24,7 @@ import torch
 
 
 def _generated(n: int, height: int, width: int, out: Path) -> list[dict[str, Any]]:
-    from s2f.synthetic_clips import write_face_clip
+    from s2f.media.synthetic_clips import write_face_clip
 
     rows = []
     for i in range(n):
@@ -78,9 +78,9 @@ def main() -> None:
 
     from s2f.faces.align import similarity_to_template, to_uint8_hwc, warp_faces_from_frames
     from s2f.faces.detect import FaceDetector
-    from s2f.features import get_encoder
-    from s2f.preprocess import PreprocessConfig, _request, preprocess_clips
-    from s2f.video import DaliFrameDecoder, DecodedClip, decode_clips
+    from s2f.faces.features import get_encoder
+    from s2f.media.video import DaliFrameDecoder, DecodedClip, decode_clips
+    from s2f.preprocess.clips import PreprocessConfig, _request, preprocess_clips
 
     gpu = torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")

@@ -9,7 +9,7 @@ Every stage runs in its own child process (`benchmarks.stages`), so each row's p
 stage's own. Rows: ingestion (probe + cut + FLAC + Parquet), decode (DALI CPU vs PyAV on the same
 VP9 clips), face search (HOG upsample 0 / 1, MMOD CNN, the pipeline's full and tracked search),
 landmarks + alignment + crop, embeddings (dlib-resnet; VGG-Face on random weights, batch 8),
-the spectrogram (s2f.audio, batches of 8), the training step (benchmarks/train.py when present),
+the spectrogram (s2f.media.audio, batches of 8), the training step (benchmarks/train.py when present),
 then the whole chain (ingest + preprocess of every clip, Parquet written) for the naive baseline
 (benchmarks/naive.py) and the pipeline before/after, interleaved and repeated: every chain
 figure is a ratio against the naive run of the same round, the median over rounds.
@@ -44,7 +44,7 @@ STAGE_ROWS = (
     ("align", "68 landmarks + Umeyama + 224 crop, K faces", "clip"),
     ("embed-dlib", "embed dlib-resnet, 1 face/clip", "clip"),
     ("embed-vggface", "embed VGG-Face fc7 (random w), batch 8", "clip"),
-    ("spectrogram", "FLAC load + 6 s STFT (s2f.audio), batch 8", "clip"),
+    ("spectrogram", "FLAC load + 6 s STFT (s2f.media.audio), batch 8", "clip"),
 )
 # Child processes after ingest; "decode" and "detect" each time several rows side by side.
 CHILDREN = ("decode", "detect", "detect-cnn", "align", "embed-dlib", "embed-vggface",
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-stages", action="store_true", help="chains only")
     args = ap.parse_args(argv)
     from benchmarks import data
-    from s2f.preprocess_pool import cpu_cores
+    from s2f.preprocess.pool import cpu_cores
 
     clips = 8 if args.quick and args.clips == 16 else args.clips
     rounds = 1 if args.quick else args.rounds

@@ -45,7 +45,7 @@ def _proc_cpu(pid: int) -> float:
 def cpu_now() -> float:
     """CPU seconds of this process and of the live preprocessing pool workers: unlike wall time,
     not inflated by the other load of a shared machine."""
-    from s2f.preprocess_pool import _POOLS
+    from s2f.preprocess.pool import _POOLS
 
     own = resource.getrusage(resource.RUSAGE_SELF)
     total = own.ru_utime + own.ru_stime
@@ -120,8 +120,8 @@ def clip_rows(work: Path) -> list[dict[str, Any]]:
 
 
 def decoded(work: Path, limit: int | None = None) -> list[tuple[dict[str, Any], Any]]:
-    from s2f.preprocess import _request
-    from s2f.video import DecodedClip, decode_clips
+    from s2f.media.video import DecodedClip, decode_clips
+    from s2f.preprocess.clips import _request
 
     rows = clip_rows(work)[:limit]
     out = decode_clips([_request(r) for r in rows], FRAMES, gpu=False)
@@ -129,7 +129,7 @@ def decoded(work: Path, limit: int | None = None) -> list[tuple[dict[str, Any], 
 
 
 def _hint(row: dict[str, Any]) -> tuple[float, float] | None:
-    from s2f.preprocess import _hint as hint
+    from s2f.preprocess.clips import _hint as hint
 
     return hint(row)
 
@@ -152,8 +152,8 @@ def ingest_stage(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _decode(args: argparse.Namespace, force: str) -> dict[str, Any]:
-    from s2f.preprocess import _request
-    from s2f.video import DaliFrameDecoder, decode_clips
+    from s2f.media.video import DaliFrameDecoder, decode_clips
+    from s2f.preprocess.clips import _request
 
     vp9 = [_request(r) for r in clip_rows(args.work) if r["video_codec"] in ("vp8", "vp9")]
     dali = DaliFrameDecoder(gpu=False)
@@ -167,8 +167,8 @@ def _decode(args: argparse.Namespace, force: str) -> dict[str, Any]:
 @stage("decode")
 def decode_both(args: argparse.Namespace) -> dict[str, Any]:
     """DALI CPU and PyAV on the same VP9 clips, alternating in one process."""
-    from s2f.preprocess import _request
-    from s2f.video import DaliFrameDecoder, decode_clips
+    from s2f.media.video import DaliFrameDecoder, decode_clips
+    from s2f.preprocess.clips import _request
 
     vp9 = [_request(r) for r in clip_rows(args.work) if r["video_codec"] in ("vp8", "vp9")]
     dali = DaliFrameDecoder(gpu=False)
@@ -358,7 +358,7 @@ def _crops(n: int) -> np.ndarray:
 @stage("embed-dlib")
 def embed_dlib(args: argparse.Namespace) -> dict[str, Any]:
     """dlib-resnet on one 224 crop per clip (the representative face), one call per batch."""
-    from s2f.features import get_encoder
+    from s2f.faces.features import get_encoder
 
     encoder = get_encoder("dlib-resnet")
     crops = _crops(args.embed_clips)
@@ -372,7 +372,7 @@ def embed_vggface(args: argparse.Namespace) -> dict[str, Any]:
     """VGG-Face fc7 on random weights (shape and speed only), batch 8."""
     import torch
 
-    from s2f.features import VggFace
+    from s2f.faces.features import VggFace
 
     model = VggFace().eval()
     crops = torch.from_numpy(_crops(8))
@@ -384,10 +384,10 @@ def embed_vggface(args: argparse.Namespace) -> dict[str, Any]:
 
 @stage("spectrogram")
 def spectrogram_stage(args: argparse.Namespace) -> dict[str, Any]:
-    """FLAC load + fix length (6 s) + compressed complex STFT, batches of 8 (s2f.audio)."""
+    """FLAC load + fix length (6 s) + compressed complex STFT, batches of 8 (s2f.media.audio)."""
     import torch
 
-    from s2f.audio import AudioConfig, load_fixed, spectrogram
+    from s2f.media.audio import AudioConfig, load_fixed, spectrogram
     from storage.layout import DataLayout
 
     cfg = AudioConfig()
@@ -450,8 +450,8 @@ def chain_naive(args: argparse.Namespace) -> dict[str, Any]:
 
 def _pipeline(args: argparse.Namespace, search: str, workers: int) -> dict[str, Any]:
     """ingest_shard + preprocess_shard (the flow's two library calls, Parquet included)."""
-    from s2f.preprocess import PreprocessConfig, preprocess_clips, preprocess_shard
-    from s2f.preprocess_pool import preprocess_parallel, shutdown_pools
+    from s2f.preprocess.clips import PreprocessConfig, preprocess_clips, preprocess_shard
+    from s2f.preprocess.pool import preprocess_parallel, shutdown_pools
 
     manifest, media = _inputs(args)
     config = PreprocessConfig(device="cpu", face_search=search, workers=workers)

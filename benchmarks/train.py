@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from s2f.audio import spectrogram
-from s2f.losses import speech2face_loss
+from s2f.media.audio import spectrogram
+from s2f.models.losses import speech2face_loss
 from s2f.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, macs_per_sample
 from s2f.train.config import TrainConfig, resolve_device
 

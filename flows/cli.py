@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="set any TrainConfig field, last (VALUE as JSON when it parses: "
                                 "--set batch_size=64 --set lr=2e-3); repeatable. Multi-GPU: "
-                                "the same flags under torchrun -m s2f.train.ddp")
+                                "the same flags under torchrun -m flows.torchrun")
         p.set_defaults(handler=_cmd_train)
 
     p = sub.add_parser("status", help="one row per manifest line: furthest stage and why",

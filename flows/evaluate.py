@@ -9,8 +9,8 @@ and `s2f predict`.
 reads) and on the test split (once per version: a version with a test row gets it read back, not
 rescored; test is for the report and the card only) (s2f.evaluation), writes the `evaluations`
 rows and MLflow runs, and publishes the model card to the registry. `promote_flow` runs the
-promotion gate (s2f.promote) on dev rows. `s2f predict` is plain inference, without
-Prefect: one command from a voice file to a labelled face (s2f.predict).
+promotion gate (s2f.release.promote) on dev rows. `s2f predict` is plain inference, without
+Prefect: one command from a voice file to a labelled face (s2f.registry.predict).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 # Light imports only at module level: `prefect deploy` imports this file.
-from s2f.names import CHALLENGER, FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
+from s2f.registry.names import CHALLENGER, FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
 
 DEFAULT_MODEL_URI = model_uri(VOICE_ENCODER_NAME, CHALLENGER)
 DEFAULT_DECODER_URI = model_uri(FACE_DECODER_NAME, CHALLENGER)
@@ -77,7 +77,7 @@ def evaluate_task(params: EvaluateParams, role: str = "test") -> dict[str, Any]:
 
 @task(name="publish-model-card", cache_policy=NO_CACHE)
 def model_card_task(data_dir: Path, row: dict[str, Any]) -> str:
-    from s2f.model_card import publish_model_card
+    from s2f.release.model_card import publish_model_card
     from storage.layout import DataLayout
 
     return publish_model_card(DataLayout(data_dir), row)
@@ -121,7 +121,7 @@ def evaluate_flow(params: EvaluateParams) -> dict[str, Any]:
 def promote_task(params: PromoteParams) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from s2f.promote import promote
+    from s2f.release.promote import promote
     from storage.layout import DataLayout
 
     result = promote(DataLayout(params.data_dir), margin=params.margin,
@@ -146,7 +146,7 @@ def promote_flow(params: PromoteParams) -> dict[str, Any]:
 def run_evaluate_from_cli(args: argparse.Namespace) -> int:
     """`s2f evaluate`: 0 on success, 2 when the data or the models cannot be evaluated."""
     from s2f.evaluation.data import EvaluationDataError
-    from s2f.inference import ModelResolutionError
+    from s2f.registry.inference import ModelResolutionError
 
     params = EvaluateParams(data_dir=args.data_dir, model_uri=args.model_uri,
                             decoder_uri=None if args.no_decoder else args.decoder_uri,
@@ -175,7 +175,7 @@ def run_evaluate_from_cli(args: argparse.Namespace) -> int:
 def run_promote_from_cli(args: argparse.Namespace) -> int:
     """`s2f promote`: 0 promoted or unchanged, 1 rejected (reasons printed), 2 nothing to do."""
     from s2f.evaluation.data import EvaluationDataError
-    from s2f.inference import ModelResolutionError
+    from s2f.registry.inference import ModelResolutionError
 
     params = PromoteParams(data_dir=args.data_dir, margin=args.margin,
                            min_diversity=args.min_diversity,
@@ -198,8 +198,8 @@ def run_promote_from_cli(args: argparse.Namespace) -> int:
 def run_predict_from_cli(args: argparse.Namespace) -> int:
     """`s2f predict`: 0 when every file gave a face, 1 when some could not (reasons printed),
     2 when the models cannot be loaded."""
-    from s2f.inference import ModelResolutionError
-    from s2f.predict import predict_files
+    from s2f.registry.inference import ModelResolutionError
+    from s2f.registry.predict import predict_files
 
     try:
         results = predict_files(list(args.audio), args.out, args.model_uri, args.decoder_uri,

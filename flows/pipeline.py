@@ -494,11 +494,11 @@ def run_pipeline_from_cli(args: argparse.Namespace) -> int:
 
 def run_demo_from_cli(args: argparse.Namespace) -> int:
     """`s2f demo`: build the demo corpus (once) under the data directory, run the pipeline on
-    it, predict faces for a few test voices and print the report (`s2f.report`): the paper's
+    it, predict faces for a few test voices and print the report (`s2f.release.report`): the paper's
     tables from the `evaluations` row, the promotion decision, and where everything is.
     0 when the pipeline finished (whatever the gate decided), 1 when a stage failed."""
     from s2f.corpus.build import CorpusConfig, build_demo_corpus, corpus_is_complete
-    from s2f.report import demo_report, places_report
+    from s2f.release.report import demo_report, places_report
     from storage.status import status_counts
 
     # Model loads would draw a progress bar per artifact between the report's lines.
@@ -674,9 +674,9 @@ def demo_places(layout: DataLayout, flow_run_id: str, row: dict[str, Any] | None
 def predict_demo_voices(layout: DataLayout, n: int = 3) -> list[Any]:
     """After the demo trained a model: a face for each of `n` test voices, with the
     just-trained (challenger) encoder and decoder, under DATA_DIR/predictions. Returns the
-    `s2f.predict` results."""
-    from s2f.names import CHALLENGER, FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
-    from s2f.predict import predict_files
+    `s2f.registry.predict` results."""
+    from s2f.registry.names import CHALLENGER, FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
+    from s2f.registry.predict import predict_files
     from storage.io import scan
 
     voices = (scan(layout, "clips").filter((pl.col("split") == "test")

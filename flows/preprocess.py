@@ -8,14 +8,14 @@ or from Python (after `flows.runtime.configure(data_dir)`):
     from flows.preprocess import PreprocessParams, preprocess_flow
     summary = preprocess_flow(PreprocessParams(data_dir=...))
 
-Thin on purpose: the work is in `s2f.preprocess`. One task per clips shard
+Thin on purpose: the work is in `s2f.preprocess.clips`. One task per clips shard
 (`tables/clips/<manifest>/shard-NNNNN.parquet` -> `tables/{preprocess,faces,face_features}/
 <manifest>/shard-NNNNN.parquet`). A shard whose three outputs exist and record the input
 shard's SHA-256 and the same parameters is skipped, so a re-run redoes only new, changed or
 failed shards. A shard task that crashes is retried; a shard that still fails is reported and
 fails the run after the other shards finish. Bad clips never fail a shard: they get a status.
 Models (dlib, VGG-Face) and the DALI pipeline are loaded inside the worker thread, once per
-thread. Within a shard, clips are spread over `workers` processes (`s2f.preprocess_pool`;
+thread. Within a shard, clips are spread over `workers` processes (`s2f.preprocess.pool`;
 default one per core): dlib holds the GIL, so the one shard thread would use a single core.
 """
 
@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from s2f.preprocess import (
+from s2f.preprocess.clips import (
     OUTPUT_TABLES,
     PreprocessConfig,
     output_paths,
@@ -66,7 +66,7 @@ class PreprocessParams(BaseModel):
     def _vggface_needs_weights(self) -> PreprocessParams:
         if self.encoder == "vggface" and (self.vggface_weights is None
                                           or not self.vggface_weights.is_file()):
-            from s2f.features import VggFaceWeightsMissing, load_vggface
+            from s2f.faces.features import VggFaceWeightsMissing, load_vggface
 
             try:  # the library's message says what to get and where to pass it
                 load_vggface(self.vggface_weights)

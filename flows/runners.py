@@ -20,7 +20,7 @@ Kinds:
 
 Only paths, shard plans and pydantic params cross process boundaries: the stage tasks load
 dlib's models, encoders and DALI pipelines inside the worker (once per worker thread, see
-`s2f.faces.detect` and `s2f.features`), because dlib's CNN detector and ResNet cannot be pickled.
+`s2f.faces.detect` and `s2f.faces.features`), because dlib's CNN detector and ResNet cannot be pickled.
 Every Dask worker must see the data directory at the same path (a shared file system) and have
 this project installed.
 """

@@ -65,7 +65,7 @@ class EvaluateSeedsParams(BaseModel):
 def control_task(params: TrainSeedsParams) -> dict[str, Any]:
     """Train the shuffled-voice control and score it on dev and test (kind shuffled_control)."""
     from s2f.evaluation.run import evaluate
-    from s2f.inference import LoadedModel, ModelRef
+    from s2f.registry.inference import LoadedModel, ModelRef
     from s2f.train.config import TrainConfig
 
     tp = params.control_params(TrainConfig.preset_config(params.train.config).steps)
@@ -126,7 +126,7 @@ def evaluate_seeds_flow(params: EvaluateSeedsParams) -> dict[str, Any]:
     evaluation) and `picked_by` beside it."""
     from mlflow import MlflowClient
 
-    from s2f.names import CHALLENGER, VOICE_ENCODER_NAME
+    from s2f.registry.names import CHALLENGER, VOICE_ENCODER_NAME
 
     if not params.versions:
         return evaluate_flow(params.evaluate)

@@ -97,8 +97,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 
 def train_voice(params: TrainParams) -> TrainResult:
     """The `train` task's work, without Prefect: also what every rank of a torchrun job runs
-    (`s2f.train.ddp`)."""
-    from s2f.inference import load_registered_model
+    (`flows.torchrun`)."""
+    from s2f.registry.inference import load_registered_model
     from s2f.train.checkpoint import checkpoint_dir
     from s2f.train.config import TrainConfig
     from s2f.train.decoder_loop import load_decoder
@@ -114,7 +114,7 @@ def train_voice(params: TrainParams) -> TrainResult:
             f"models:/{FACE_DECODER_MODEL}@{params.decoder_alias}").module
     classifier = None
     if params.vggface_weights is not None:
-        from s2f.features import load_vggface
+        from s2f.faces.features import load_vggface
 
         classifier = load_vggface(params.vggface_weights).fc8
     over = _overrides(params)
@@ -184,7 +184,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_params(args: argparse.Namespace) -> TrainParams:
-    """`s2f train`'s arguments as TrainParams (also read by `s2f.train.ddp`)."""
+    """`s2f train`'s arguments as TrainParams (also read by `flows.torchrun`)."""
     return TrainParams(**_common(args), decoder=args.decoder,
                        vggface_weights=args.vggface_weights,
                        overrides=parse_overrides(getattr(args, "set", None)))

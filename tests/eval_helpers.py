@@ -27,9 +27,9 @@ from mlflow import MlflowClient
 from PIL import Image
 from torch import nn
 
+from s2f.media.mux import write_media
 from s2f.models.face_decoder import FaceDecoder
-from s2f.mux import write_media
-from s2f.weights import Architecture, register_architecture
+from s2f.registry.weights import Architecture, register_architecture
 from storage.io import rows_to_table, write_table_atomic
 from storage.layout import DataLayout, clip_key
 from storage.schemas import CLIPS, FACES, face_features_schema
@@ -179,7 +179,7 @@ def face_decoder(seed: int = 0) -> nn.Module:
     return dec.eval()
 
 
-# The stand-in encoders are allowed architectures of the pickle-free loader (s2f.weights), as
+# The stand-in encoders are allowed architectures of the pickle-free loader (s2f.registry.weights), as
 # the real ones are: saved as safetensors + JSON config, built back from this module's classes.
 register_architecture("test-tone-encoder", Architecture(
     ToneEncoder, lambda m: {"shape": list(m.table.shape), "seconds": m.cfg.seconds},

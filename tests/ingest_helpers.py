@@ -1,4 +1,4 @@
-"""Tiny real media for the ingestion tests: 2 s, 64x48, a 220 Hz tone, made with s2f.mux,
+"""Tiny real media for the ingestion tests: 2 s, 64x48, a 220 Hz tone, made with s2f.media.mux,
 plus damaged copies (empty, truncated, garbage, garbled audio packets)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from s2f.mux import write_media
+from s2f.media.mux import write_media
 
 SAMPLE_RATE = 16000
 DURATION_S = 2.0

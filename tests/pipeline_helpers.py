@@ -21,7 +21,7 @@ MANIFEST_LINES = [
 
 def make_corpus(root: Path) -> tuple[Path, Path]:
     """(manifest, media_root) under `root`, written once."""
-    from s2f.synthetic_clips import write_face_clip
+    from s2f.media.synthetic_clips import write_face_clip
 
     media = root / "media"
     media.mkdir(parents=True, exist_ok=True)

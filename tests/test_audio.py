@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2f.audio import AudioConfig, compress, fix_length, load_audio, num_frames, spectrogram
+from s2f.media.audio import AudioConfig, compress, fix_length, load_audio, num_frames, spectrogram
 
 
 def test_six_seconds_gives_598_by_257() -> None:

@@ -24,7 +24,7 @@ import polars as pl
 import pytest
 from PIL import Image, ImageStat
 
-from s2f.names import CHAMPION, VOICE_ENCODER_NAME
+from s2f.registry.names import CHAMPION, VOICE_ENCODER_NAME
 from tests.browser_helpers import (
     clean_env,
     ensure_chromium,

@@ -112,7 +112,7 @@ def test_dask_cluster_gives_the_same_tables_as_threads(
             kind="dask", dask_address=cluster.scheduler_address)))
         # The shard tasks ran in the worker processes, which loaded dlib and the stages there.
         loaded = client.run(lambda: (os.getpid(), "dlib" in __import__("sys").modules,
-                                     "s2f.preprocess" in __import__("sys").modules))
+                                     "s2f.preprocess.clips" in __import__("sys").modules))
     assert len(loaded) == 2 and all(pid != os.getpid() for pid, _, _ in loaded.values())
     assert any(dlib and stage for _, dlib, stage in loaded.values())
 

@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from s2f.evaluation.data import EvaluationDataError, training_mean_feature
 from s2f.evaluation.record import read_evaluations
 from s2f.evaluation.run import evaluate_model
-from s2f.inference import ModelResolutionError
+from s2f.registry.inference import ModelResolutionError
 
 
 @pytest.fixture()

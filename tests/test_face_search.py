@@ -14,10 +14,10 @@ import pytest
 
 from s2f.faces.detect import FaceDetector
 from s2f.faces.search import clip_faces, search_order
-from s2f.preprocess import PreprocessConfig, preprocess_clips
-from s2f.preprocess_pool import preprocess_parallel
-from s2f.synthetic_clips import write_face_clip
-from s2f.video import ClipRequest, decode_clips
+from s2f.media.synthetic_clips import write_face_clip
+from s2f.media.video import ClipRequest, decode_clips
+from s2f.preprocess.clips import PreprocessConfig, preprocess_clips
+from s2f.preprocess.pool import preprocess_parallel
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,7 @@ def test_nothing_found_in_a_photo_of_dogs() -> None:
 
 
 def test_cnn_detector_finds_the_face_hog_finds() -> None:
-    from s2f.synthetic_clips import face_patch
+    from s2f.media.synthetic_clips import face_patch
 
     image = np.ascontiguousarray(face_patch(0, 110))
     hog = FaceDetector("hog").best_face(image)

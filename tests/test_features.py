@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from s2f.dlib_models import RESNET, model_path
 from s2f.faces.align import similarity_to_template, to_uint8_hwc, warp_faces
 from s2f.faces.detect import FaceDetector
-from s2f.features import (
+from s2f.faces.dlib_models import RESNET, model_path
+from s2f.faces.features import (
     ENCODER_DIMS,
     VGGFACE_MEAN_RGB,
     VggFace,
@@ -25,7 +25,7 @@ from s2f.features import (
     get_encoder,
     load_vggface,
 )
-from s2f.synthetic_clips import face_patch
+from s2f.media.synthetic_clips import face_patch
 
 
 def _crop_and_dlib_descriptor(source: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2f.audio import AudioConfig
+from s2f.media.audio import AudioConfig
 from s2f.train.config import DecoderTrainConfig, TrainConfig
 from s2f.train.data import PairStream
 from s2f.train.synthetic import SyntheticCorpus, build

@@ -6,7 +6,13 @@ import math
 
 import torch
 
-from s2f.losses import LossConfig, distillation, face_decoder_loss, normalized_l2, speech2face_loss
+from s2f.models.losses import (
+    LossConfig,
+    distillation,
+    face_decoder_loss,
+    normalized_l2,
+    speech2face_loss,
+)
 
 
 def test_normalized_l2_is_per_sample() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s2f import metrics
+from s2f.evaluation import metrics
 
 
 def test_cosine_degrees_known_angles() -> None:
@@ -88,7 +88,7 @@ def test_pearson_known() -> None:
 def test_distance_ranks_match_a_brute_force_sort_for_each_distance() -> None:
     """Ranks by L2, L1 and cosine against an argsort of the full distance matrix. Ties cannot
     occur with continuous random features, so the comparison is exact (integers)."""
-    from s2f.metrics import distance_ranks
+    from s2f.evaluation.metrics import distance_ranks
 
     rng = np.random.default_rng(3)
     pool = rng.normal(size=(40, 16))
@@ -120,9 +120,9 @@ def test_bonferroni_and_craniofacial_random_pairs() -> None:
     """Known landmarks: S2F = F2F + small noise gives r near 1 and p tiny; the random-pair
     baseline pairs each S2F with another sample's F2F, so its r is near 0 (n = 200 samples:
     |r| < 0.3 holds with margin, sd of r under independence is ~0.07)."""
+    from s2f.evaluation.metrics import bonferroni
     from s2f.evaluation.scores import craniofacial_scores
     from s2f.faces.align import template_pixels
-    from s2f.metrics import bonferroni
 
     assert bonferroni([0.01, 0.2, float("nan")]).tolist()[:2] == pytest.approx([0.02, 0.4])
     assert bonferroni([0.6, 0.6]).tolist() == [1.0, 1.0]

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from s2f.evaluation.data import data_summary
 from s2f.evaluation.record import read_evaluations
 from s2f.evaluation.run import evaluate_model
-from s2f.model_card import publish_model_card, write_model_card
+from s2f.release.model_card import publish_model_card, write_model_card
 
 _NUM = r"([0-9.]+|n/a)"
 

@@ -15,11 +15,11 @@ import torch
 from eval_helpers import use_tracking
 from mlflow import MlflowClient
 
-from s2f.inference import load_registered_model
 from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig
 from s2f.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
+from s2f.registry.inference import load_registered_model
+from s2f.registry.weights import CONFIG_FILE, WEIGHTS_FILE, UnsafeModelError, load_model_dir
 from s2f.train.tracking import log_torch_model
-from s2f.weights import CONFIG_FILE, WEIGHTS_FILE, UnsafeModelError, load_model_dir
 
 
 class Unpickled(AssertionError):
@@ -138,7 +138,7 @@ def test_altered_weights_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_only_allow_listed_architectures_are_built(tmp_path: Path) -> None:
     enc, _, spec, _ = _models()
-    from s2f.weights import save_model_dir
+    from s2f.registry.weights import save_model_dir
 
     files = save_model_dir(enc, tmp_path / "m")
     module, meta = load_model_dir(tmp_path / "m")

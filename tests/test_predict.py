@@ -10,8 +10,8 @@ import pytest
 from eval_helpers import BIN_HZ, DECODER_NAME, ENCODER_NAME, register_models, tracked_eval_data
 from PIL import Image
 
-from s2f.mux import write_media
-from s2f.predict import NOTICE, PredictInputError, predict_files, read_speech
+from s2f.media.mux import write_media
+from s2f.registry.predict import NOTICE, PredictInputError, predict_files, read_speech
 
 
 def _tone(bin_: int, seconds: float, sr: int = 16000) -> np.ndarray:
@@ -89,7 +89,7 @@ def test_pyfunc_model_serves_base64_audio(models, tmp_path: Path) -> None:
     import mlflow.pyfunc
     import pandas as pd
 
-    from s2f.serving import log_pyfunc_model
+    from s2f.registry.serving import log_pyfunc_model
 
     info = log_pyfunc_model(layout=models.layout)
     assert info.registered_model_version == 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s2f.audio import AudioConfig
+from s2f.media.audio import AudioConfig
 from s2f.train.data import PairStream
 from s2f.train.loop import resolve_loader, train_voice_encoder
 from s2f.train.prefetch import prefetched

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from s2f.faces.align import decode_jpeg
-from s2f.preprocess import PreprocessConfig, preprocess_clips
-from s2f.synthetic_clips import write_face_clip
+from s2f.media.synthetic_clips import write_face_clip
+from s2f.preprocess.clips import PreprocessConfig, preprocess_clips
 from storage.io import read_extra, rows_to_table, write_table_atomic
 from storage.layout import DataLayout, clip_key
 from storage.schemas import CLIPS

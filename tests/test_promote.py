@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from s2f.evaluation.data import training_mean_feature
 from s2f.evaluation.record import read_evaluations
 from s2f.evaluation.run import evaluate_model
-from s2f.promote import decide, promote
+from s2f.release.promote import decide, promote
 from storage.io import rows_to_table, write_table_atomic
 from storage.schemas import CLIPS, EVALUATIONS
 
@@ -175,7 +175,7 @@ def test_gate_rules() -> None:
 def test_cli_evaluate_then_promote_then_predict(data, prefect_server, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from flows.cli import main
-    from s2f.mux import write_media
+    from s2f.media.mux import write_media
 
     register(tone_encoder(data), ENCODER_NAME, "challenger")
     root = str(data.layout.root)

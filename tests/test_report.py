@@ -13,8 +13,8 @@ from eval_helpers import ENCODER_NAME, ConstantEncoder, register, register_model
 from s2f.evaluation.data import training_mean_feature
 from s2f.evaluation.record import read_evaluations
 from s2f.evaluation.run import evaluate_model
-from s2f.promote import promote
-from s2f.report import demo_report
+from s2f.release.promote import promote
+from s2f.release.report import demo_report
 
 _NUM = r"-?[0-9.]+(?:e-?\d+)?|n/a"
 

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from s2f.audio import spectrogram
-from s2f.metrics import bootstrap_ci, retrieval_ranks
+from s2f.evaluation.metrics import bootstrap_ci, retrieval_ranks
+from s2f.media.audio import spectrogram
 from s2f.train.config import TrainConfig
 from s2f.train.data import PairStream
 from s2f.train.loop import train_voice_encoder

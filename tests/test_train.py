@@ -148,7 +148,7 @@ def test_dali_loader_gives_the_same_batches(corpus: DataLayout) -> None:
 
 
 def test_random_crops_depend_only_on_seed_epoch_and_pair(corpus: DataLayout) -> None:
-    from s2f.audio import AudioConfig, load_audio
+    from s2f.media.audio import AudioConfig, load_audio
 
     audio = AudioConfig(seconds=0.25)  # 4000 samples from 0.6 s clips: 5600 possible offsets
     crops = PairStream(corpus, "dlib-resnet", "train", audio, 4, seed=0, dev_fraction=0.2,

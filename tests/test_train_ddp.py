@@ -1,7 +1,7 @@
 """Multi-process training under torchrun (gloo on CPU) is the one-process optimisation.
 
 One process trains the tiny voice encoder 2 of 6 steps (global batch 4) into the data
-directory's checkpoint; `torchrun --nproc-per-node 2 -m s2f.train.ddp --resume` carries on to
+directory's checkpoint; `torchrun --nproc-per-node 2 -m flows.torchrun --resume` carries on to
 step 6 with 2 pairs per rank (synchronised BatchNorm, DDP-averaged gradients, validation at
 steps 4 and 6 summed over ranks; every rank loads rank 0's copy of the checkpoint). Golden
 check: the weights equal those of one process training all 6 steps, to float rounding; both
@@ -65,7 +65,7 @@ ATOL = 1e-6
 def torchrun(data: Path, steps: int, *extra: str, mlflow_uri: str) -> str:
     sets = [f"{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", "-m", "s2f.train.ddp", "--data-dir", str(data), "--device", "cpu",
+           "2", "-m", "flows.torchrun", "--data-dir", str(data), "--device", "cpu",
            "--decoder", "random", "--steps", str(steps),
            *(a for kv in sets for a in ("--set", kv)), *extra]
     # one thread per rank, whatever the caller's environment says (torchrun's own default)
@@ -76,7 +76,7 @@ def torchrun(data: Path, steps: int, *extra: str, mlflow_uri: str) -> str:
 
 
 def tiny(steps: int) -> TrainConfig:
-    """What `s2f.train.ddp` builds from the flags above (plus no tracking)."""
+    """What `flows.torchrun` builds from the flags above (plus no tracking)."""
     return TrainConfig.preset_config("small", steps=steps, device="cpu", decoder="random",
                                      track=False, register_model=False, **TINY)  # type: ignore[arg-type]
 

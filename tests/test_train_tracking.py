@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2f.audio import spectrogram
-from s2f.inference import load_registered_model
+from s2f.media.audio import spectrogram
+from s2f.registry.inference import load_registered_model
 from s2f.train.config import DecoderTrainConfig, TrainConfig
 from s2f.train.decoder_loop import train_face_decoder
 from s2f.train.loop import train_voice_encoder

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from s2f.synthetic_clips import write_face_clip
-from s2f.train.dali_audio import dali_available
-from s2f.video import (
+from s2f.media.synthetic_clips import write_face_clip
+from s2f.media.video import (
     ClipRequest,
     DaliFrameDecoder,
     DecodedClip,
@@ -22,6 +21,7 @@ from s2f.video import (
     decode_clips,
     frame_indices,
 )
+from s2f.train.dali_audio import dali_available
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ class CorpusConfig:
     workers: int = 2               # processes; 0 or 1 builds in this process
     test_fraction: float = DEMO_TEST_FRACTION   # of identities and of real persons
     dev_fraction: float = DEMO_DEV_FRACTION     # of identities and of real persons
-    crf: int = 28                  # H.264 CRF (VP9 gets crf + 6, see s2f.mux)
+    crf: int = 28                  # H.264 CRF (VP9 gets crf + 6, see s2f.media.mux)
     faces_dir: Path = ASSETS_DIR
 
     def __post_init__(self) -> None:
@@ -375,7 +375,7 @@ def build_identity(plan: IdentityPlan) -> dict:
 
     from s2f.corpus.render import VideoLayout, make_sprite
     from s2f.corpus.voice import median_f0, voice_parameters
-    from s2f.mux import write_media
+    from s2f.media.mux import write_media
 
     if _STATE.get("error") is not None:
         raise RuntimeError(f"demo-corpus worker failed to start: {_STATE['error']!r}")

@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import ndimage
 from scipy.spatial import Delaunay
 
-from s2f.dlib_models import RESNET, SHAPE_68, model_path
+from s2f.faces.dlib_models import RESNET, SHAPE_68, model_path
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "faces"
 CANVAS = 256                 # side of the aligned face image, pixels

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from s2f.evaluation.scores import Scores
-from s2f.inference import ModelRef
+from s2f.registry.inference import ModelRef
 from storage.io import rows_to_table, shard_paths, write_table_atomic
 from storage.layout import DataLayout, safe_name
 from storage.schemas import EVALUATIONS

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from s2f.audio import load_audio
 from s2f.evaluation import figures
 from s2f.evaluation.data import (
     DEFAULT_DEV_FRACTION,
@@ -68,7 +67,9 @@ from s2f.evaluation.scores import (
     voice_design,
     voice_parameter_scores,
 )
-from s2f.inference import (
+from s2f.media.audio import load_audio
+from s2f.progress import Progress
+from s2f.registry.inference import (
     FACE_DECODER_NAME,
     VOICE_ENCODER_NAME,
     LoadedModel,
@@ -77,7 +78,6 @@ from s2f.inference import (
     load_registered_model,
     model_uri,
 )
-from s2f.progress import Progress
 from storage.layout import DataLayout
 
 DEFAULT_MODEL_URI = model_uri(VOICE_ENCODER_NAME, "challenger")

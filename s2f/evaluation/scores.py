@@ -1,4 +1,4 @@
-"""Every evaluation number, computed from arrays with `s2f.metrics`.
+"""Every evaluation number, computed from arrays with `s2f.evaluation.metrics`.
 
 Metric names (flat, as logged to MLflow and stored in the `evaluations` table):
 - `cosine_deg_mean_6s`, `l2_std_3s`, ...: feature similarity per input length;
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from s2f import metrics
+from s2f.evaluation import metrics
 
 SECONDS = (3.0, 6.0)
 # The demo corpus's voice parameters (s2f.corpus.table.IDENTITIES) worth a read-out; the other

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from s2f.dlib_models import MMOD, SHAPE_68, model_path
+from s2f.faces.dlib_models import MMOD, SHAPE_68, model_path
 
 DETECTORS = ("hog", "cnn")
 HOG_MIN_FACE_PX = 80  # HOG's sliding window finds faces of about this size and up

@@ -17,9 +17,9 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from s2f.audio import AudioConfig
-from s2f.losses import DecoderLossConfig, LossConfig
+from s2f.media.audio import AudioConfig
 from s2f.models.face_decoder import FaceDecoderConfig
+from s2f.models.losses import DecoderLossConfig, LossConfig
 from s2f.models.voice_encoder import VoiceEncoderConfig
 
 

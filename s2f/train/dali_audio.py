@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from s2f.audio import fix_length
+from s2f.media.audio import fix_length
 
 
 def dali_available() -> bool:

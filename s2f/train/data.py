@@ -48,7 +48,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from s2f.audio import AudioConfig, crop_fixed, load_audio
+from s2f.media.audio import AudioConfig, crop_fixed, load_audio
 from s2f.train.distributed import rank_slice
 from storage.io import shard_paths
 from storage.layout import DataLayout

@@ -3,7 +3,7 @@
     features → decoder → (texture, landmarks, image)
     targets: texture = crop warped to the mean shape (TPS), landmarks = the crop's landmarks,
              image = the crop
-    loss = L1 texture + λ landmark MSE + L1 image (s2f.losses.face_decoder_loss)
+    loss = L1 texture + λ landmark MSE + L1 image (s2f.models.losses.face_decoder_loss)
 
 The mean shape (mean training landmarks) is stored in the model. Checkpoints and resume as in
 `loop.py` (the batch order of epoch e depends only on (seed, e)). The decoder is then frozen
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2f.losses import face_decoder_loss_terms
 from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig, to_mean_shape
+from s2f.models.losses import face_decoder_loss_terms
 from s2f.progress import TrainProgress
 from s2f.train import checkpoint
 from s2f.train.checkpoint import RunResult

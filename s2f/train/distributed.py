@@ -20,7 +20,7 @@ What the voice encoder's loop (`s2f.train.loop`) does with a context of world si
   MLflow and registers the model (`unwrap`/`plain_copy`: no `module.` prefix, plain
   BatchNorm2d).
 
-    torchrun --standalone --nproc-per-node 2 -m s2f.train.ddp --data-dir D --device cpu ...
+    torchrun --standalone --nproc-per-node 2 -m flows.torchrun --data-dir D --device cpu ...
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Generalising from few identities (the demo corpus has ~100 training speakers):
 On CUDA, `bf16` autocasts the encoder's forward to bfloat16 (ignored on CPU); `channels_last`
 switches the memory format on any device (on CPU, mkldnn's channels-last convs are ~2x faster).
 
-Several processes (`torchrun ... -m s2f.train.ddp`, `s2f.train.distributed`): `batch_size` is
+Several processes (`torchrun ... -m flows.torchrun`, `s2f.train.distributed`): `batch_size` is
 the global batch, each rank loads its slice of every batch, BatchNorm is synchronised
 (`sync_batchnorm`) and the model trains through DistributedDataParallel (`net`); `model` stays
 the bare module. Metrics are reduced over ranks; only rank 0 writes checkpoints, logs and
@@ -47,9 +47,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from s2f.audio import spectrogram
-from s2f.losses import speech2face_loss, speech2face_loss_terms
+from s2f.media.audio import spectrogram
 from s2f.models.face_decoder import FaceDecoder
+from s2f.models.losses import speech2face_loss, speech2face_loss_terms
 from s2f.models.voice_encoder import VoiceEncoder
 from s2f.progress import TrainProgress
 from s2f.train.checkpoint import (

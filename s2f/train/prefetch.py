@@ -100,7 +100,7 @@ def _pinned(t: torch.Tensor, pin: bool) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from s2f.audio import AudioConfig
+    from s2f.media.audio import AudioConfig
     from storage.layout import DataLayout
 
     args = sys.argv[1:] if argv is None else argv

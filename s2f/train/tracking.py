@@ -2,8 +2,8 @@
 
 Experiment "speech2face". `MLFLOW_TRACKING_URI` is respected; `flows.runtime.configure` sets it
 to the data directory's SQLite store (an absolute URI) when unset. Models are logged without
-pickle (`log_torch_model`): a models-from-code pyfunc (`s2f/pyfunc_weights.py`) whose artifacts
-are the weights in safetensors and a JSON config (`s2f.weights`), with a signature from a
+pickle (`log_torch_model`): a models-from-code pyfunc (`s2f/registry/pyfunc_weights.py`) whose artifacts
+are the weights in safetensors and a JSON config (`s2f.registry.weights`), with a signature from a
 batch-of-2 example, registered under `speech2face-voice-encoder` / `speech2face-face-decoder`;
 the new version gets the alias `challenger` (aliases, not the deprecated stages). A model card
 goes with every version.
@@ -32,7 +32,7 @@ EXPERIMENT = "speech2face"
 VOICE_ENCODER_MODEL = "speech2face-voice-encoder"
 FACE_DECODER_MODEL = "speech2face-face-decoder"
 CHALLENGER = "challenger"
-PYFUNC_CODE = Path(__file__).resolve().parents[1] / "pyfunc_weights.py"
+PYFUNC_CODE = Path(__file__).resolve().parents[1] / "registry" / "pyfunc_weights.py"
 
 MODEL_CARD = """# {name}
 
@@ -88,15 +88,15 @@ def pinned_requirements() -> list[str]:
 
 def log_torch_model(model: torch.nn.Module, name: str, example: np.ndarray,
                     registered_name: str | None) -> Any:
-    """Log `model` in the active MLflow run as a pickle-free pyfunc (`s2f/pyfunc_weights.py`
-    as code, weights.safetensors + config.json as artifacts: `s2f.weights`) and register it
+    """Log `model` in the active MLflow run as a pickle-free pyfunc (`s2f/registry/pyfunc_weights.py`
+    as code, weights.safetensors + config.json as artifacts: `s2f.registry.weights`) and register it
     under `registered_name` if given; returns MLflow's ModelInfo."""
     import tempfile
 
     import mlflow
     from mlflow.models import infer_signature
 
-    from s2f.weights import save_model_dir
+    from s2f.registry.weights import save_model_dir
 
     model = model.cpu().eval()
     with torch.no_grad():

@@ -18,7 +18,7 @@ from ingest_helpers import SAMPLE_RATE, frames, make_good, tone
 
 from s2f.ingest.manifest import is_blank, iter_raw_lines
 from s2f.ingest.media import read_flac
-from s2f.mux import write_media
+from s2f.media.mux import write_media
 from storage.io import shard_paths
 from storage.layout import DataLayout
 from storage.schemas import CLIP_STATUSES

@@ -2,20 +2,20 @@
 
 The library behind `s2f preprocess` (flows/preprocess.py adds only orchestration):
 
-    from s2f.preprocess import PreprocessConfig, preprocess_clips, preprocess_shard
+    from s2f.preprocess.clips import PreprocessConfig, preprocess_clips, preprocess_shard
     tables = preprocess_clips(rows, PreprocessConfig(frames=3))   # rows: dicts of the clips table
     tables.preprocess, tables.faces, tables.face_features          # pyarrow Tables
     preprocess_shard(clips_shard, layout, config)                  # one clips shard -> 3 shards
 
 Per clip (only clips whose ingestion status is "ok"): K frames at 25/50/75 % of the segment
-(`s2f.video`), the face nearest the manifest hint in each frame (`s2f.faces.detect`; found
+(`s2f.media.video`), the face nearest the manifest hint in each frame (`s2f.faces.detect`; found
 coarse-first on the middle frame and tracked on the others, `s2f.faces.search`), a
 similarity alignment to the 68-point template and a 224x224 crop (`s2f.faces.align`, on the
-GPU when there is one), and one face feature (`s2f.features`) from the clip's representative
+GPU when there is one), and one face feature (`s2f.faces.features`) from the clip's representative
 face: the middle sampled frame's face when it has one (the paper uses one representative
 frame), else the highest-scored face. The feature is computed from the crop before JPEG.
 
-`preprocess_shard` spreads a shard's clips over one process per core (`s2f.preprocess_pool`).
+`preprocess_shard` spreads a shard's clips over one process per core (`s2f.preprocess.pool`).
 
 Statuses: ok, no_face (no face in any sampled frame), decode_failed, error (message kept). A bad
 clip never stops the shard. Clips are processed in chunks of `chunk_clips`, so memory stays flat
@@ -47,9 +47,9 @@ from s2f.faces.align import (
     warp_faces_from_frames,
 )
 from s2f.faces.detect import Face, FaceDetector
+from s2f.faces.features import FaceEncoder, encoder_for_this_thread
 from s2f.faces.search import clip_faces
-from s2f.features import FaceEncoder, encoder_for_this_thread
-from s2f.video import ClipRequest, DaliFrameDecoder, DecodedClip, DecodeError, decode_clips
+from s2f.media.video import ClipRequest, DaliFrameDecoder, DecodedClip, DecodeError, decode_clips
 from storage.io import file_sha256, rows_to_table, write_table_atomic
 from storage.layout import DataLayout
 from storage.schemas import FACES, PREPROCESS, face_features_schema
@@ -279,7 +279,7 @@ def preprocess_shard(clips_shard: Path, layout: DataLayout, config: PreprocessCo
     clips_shard = Path(clips_shard)
     extra = shard_extra(clips_shard, config)
     rows = pq.read_table(clips_shard).to_pylist()
-    from s2f.preprocess_pool import preprocess_parallel  # imports this module
+    from s2f.preprocess.pool import preprocess_parallel  # imports this module
 
     tables = preprocess_parallel(rows, config, progress=progress,
                                  desc=f"{clips_shard.parent.name}/{clips_shard.stem}")
@@ -294,7 +294,7 @@ def preprocess_shard(clips_shard: Path, layout: DataLayout, config: PreprocessCo
 
 
 def _encoder_notes(config: PreprocessConfig) -> dict[str, Any]:
-    from s2f.features import VGGFACE_FEATURE, VGGFACE_MEAN_RGB
+    from s2f.faces.features import VGGFACE_FEATURE, VGGFACE_MEAN_RGB
 
     notes: dict[str, Any] = {"representative_face": "middle sampled frame, else best det_score",
                              "config": asdict(config)}

@@ -4,7 +4,7 @@ evaluation, promotion and `s2f predict`.
 A model is named by an MLflow URI (`models:/speech2face-voice-encoder@champion`,
 `models:/name/3`, `models:/m-<id>`). `load_registered_model` resolves it to its registry name
 and version (so every output can say which model made it), loads the torch module from its
-safetensors weights and JSON config (`s2f.weights`: no pickle, the class comes from this
+safetensors weights and JSON config (`s2f.registry.weights`: no pickle, the class comes from this
 project, a pickled or altered model is refused) and reads the training run's params,
 which say which face encoder the features imitate and which audio settings (window,
 compression) the encoder was trained with.
@@ -13,7 +13,7 @@ Call contract of the modules (see `s2f.models`): the voice encoder maps a spectr
 B×2×T×257 to features B×D and has `cfg.seconds`; the face decoder maps features B×D to
 (texture, landmarks B×68×2, image B×3×S×S).
 
-    python -m s2f.inference models:/speech2face-voice-encoder@champion   # prints what it resolves to
+    python -m s2f.registry.inference models:/speech2face-voice-encoder@champion   # prints what it resolves to
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from s2f.audio import AudioConfig, fix_length, spectrogram
-from s2f.names import FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri  # noqa: F401 (re-export)
-from s2f.weights import UnsafeModelError  # noqa: F401 (re-export)
+from s2f.media.audio import AudioConfig, fix_length, spectrogram
+from s2f.registry.names import FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri  # noqa: F401 (re-export)
+from s2f.registry.weights import UnsafeModelError  # noqa: F401 (re-export)
 
 DEFAULT_FACE_ENCODER = "dlib-resnet"
 
@@ -109,13 +109,13 @@ def _run_params(run_id: str | None) -> dict[str, str]:
 
 def load_registered_model(uri: str, device: str | torch.device = "cpu") -> LoadedModel:
     """Resolve and load a torch model from MLflow, in eval mode on `device`, without pickle:
-    only the model's weights.safetensors and config.json are read (`s2f.weights`); a model in
+    only the model's weights.safetensors and config.json are read (`s2f.registry.weights`); a model in
     any other form (an `mlflow.pytorch` pickle, altered weights) raises UnsafeModelError."""
     import tempfile
 
     import mlflow.artifacts
 
-    from s2f.weights import load_model_dir
+    from s2f.registry.weights import load_model_dir
 
     ref = resolve_model_uri(uri)
     # Load the exact version, not the alias: the alias may move while we run.

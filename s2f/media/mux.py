@@ -3,7 +3,7 @@
 Used by the demo corpus and by tests that need real media. No ffmpeg binary is required: PyAV's
 wheel bundles the libraries.
 
-    from s2f.mux import write_media
+    from s2f.media.mux import write_media
     write_media("clip.webm", frames, fps=25, audio=wave, sample_rate=16000, video_codec="vp9")
 """
 

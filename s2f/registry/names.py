@@ -2,7 +2,7 @@
 
 Kept free of heavy imports so that flows and the CLI can use them at import time.
 
-    python -m s2f.names      # prints the default model URIs
+    python -m s2f.registry.names      # prints the default model URIs
 """
 
 from __future__ import annotations

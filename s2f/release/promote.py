@@ -21,7 +21,7 @@ decoder's first layer). Every decision is written to the challenger's model-vers
 (`promotion_decision`, `promotion_reasons`, `promotion_snapshot`, `promotion_run_id`) and to a
 run of the MLflow experiment `speech2face-promotion` (decision.json).
 
-    python -m s2f.promote DATA_DIR [--margin 0.0] [--min-diversity 0.2]
+    python -m s2f.release.promote DATA_DIR [--margin 0.0] [--min-diversity 0.2]
 """
 
 from __future__ import annotations
@@ -37,8 +37,14 @@ from typing import Any, Literal
 
 from s2f.evaluation.data import DEFAULT_DEV_FRACTION, current_snapshot_id
 from s2f.evaluation.record import latest_evaluation, use_experiment
-from s2f.inference import DEFAULT_FACE_ENCODER, ModelResolutionError
-from s2f.names import CHALLENGER, CHAMPION, FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
+from s2f.registry.inference import DEFAULT_FACE_ENCODER, ModelResolutionError
+from s2f.registry.names import (
+    CHALLENGER,
+    CHAMPION,
+    FACE_DECODER_NAME,
+    VOICE_ENCODER_NAME,
+    model_uri,
+)
 from storage.layout import DataLayout
 
 EXPERIMENT = "speech2face-promotion"
@@ -241,7 +247,7 @@ def promote(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME, margin: fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s2f.promote")
+    p = argparse.ArgumentParser(prog="python -m s2f.release.promote")
     p.add_argument("data_dir", type=Path)
     p.add_argument("--margin", type=float, default=0.0)
     p.add_argument("--min-diversity", type=float, default=0.2)

@@ -4,7 +4,7 @@ Face search and landmarks are dlib C++ calls that hold the GIL for much of their
 threads do not scale; processes do. Each worker is spawned once per process lifetime (a
 `spawn` pool, cached here and reused by every shard: the parent has DALI, torch and Prefect
 threads, which `fork` would copy in a broken state), loads its dlib models and DALI pipeline
-once (per-thread caches of `s2f.faces.detect` / `s2f.features`, `_DALI` below) and runs with
+once (per-thread caches of `s2f.faces.detect` / `s2f.faces.features`, `_DALI` below) and runs with
 one torch thread, so N workers use N cores without oversubscription.
 
 Rows go to the workers as plain dicts and come back as the three small Arrow tables of each
@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from s2f.preprocess import PreprocessConfig, PreprocessTables, preprocess_clips
+from s2f.preprocess.clips import PreprocessConfig, PreprocessTables, preprocess_clips
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 _DALI: dict[tuple[bool, int], Any] = {}  # per worker process: DALI pipeline build is slow
@@ -67,7 +67,7 @@ def shutdown_pools() -> None:
 
 
 def _work(rows: list[dict[str, Any]], config: PreprocessConfig) -> PreprocessTables:
-    from s2f.video import DaliFrameDecoder
+    from s2f.media.video import DaliFrameDecoder
 
     key = (config.gpu, config.dali_batch)
     if key not in _DALI:

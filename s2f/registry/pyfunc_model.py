@@ -1,8 +1,8 @@
 """MLflow pyfunc model (models-from-code) wrapping voice encoder + face decoder for serving.
 
 This file is what MLflow stores and loads (`mlflow.pyfunc.log_model(python_model=<this file>)`,
-see `s2f.serving`); nothing is pickled. The two registered models come in as their MLflow
-model directories and load through `s2f.weights.load_model_dir` (safetensors + JSON config).
+see `s2f.registry.serving`); nothing is pickled. The two registered models come in as their MLflow
+model directories and load through `s2f.registry.weights.load_model_dir` (safetensors + JSON config).
 Input: a pandas DataFrame with a column `audio` of base64-encoded audio files (WAV, FLAC,
 MP3, ... anything PyAV reads). Output, one row per input: `image_png` (base64 PNG of the
 face), `feature` (list of floats), `model`, `decoder`, `notice` (the image is a statistical
@@ -25,8 +25,8 @@ import pandas as pd
 
 class Speech2FacePyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        from s2f.inference import LoadedModel, ModelRef
-        from s2f.weights import load_model_dir
+        from s2f.registry.inference import LoadedModel, ModelRef
+        from s2f.registry.weights import load_model_dir
 
         cfg = dict(context.model_config or {})
         self.config = cfg
@@ -44,8 +44,8 @@ class Speech2FacePyfunc(mlflow.pyfunc.PythonModel):
     def _one(self, payload: str) -> dict[str, Any]:
         from PIL import Image
 
-        from s2f.inference import decode_features, encode_waves
-        from s2f.predict import PredictInputError, read_speech
+        from s2f.registry.inference import decode_features, encode_waves
+        from s2f.registry.predict import PredictInputError, read_speech
 
         try:
             raw = base64.b64decode(payload, validate=True)
@@ -67,7 +67,7 @@ class Speech2FacePyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None
                 ) -> pd.DataFrame:
-        from s2f.predict import NOTICE
+        from s2f.registry.predict import NOTICE
 
         if "audio" not in model_input.columns:
             raise ValueError("input needs a column 'audio' of base64-encoded audio files")

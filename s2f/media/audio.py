@@ -13,7 +13,7 @@ choice, as TensorFlow's ``tf.signal.stft`` uses) or ``hann_symmetric`` (``period
 Compression: ``real_imag`` (the paper) or ``mag_phase`` (``|S|^0.3`` and the phase angle in
 radians as the two channels; what two open ports did, kept for comparison only).
 
-    python -m s2f.audio some.flac     # prints the spectrogram's shape and range
+    python -m s2f.media.audio some.flac     # prints the spectrogram's shape and range
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ of one video are batched together and share one read; it then seeks through its 
 A DALI run error kills the pipeline object: the decoder rebuilds it, retries the batch clip by
 clip and reports the failing clip as a `DecodeError`; the shard goes on.
 
-    from s2f.video import ClipRequest, decode_clips
+    from s2f.media.video import ClipRequest, decode_clips
     results = decode_clips([ClipRequest("k", "/m/x.webm", 1.0, 3.0, 25.0, "vp9")], frames=3)
 
 Frame times: frame i of a constant-rate stream is at i / fps. AVSpeech segments are given in

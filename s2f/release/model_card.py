@@ -7,7 +7,7 @@ evaluation's MLflow run and sets it as the registered model version's descriptio
 MLflow UI shows on the version's page (a compact form without the per-measurement tables when
 the full card exceeds the registry's 5,000-character description column).
 
-    python -m s2f.model_card DATA_DIR [VERSION]    # prints the card of the latest evaluation
+    python -m s2f.release.model_card DATA_DIR [VERSION]    # prints the card of the latest evaluation
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from s2f.evaluation.data import data_summary
+from s2f.evaluation.metrics import RECALL_KS
 from s2f.evaluation.record import read_evaluations
 from s2f.evaluation.scores import SECONDS, sec_tag
-from s2f.inference import VOICE_ENCODER_NAME
-from s2f.metrics import RECALL_KS
+from s2f.registry.inference import VOICE_ENCODER_NAME
 from storage.layout import DataLayout
 
 MAX_DESCRIPTION = 5000
@@ -83,8 +83,8 @@ def _recall_table(m: dict[str, float]) -> list[str]:
 def _paper_table(m: dict[str, float]) -> list[str]:
     """The paper's retrieval protocol (one pool entry per test clip, three distances), with the
     paper's own figures as labelled reference rows."""
+    from s2f.evaluation.metrics import PAPER_KS
     from s2f.evaluation.paper import PAPER_RETRIEVAL
-    from s2f.metrics import PAPER_KS
 
     out = ["| input | distance | " + " | ".join(f"R@{k} [95% CI]" for k in PAPER_KS) + " |",
            "|---|---|" + "---|" * len(PAPER_KS)]

@@ -1,11 +1,11 @@
 """Package a voice encoder + face decoder pair as one MLflow pyfunc model for serving.
 
-Models-from-code (`s2f/pyfunc_model.py` is stored as the model's code, nothing is pickled);
+Models-from-code (`s2f/registry/pyfunc_model.py` is stored as the model's code, nothing is pickled);
 the two torch models come in as artifacts from their registry URIs (each a pickle-free model
-directory: weights.safetensors + config.json, loaded by `s2f.weights`), and their names,
+directory: weights.safetensors + config.json, loaded by `s2f.registry.weights`), and their names,
 versions and audio settings go in `model_config`. Registered as `speech2face-pyfunc` by default.
 
-    python -m s2f.serving DATA_DIR [ENCODER_URI [DECODER_URI]]
+    python -m s2f.registry.serving DATA_DIR [ENCODER_URI [DECODER_URI]]
     mlflow models serve -m models:/speech2face-pyfunc/1 --env-manager local
     # POST {"dataframe_records": [{"audio": "<base64 WAV/FLAC bytes>"}]} to /invocations
 """
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from s2f.inference import (
+from s2f.registry.inference import (
     FACE_DECODER_NAME,
     VOICE_ENCODER_NAME,
     load_registered_model,

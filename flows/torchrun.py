@@ -1,12 +1,12 @@
 """`torchrun` entry point: train the voice encoder on several processes with `s2f train`'s flags.
 
     # one node, 8 GPUs (NCCL, one GPU per process)
-    torchrun --standalone --nproc-per-node 8 -m s2f.train.ddp --data-dir D --config paper
+    torchrun --standalone --nproc-per-node 8 -m flows.torchrun --data-dir D --config paper
     # two nodes: run on each, same endpoint (a host:port on the first node)
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-id s2f \\
-             --rdzv-endpoint node0:29400 -m s2f.train.ddp --data-dir D --config paper
+             --rdzv-endpoint node0:29400 -m flows.torchrun --data-dir D --config paper
     # CPU processes (gloo), e.g. to try it on a laptop
-    torchrun --standalone --nproc-per-node 2 -m s2f.train.ddp --data-dir D --device cpu
+    torchrun --standalone --nproc-per-node 2 -m flows.torchrun --data-dir D --device cpu
 
 Every rank parses the same flags as `s2f train` (`--config`, `--steps`, `--resume`,
 `--decoder`, `--set KEY=VALUE`, ...), joins the process group (`s2f.train.distributed.init`)
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = train_params(args)
     except ValueError as exc:
-        print(f"s2f.train.ddp: {exc}", file=sys.stderr)
+        print(f"flows.torchrun: {exc}", file=sys.stderr)
         return 2
     ctx = distributed.init(args.device)
     try:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                     refused = str(exc)
             refused = ctx.broadcast(refused)
             if refused is not None:
-                print(f"s2f.train.ddp: {refused}", file=sys.stderr)
+                print(f"flows.torchrun: {refused}", file=sys.stderr)
                 return 3
             from flows.train import train_voice
 

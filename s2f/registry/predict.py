@@ -10,7 +10,7 @@ names and versions and `NOTICE`: the image is a statistical reconstruction, not 
 Speech check: a 25 ms frame (10 ms hop) counts as voiced when its RMS is above −40 dBFS and
 within 30 dB of the loudest frame; the voiced frames × 10 ms must reach `min_voiced_s`.
 
-    python -m s2f.predict OUT_DIR AUDIO...      # uses models:/...@champion from MLFLOW_TRACKING_URI
+    python -m s2f.registry.predict OUT_DIR AUDIO...      # uses models:/...@champion from MLFLOW_TRACKING_URI
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from s2f.audio import SAMPLE_RATE, load_audio
-from s2f.inference import (
+from s2f.media.audio import SAMPLE_RATE, load_audio
+from s2f.progress import Progress
+from s2f.registry.inference import (
     FACE_DECODER_NAME,
     VOICE_ENCODER_NAME,
     LoadedModel,
@@ -33,7 +34,6 @@ from s2f.inference import (
     load_registered_model,
     model_uri,
 )
-from s2f.progress import Progress
 from storage.io import atomic_path
 
 NOTICE = ("Statistical reconstruction from a voice by Speech2Face: an average-looking face with "

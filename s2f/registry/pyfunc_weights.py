@@ -2,9 +2,9 @@
 
 What each registered model (`speech2face-voice-encoder`, `speech2face-face-decoder`) is in
 MLflow: this file as the model's code and two artifacts, `weights` (weights.safetensors) and
-`config` (config.json), see `s2f.weights`. `mlflow.pyfunc.load_model("models:/...@champion")`
-builds the module with `s2f.weights.load_model_files`; this project must be installed where
-it is loaded. The project's own code (`s2f.inference.load_registered_model`) reads only the
+`config` (config.json), see `s2f.registry.weights`. `mlflow.pyfunc.load_model("models:/...@champion")`
+builds the module with `s2f.registry.weights.load_model_files`; this project must be installed where
+it is loaded. The project's own code (`s2f.registry.inference.load_registered_model`) reads only the
 two artifacts and never runs this stored file.
 
 Input: a float32 array: a spectrogram batch B×2×T×257 for the voice encoder, face features B×D
@@ -21,7 +21,7 @@ import numpy as np
 
 class TorchWeightsPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        from s2f.weights import load_model_files
+        from s2f.registry.weights import load_model_files
 
         self.module, self.meta = load_model_files(context.artifacts["weights"],
                                                   context.artifacts["config"])

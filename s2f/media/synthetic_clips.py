@@ -1,10 +1,10 @@
 """Small real media files with real faces, for tests and benchmarks.
 
 A face photo from `s2f/assets/faces` (cut around an annotated face box) is pasted on a plain
-background and drifts 2 px per frame left and right; the clip is encoded with `s2f.mux`
+background and drifts 2 px per frame left and right; the clip is encoded with `s2f.media.mux`
 (VP9 .webm or H.264 .mp4) with a quiet tone as audio.
 
-    from s2f.synthetic_clips import write_face_clip
+    from s2f.media.synthetic_clips import write_face_clip
     write_face_clip(Path("x.webm"), "vp9", centres=[(0.5, 0.45)])   # one face, mid frame
 """
 
@@ -65,7 +65,7 @@ def write_face_clip(path: Path, codec: str = "vp9", seconds: float = 1.6, fps: i
                     height: int = 360, width: int = 640,
                     centres: Sequence[tuple[float, float]] = ((0.5, 0.45),),
                     face_px: int = 110) -> Path:
-    from s2f.mux import write_media
+    from s2f.media.mux import write_media
 
     n = round(seconds * fps)
     tone = 0.05 * np.sin(2 * np.pi * 220 * np.arange(round(seconds * 16000)) / 16000)

@@ -7,7 +7,7 @@ flow's decision; the metric names are those of `s2f.evaluation.scores`. Tables l
 row holds: the recall@K rows are the K the evaluation scored (K below the pool size), the
 craniofacial and voice-parameter rows the measurements it found.
 
-    python -m s2f.report DATA_DIR      # the tables of the latest evaluation in DATA_DIR
+    python -m s2f.release.report DATA_DIR      # the tables of the latest evaluation in DATA_DIR
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from s2f.evaluation.metrics import PAPER_KS, RECALL_KS
 from s2f.evaluation.paper import PAPER_POOL, PAPER_RANDOM_PAIR_R, PAPER_RETRIEVAL
-from s2f.metrics import PAPER_KS, RECALL_KS
 
 VOICE_METHODS = ("ridge", "ridge_true", "projection")  # s2f.evaluation.scores' read-outs
 WIDTH = 92

@@ -12,10 +12,10 @@ A saved model is two files in one directory:
 refuses (`UnsafeModelError`) anything else: a directory without these files (for example an
 `mlflow.pytorch` pickle), an unknown architecture, a format it does not know, weights whose
 hash differs from the config's, or a weights file that is not safetensors. It is the one place
-where registered models are turned into modules (`s2f.inference.load_registered_model`, the
+where registered models are turned into modules (`s2f.registry.inference.load_registered_model`, the
 serving pyfunc, the pyfunc each registered model carries).
 
-    python -m s2f.weights DIR        # prints the architecture and config of a saved model
+    python -m s2f.registry.weights DIR        # prints the architecture and config of a saved model
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def find_model_files(directory: Path) -> tuple[Path, Path]:
     found = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
     raise UnsafeModelError(
         f"{directory}: no {WEIGHTS_FILE} + {CONFIG_FILE} (found: {', '.join(found[:8]) or 'none'}); "
-        "only models saved by s2f.weights are loaded, never pickled ones")
+        "only models saved by s2f.registry.weights are loaded, never pickled ones")
 
 
 def load_model_files(weights: Path, config: Path, device: str | torch.device = "cpu"

@@ -14,11 +14,11 @@ and returns float32 features (N, D):
   converted Oxford VGG-Face weights (keys `conv1_1.weight` ... `fc8.bias`, RGB input), passed as
   `--vggface-weights FILE`; nothing is downloaded.
 
-    from s2f.features import get_encoder
+    from s2f.faces.features import get_encoder
     encoder = get_encoder("dlib-resnet")
     feats = encoder.encode(crops)        # (N, 128) float32
 
-The clip's feature is computed from one representative face (see `s2f.preprocess`).
+The clip's feature is computed from one representative face (see `s2f.preprocess.clips`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from s2f.dlib_models import RESNET, model_path
+from s2f.faces.dlib_models import RESNET, model_path
 
 VGGFACE_MEAN_RGB = (129.1863, 104.7624, 93.5940)
 VGGFACE_FEATURE = "fc7-after-relu"
