@@ -6,7 +6,7 @@
 
 Builds a synthetic corpus on disk (`s2f.train.synthetic`: random-pitch FLAC cuts longer than
 the window, face crops, features of the preset's dimension), then measures, for the voice
-encoder (`s2f.train.loop.VoiceTrainer` / `train_voice_encoder`, tracking and registry off):
+encoder (`s2f.train.voice.VoiceTrainer` / `train_voice_encoder`, tracking and registry off):
 - model only: `train_step` on one fixed batch already on the device (spectrogram, forward,
   loss, backward, fused Adam, EMA; compiled on CUDA) - samples/s and MFU (3 x the forward's
   FLOPs per sample, counted by `macs_per_sample`, against `--peak` TFLOP/s: the H200's dense
@@ -140,7 +140,7 @@ def voice_config(s: Setup, steps: int) -> Any:
 def bench_voice(layout: Any, s: Setup, work: Path) -> dict[str, Any]:
     from s2f.models.voice_encoder import macs_per_sample
     from s2f.train.data import Batch
-    from s2f.train.loop import VoiceTrainer
+    from s2f.train.voice import VoiceTrainer
 
     cfg = voice_config(s, s.steps)
     cuda = torch.cuda.is_available() and s.device in ("auto", "cuda")
@@ -183,8 +183,8 @@ def bench_voice(layout: Any, s: Setup, work: Path) -> dict[str, Any]:
 
 def bench_loader_and_e2e(layout: Any, s: Setup, work: Path, cfg: Any, tr: Any,
                          row: dict[str, Any], model_rate: float) -> dict[str, Any]:
-    from s2f.train.loop import train_voice_encoder
     from s2f.train.prefetch import prefetched
+    from s2f.train.voice import train_voice_encoder
 
     device = tr.device
     # the loader alone: the training stream through the worker processes
@@ -237,7 +237,7 @@ def profile_steps(tr: Any, batch: Any, steps: int = 5) -> list[tuple[str, float]
 
 def bench_decoder(layout: Any, s: Setup, work: Path, bf16: bool) -> dict[str, Any]:
     from s2f.train.config import DecoderTrainConfig
-    from s2f.train.decoder_loop import train_face_decoder
+    from s2f.train.decoder import train_face_decoder
 
     cfg = DecoderTrainConfig(preset=s.decoder_preset, batch_size=s.decoder_batch,
                              steps=s.decoder_steps, device=s.device, track=False,

@@ -34,7 +34,7 @@ from storage.lock import StageLocked, stage_lock
 
 if TYPE_CHECKING:
     from s2f.train.checkpoint import RunResult
-    from s2f.train.loop import TrainResult
+    from s2f.train.voice import TrainResult
 
 
 class TrainDecoderParams(BaseModel):
@@ -73,7 +73,7 @@ def _overrides(params: TrainDecoderParams) -> dict[str, Any]:
 @task(name="train-face-decoder", cache_policy=NO_CACHE)
 def train_decoder_task(params: TrainDecoderParams) -> dict[str, Any]:
     from s2f.train.config import DecoderTrainConfig
-    from s2f.train.decoder_loop import train_face_decoder
+    from s2f.train.decoder import train_face_decoder
 
     cfg = DecoderTrainConfig(preset=params.config, **_overrides(params))
     return run_summary(train_face_decoder(cfg, DataLayout(params.data_dir),
@@ -101,9 +101,9 @@ def train_voice(params: TrainParams) -> TrainResult:
     from s2f.registry.inference import load_registered_model
     from s2f.train.checkpoint import checkpoint_dir
     from s2f.train.config import TrainConfig
-    from s2f.train.decoder_loop import load_decoder
-    from s2f.train.loop import train_voice_encoder
+    from s2f.train.decoder import load_decoder
     from s2f.train.tracking import FACE_DECODER_MODEL
+    from s2f.train.voice import train_voice_encoder
 
     layout = DataLayout(params.data_dir)
     decoder = None

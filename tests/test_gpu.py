@@ -49,8 +49,8 @@ def tiny(**over: object) -> TrainConfig:
 
 
 def test_compiled_step_follows_the_eager_one(corpus: DataLayout, tmp_path: Path) -> None:
-    from s2f.train.loop import VoiceTrainer
     from s2f.train.readback import host_floats
+    from s2f.train.voice import VoiceTrainer
 
     def losses(compiled: bool) -> list[float]:
         tr = VoiceTrainer(tiny(torch_compile=compiled), corpus, None, ckpt_dir=tmp_path)
@@ -66,7 +66,7 @@ def test_compiled_step_follows_the_eager_one(corpus: DataLayout, tmp_path: Path)
 
 
 def test_loop_with_loader_workers(corpus: DataLayout, tmp_path: Path) -> None:
-    from s2f.train.loop import train_voice_encoder
+    from s2f.train.voice import train_voice_encoder
 
     res = train_voice_encoder(tiny(loader_workers=2), corpus, ckpt_dir=tmp_path)
     assert res.step == 6 and np.isfinite(res.train_loss)
@@ -89,7 +89,7 @@ def test_pinned_worker_batches_are_the_streams(corpus: DataLayout) -> None:
 
 
 def test_face_decoder_bf16_loop(corpus: DataLayout, tmp_path: Path) -> None:
-    from s2f.train.decoder_loop import train_face_decoder
+    from s2f.train.decoder import train_face_decoder
 
     res = train_face_decoder(DecoderTrainConfig(steps=4, batch_size=4, log_every=2,
                                                 device="cuda", bf16=True, track=False,

@@ -15,9 +15,9 @@ import torch
 
 from s2f.media.audio import AudioConfig
 from s2f.train.data import PairStream
-from s2f.train.loop import resolve_loader, train_voice_encoder
 from s2f.train.prefetch import prefetched
 from s2f.train.synthetic import SyntheticCorpus, build
+from s2f.train.voice import resolve_loader, train_voice_encoder
 from storage.layout import DataLayout
 
 CORPUS = SyntheticCorpus(identities=12, clips_per_identity=2, test_identities=2, dim=8,

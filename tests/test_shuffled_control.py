@@ -25,8 +25,8 @@ from s2f.evaluation.metrics import bootstrap_ci, retrieval_ranks
 from s2f.media.audio import spectrogram
 from s2f.train.config import TrainConfig
 from s2f.train.data import PairStream
-from s2f.train.loop import train_voice_encoder
 from s2f.train.synthetic import SyntheticCorpus, build
+from s2f.train.voice import train_voice_encoder
 from storage.layout import DataLayout
 
 pytestmark = pytest.mark.slow

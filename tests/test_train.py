@@ -14,8 +14,8 @@ import torch
 
 from s2f.train.config import TrainConfig
 from s2f.train.data import PairStream, is_dev, pair_index
-from s2f.train.loop import VoiceTrainer, train_voice_encoder
 from s2f.train.synthetic import SyntheticCorpus, build
+from s2f.train.voice import VoiceTrainer, train_voice_encoder
 from storage.layout import DataLayout
 
 CORPUS = SyntheticCorpus(identities=20, clips_per_identity=2, test_identities=2, dim=8,
@@ -116,7 +116,7 @@ def test_config_is_complete_and_paper_defaults() -> None:
 
 
 def test_lr_decays_by_095_every_interval(corpus: DataLayout, tmp_path: Path) -> None:
-    from s2f.train.loop import VoiceTrainer
+    from s2f.train.voice import VoiceTrainer
 
     tr = VoiceTrainer(tiny(decay_every=2), corpus, None, ckpt_dir=tmp_path)
     lrs = []

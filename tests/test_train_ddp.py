@@ -42,8 +42,8 @@ import pytest
 import torch
 
 from s2f.train.config import TrainConfig
-from s2f.train.loop import train_voice_encoder
 from s2f.train.synthetic import SyntheticCorpus, build
+from s2f.train.voice import train_voice_encoder
 from storage.layout import DataLayout
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import torch
 from s2f.faces.align import ALIGN_POINTS, template_pixels
 from s2f.models.face_decoder import to_mean_shape
 from s2f.train.config import DecoderTrainConfig
-from s2f.train.decoder_loop import load_decoder, train_face_decoder
+from s2f.train.decoder import load_decoder, train_face_decoder
 from s2f.train.face_data import crop_landmarks, load_face_set
 from s2f.train.synthetic import SyntheticCorpus, build
 from storage.layout import DataLayout

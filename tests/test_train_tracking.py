@@ -11,8 +11,7 @@ import torch
 from s2f.media.audio import spectrogram
 from s2f.registry.inference import load_registered_model
 from s2f.train.config import DecoderTrainConfig, TrainConfig
-from s2f.train.decoder_loop import train_face_decoder
-from s2f.train.loop import train_voice_encoder
+from s2f.train.decoder import train_face_decoder
 from s2f.train.synthetic import SyntheticCorpus, build
 from s2f.train.tracking import (
     CHALLENGER,
@@ -21,6 +20,7 @@ from s2f.train.tracking import (
     VOICE_ENCODER_MODEL,
     data_snapshot_id,
 )
+from s2f.train.voice import train_voice_encoder
 from storage.layout import DataLayout
 
 

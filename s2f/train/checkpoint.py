@@ -2,11 +2,10 @@
 
 A checkpoint holds the model, optimiser and scheduler state, torch's RNG states (CPU and CUDA),
 the step and the data position (epoch, next batch), and the config as JSON. It is written to a
-temporary file in the same directory, fsynced and renamed over `last.pt` (and `step-N.pt` when
-asked), so a crash never leaves half a checkpoint. Everything in it is a tensor or plain Python,
-so it loads with `torch.load(weights_only=True)`. `RunResult` is what a training call returns
-(the voice encoder's `TrainResult` extends it); `checkpoint_dir` is where each model's
-checkpoints live.
+temporary file in the same directory, fsynced and renamed over `last.pt`, so a crash never
+leaves half a checkpoint. Everything in it is a tensor or plain Python, so it loads with
+`torch.load(weights_only=True)`. `RunResult` is what a training call returns
+(`s2f.train.runner.run` builds it); `checkpoint_dir` is where each model's checkpoints live.
 
     python -m s2f.train.checkpoint PATH      # prints step, epoch, batch of a checkpoint
 """
@@ -42,6 +41,7 @@ class RunResult(Generic[M]):
     run_id: str | None = None
     model_version: str | None = None
     seconds: float = 0.0
+    best_step: int = 0                       # the step whose weights were kept (select)
 
 
 def checkpoint_dir(layout: DataLayout, model: str) -> Path:
@@ -69,12 +69,9 @@ def save_atomic(obj: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def save_checkpoint(directory: Path, state: dict[str, Any], keep_step: bool = False) -> Path:
-    """Write `state` as `directory/last.pt` (and `step-<step>.pt` if `keep_step`)."""
-    directory = Path(directory)
-    if keep_step:
-        save_atomic(state, directory / f"step-{int(state['step']):08d}.pt")
-    return save_atomic(state, directory / LAST)
+def save_checkpoint(directory: Path, state: dict[str, Any]) -> Path:
+    """Write `state` as `directory/last.pt`."""
+    return save_atomic(state, Path(directory) / LAST)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -5,7 +5,7 @@ and MASTER_PORT. `init()` reads them and joins the process group: NCCL with one 
 process (`cuda:LOCAL_RANK`) on CUDA, gloo on CPU. Without them (or with WORLD_SIZE=1) it does
 nothing and `current()` is the single-process context, so the training loop runs unchanged.
 
-What the voice encoder's loop (`s2f.train.loop`) does with a context of world size W > 1:
+What the voice encoder's loop (`s2f.train.voice` + `s2f.train.runner`) does with a context of world size W > 1:
 - `TrainConfig.batch_size` is the global batch. Every rank computes the same seeded batch plan
   (it depends only on seed and epoch) and loads only its contiguous slice of each batch
   (`rank_slice`: batch_size / W pairs; batch_size must divide by W);

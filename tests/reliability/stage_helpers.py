@@ -67,11 +67,11 @@ checkpoint.save_atomic = _save_then_pause
 kind, layout, ckpt, cfg = sys.argv[1], DataLayout(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 if kind == "voice":
     from s2f.train.config import TrainConfig
-    from s2f.train.loop import train_voice_encoder
+    from s2f.train.voice import train_voice_encoder
     res = train_voice_encoder(TrainConfig(**json.loads(cfg)), layout, resume=True, ckpt_dir=ckpt)
 else:
     from s2f.train.config import DecoderTrainConfig
-    from s2f.train.decoder_loop import train_face_decoder
+    from s2f.train.decoder import train_face_decoder
     res = train_face_decoder(DecoderTrainConfig(**json.loads(cfg)), layout, resume=True,
                              ckpt_dir=ckpt)
 print("finished at step", res.step, flush=True)

@@ -1,0 +1,203 @@
+"""Training of the face decoder (Cole et al. 2017) on faces ⋈ face_features.
+
+    features → decoder → (texture, landmarks, image)
+    targets: texture = crop warped to the mean shape (TPS), landmarks = the crop's landmarks,
+             image = the crop
+    loss = L1 texture + λ landmark MSE + L1 image (s2f.models.losses.face_decoder_loss)
+
+The mean shape (mean training landmarks) is stored in the model. `DecoderTrainer` is the
+decoder's step, validation and state; `s2f.train.runner.run` owns the loop (checkpoints and
+resume as for the voice encoder: the batch order of epoch e depends only on (seed, e)). The
+decoder validates once, at the end. It is then frozen while the voice encoder trains; its
+`first_layer` is the loss's f_dec.
+
+    python -m s2f.train.decoder DATA_DIR [STEPS]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig, to_mean_shape
+from s2f.models.losses import face_decoder_loss_terms
+from s2f.train import checkpoint
+from s2f.train.checkpoint import RunResult
+from s2f.train.config import DecoderTrainConfig, resolve_device
+from s2f.train.face_data import FaceSet, load_face_set
+from s2f.train.readback import Terms, host_floats
+from s2f.train.runner import KeptWeights, run
+from s2f.train.tracking import (
+    FACE_DECODER_MODEL,
+    NullTracker,
+    data_snapshot_id,
+    git_commit,
+    model_card,
+)
+from storage.layout import DataLayout
+
+
+def load_decoder(path: Path, device: str | torch.device = "cpu") -> FaceDecoder:
+    """A trained decoder from its checkpoint (a file or a directory with last.pt)."""
+    ck = checkpoint.load_checkpoint(path, device)
+    model = FaceDecoder(FaceDecoderConfig(**json.loads(ck["decoder_config"])))
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval()
+
+
+def _batch_order(n: int, batch: int, seed: int, epoch: int) -> list[np.ndarray]:
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return [perm[i:i + batch] for i in range(0, n - batch + 1, batch)] or [perm]
+
+
+class DecoderTrainer:
+    """The face decoder's model, optimiser and face sets: its `s2f.train.runner.Trainer`."""
+
+    label, loss_plot, final_prefix = "face decoder", "plots/decoder_loss.png", ""
+    val_every: int | None = None  # validated once, at the end
+    is_main = True
+
+    def __init__(self, cfg: DecoderTrainConfig, layout: DataLayout,
+                 ckpt_dir: Path | None = None) -> None:
+        self.cfg, self.layout = cfg, layout
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        probe = cfg.decoder_config(1)
+        self.train = load_face_set(layout, cfg.encoder, "train", cfg.dev_fraction,
+                                   probe.image_size)
+        self.valid = load_face_set(layout, cfg.encoder, "dev", cfg.dev_fraction,
+                                   probe.image_size)
+        if len(self.train) == 0:
+            raise ValueError(f"no faces with {cfg.encoder!r} features under {layout.root}")
+        self.model = FaceDecoder(cfg.decoder_config(self.train.features.shape[1]),
+                                 mean_shape=self.train.landmarks.mean(dim=0)).to(self.device)
+        self.kept = KeptWeights(self.model, None)  # no EMA, no selection: the last weights
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest conv kernels, once
+        # fused Adam on CUDA (one kernel for all parameters); CPU keeps torch's default
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999),
+                                    eps=cfg.adam_eps, fused=True if self.cuda else None)
+        self.ckpt_dir = ckpt_dir or checkpoint.checkpoint_dir(layout, "face_decoder")
+        self.step, self.epoch, self.batch = 0, 0, 0
+
+    def training_batches(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """(epoch, batch number, face indices) from the resume point on, without end."""
+        epoch, start = self.epoch, self.batch
+        while True:
+            order = _batch_order(len(self.train), self.cfg.batch_size, self.cfg.seed, epoch)
+            for bi in range(start, len(order)):
+                yield epoch, bi, torch.from_numpy(order[bi])
+            epoch, start = epoch + 1, 0
+
+    def prepare(self) -> None:
+        """Nothing to load ahead: the face sets are in memory."""
+
+    def train_step(self, idx: torch.Tensor) -> Terms:
+        self.model.train()
+        loss, terms = self.step_loss(self.model, self.train, idx)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return terms
+
+    def host_terms(self, pending: list[Terms]) -> list[dict[str, float]]:
+        return host_floats(pending)
+
+    def step_loss(self, model: FaceDecoder, data: FaceSet, idx: torch.Tensor
+                  ) -> tuple[torch.Tensor, Terms]:
+        """The loss and its terms (tensors on the device: no host sync). `bf16` autocasts the
+        decoder's forward on CUDA; the loss is taken in float32."""
+        img = data.images(idx).to(self.device, non_blocking=True)
+        lm = data.landmarks[idx].to(self.device, non_blocking=True)
+        with torch.no_grad():
+            tex_target = to_mean_shape(img, lm, model.mean_shape)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.bf16):
+            texture, landmarks, image = model(data.features[idx].to(self.device,
+                                                                    non_blocking=True),
+                                              detach_warp=True)
+        return face_decoder_loss_terms(texture.float(), landmarks.float(),
+                                       None if image is None else image.float(), tex_target, lm,
+                                       img, self.cfg.loss_config())  # type: ignore[return-value]
+
+    def validate(self, module: FaceDecoder | None = None) -> dict[str, float]:
+        """The loss terms over every dev face in one batch."""
+        if len(self.valid) == 0:
+            return {}
+        model = (module or self.model).eval()
+        with torch.no_grad():
+            idx = torch.arange(len(self.valid))
+            terms = host_floats([self.step_loss(model, self.valid, idx)[1]])[0]
+        return {f"val_{k}": v for k, v in terms.items()}
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save(self) -> Path:
+        return checkpoint.save_checkpoint(self.ckpt_dir, {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "rng": checkpoint.rng_state(), "step": self.step, "epoch": self.epoch,
+            "batch": self.batch, "config": self.cfg.model_dump_json(),
+            "decoder_config": json.dumps(self.model.cfg.to_dict())})
+
+    def resume(self) -> bool:
+        """Continue from `<ckpt_dir>/last.pt` if there is one."""
+        p = checkpoint.latest(self.ckpt_dir)
+        if p is None:
+            return False
+        ck = checkpoint.load_checkpoint(p, self.device)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        checkpoint.set_rng_state(ck["rng"])
+        self.step, self.epoch, self.batch = int(ck["step"]), int(ck["epoch"]), int(ck["batch"])
+        return True
+
+    # -- the run's records ------------------------------------------------------------------
+    def run_params(self) -> dict[str, Any]:
+        return {**{f"decoder.{k}": v for k, v in self.cfg.flat().items()},
+                "data_snapshot": data_snapshot_id(self.layout, ("clips", "faces",
+                                                                "face_features")),
+                "git_commit": git_commit() or "unknown", "train_faces": len(self.train),
+                "val_faces": len(self.valid), "resumed_at": self.step}
+
+    def run_tags(self) -> dict[str, str]:
+        return {}
+
+    @torch.no_grad()
+    def sample_images(self, k: int = 6) -> tuple[str, str, dict[str, torch.Tensor]]:
+        """(artifact path, title, rows): dev faces (train's when there are none) and the
+        decoder's reconstruction from their features."""
+        show = self.valid if len(self.valid) else self.train
+        k = min(k, len(show))
+        self.model.eval()
+        _, _, recon = self.model(show.features[:k].to(self.device))
+        assert recon is not None
+        return ("plots/decoder_faces.png", "face decoder",
+                {"true face": show.images(torch.arange(k)), "decoder(face feature)": recon})
+
+    def export_model(self) -> FaceDecoder:
+        return self.model
+
+    def registration(self) -> tuple[str, np.ndarray, str, str]:
+        """(artifact name, example input, registered name, model card)."""
+        return ("face_decoder", self.train.features[:2].numpy(), FACE_DECODER_MODEL,
+                model_card("face decoder", "Maps a face feature to a frontal face image "
+                           "(Cole et al. 2017).", self.cfg.model_dump_json()))
+
+
+def train_face_decoder(cfg: DecoderTrainConfig, layout: DataLayout, resume: bool = False,
+                       ckpt_dir: Path | None = None, stop_after: int | None = None,
+                       tracker: NullTracker | None = None) -> RunResult[FaceDecoder]:
+    """Train (or resume) the face decoder for `cfg.steps` steps (`s2f.train.runner.run`)."""
+    return run(DecoderTrainer(cfg, layout, ckpt_dir), resume, stop_after, tracker)
+
+
+if __name__ == "__main__":
+    lay = DataLayout(Path(sys.argv[1]))
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    r = train_face_decoder(DecoderTrainConfig(steps=steps, track=False), lay)
+    print(r.step, r.train_loss, r.val, f"{r.seconds:.1f}s")
