@@ -174,11 +174,11 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     es = load_eval_set(layout, encoder.face_encoder, identities_path, role, dev_fraction)
     if role == "test":
         done = find_test_row(layout, encoder.ref.name, encoder.ref.version, encoder.ref.run_id,
-                             es.snapshot_id, kind)
+                             es.split_snapshot_id, kind)
         if done is not None:
             raise TestAlreadyScored(
                 f"{encoder.ref.label()} already has its test row {done['evaluation_id']} on "
-                f"snapshot {es.snapshot_id}: the test split is scored once per version", done)
+                f"snapshot {es.split_snapshot_id}: the test split is scored once per version", done)
     names, pool, target = es.identity_pool()
     bar = Progress(1 + len(seconds) + 2 + (decoder_uri is not None), f"evaluate "
                    f"{encoder.ref.label()} on {len(es)} {role} clips", "phase", every_seconds=30)
@@ -269,7 +269,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     result = EvaluationResult(
         evaluation_id=new_evaluation_id(), created_at=datetime.now(UTC), model=encoder.ref,
         decoder=decoder.ref if decoder else None, face_encoder=es.encoder,
-        test_snapshot_id=es.snapshot_id, features_hash=es.features_hash,
+        split_snapshot_id=es.split_snapshot_id, features_hash=es.features_hash,
         identity_source=es.identity_source, n_clips=len(es), n_identities=len(names),
         scores=Scores(flat, frame(sim_rows, SIMILARITY_SCHEMA), frame(rec_rows, RECALL_SCHEMA),
                       cranio, voice, frame(paper_rows, PAPER_RECALL_SCHEMA)),

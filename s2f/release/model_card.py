@@ -211,7 +211,7 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         f"the clips and face_features shards it read; {params.get('train_pairs', '?')} train / "
         f"{params.get('val_pairs', '?')} validation pairs).",
         f"- Training data snapshot id: {data.get('train_snapshot_id') or 'n/a'}; test snapshot "
-        f"id: {evaluation.get('test_snapshot_id')} (sha256 of the sorted clip keys).",
+        f"id: {evaluation.get('split_snapshot_id')} (sha256 of the sorted clip keys).",
         "",
         "## Face encoder",
         f"- `{face_encoder}`: {fe_desc}.",
@@ -293,7 +293,7 @@ def publish_model_card(layout: DataLayout, evaluation: dict[str, Any]) -> str:
     if not name or not version:
         raise ValueError("the evaluation is of an unregistered model: no version to describe")
     params = training_params(name, version)
-    control = shuffled_control_row(layout, evaluation.get("test_snapshot_id"))
+    control = shuffled_control_row(layout, evaluation.get("split_snapshot_id"))
     card = write_model_card(evaluation, data_summary(layout), params, control=control)
     if evaluation.get("mlflow_run_id"):
         client.log_text(evaluation["mlflow_run_id"], card, "model_card.md")
@@ -303,11 +303,11 @@ def publish_model_card(layout: DataLayout, evaluation: dict[str, Any]) -> str:
     return card
 
 
-def shuffled_control_row(layout: DataLayout, test_snapshot_id: str | None
+def shuffled_control_row(layout: DataLayout, split_snapshot_id: str | None
                          ) -> dict[str, Any] | None:
     """The newest shuffled-voice control's test row on the same test snapshot, if any."""
     rows = [r for r in read_evaluations(layout) if r["kind"] == "shuffled_control"
-            and r["role"] == "test" and r["test_snapshot_id"] == test_snapshot_id]
+            and r["role"] == "test" and r["split_snapshot_id"] == split_snapshot_id]
     return rows[-1] if rows else None
 
 
