@@ -155,20 +155,9 @@ def _setting(params: dict[str, str], key: str) -> str:
     return "the preset's default" if value in (None, "None", "") else value
 
 
-def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
-                     params: dict[str, str] | None = None, compact: bool = False,
-                     control: dict[str, Any] | None = None) -> str:
-    """Markdown model card. `evaluation`: a row of the evaluations table (metrics as a dict);
-    `data`: `s2f.evaluation.data.data_summary`; `params`: the training run's params."""
-    params = params or {}
-    m: dict[str, float] = evaluation["metrics"]
-    face_encoder = evaluation.get("face_encoder") or params.get("encoder", "dlib-resnet")
-    fe_desc, fe_act = FACE_ENCODERS.get(face_encoder, (face_encoder, "see the training run"))
-    status = ", ".join(f"{k}: {v}" for k, v in data.get("status_counts", {}).items()) or "n/a"
-    splits = ", ".join(f"{k}: {v} clips / {data.get('split_videos', {}).get(k, '?')} videos"
-                       for k, v in data.get("split_counts", {}).items()) or "n/a"
+def _header(evaluation: dict[str, Any]) -> list[str]:
     name, version = evaluation.get("model_name"), evaluation.get("model_version")
-    lines = [
+    return [
         f"# Model card: {name} v{version}",
         "",
         "Speech2Face voice encoder (Oh et al., CVPR 2019, reproduced): predicts the face "
@@ -177,6 +166,11 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         "turns the feature into a frontal, neutral face. Written by the pipeline from the "
         "evaluations table; do not edit by hand.",
         "",
+    ]
+
+
+def _use_and_limits() -> list[str]:
+    return [
         "## Intended use",
         "- Research on the correlation between voices and faces; reproducing the paper's "
         "measurements (feature similarity, retrieval, craniofacial correlations).",
@@ -195,6 +189,15 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         "- The same face across languages or recording conditions: the paper reports that one "
         "speaker in two languages can yield different faces.",
         "",
+    ]
+
+
+def _training_data(evaluation: dict[str, Any], data: dict[str, Any], params: dict[str, str]
+                   ) -> list[str]:
+    status = ", ".join(f"{k}: {v}" for k, v in data.get("status_counts", {}).items()) or "n/a"
+    splits = ", ".join(f"{k}: {v} clips / {data.get('split_videos', {}).get(k, '?')} videos"
+                       for k, v in data.get("split_counts", {}).items()) or "n/a"
+    return [
         "## Training data",
         f"- Manifests: {', '.join(data.get('manifests', [])) or 'n/a'} "
         f"({data.get('rows', 'n/a')} manifest rows).",
@@ -213,6 +216,13 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         f"- Training data snapshot id: {data.get('train_snapshot_id') or 'n/a'}; test snapshot "
         f"id: {evaluation.get('split_snapshot_id')} (sha256 of the sorted clip keys).",
         "",
+    ]
+
+
+def _face_encoder(evaluation: dict[str, Any], params: dict[str, str]) -> list[str]:
+    face_encoder = evaluation.get("face_encoder") or params.get("encoder", "dlib-resnet")
+    fe_desc, fe_act = FACE_ENCODERS.get(face_encoder, (face_encoder, "see the training run"))
+    return [
         "## Face encoder",
         f"- `{face_encoder}`: {fe_desc}.",
         f"- Activation: {fe_act}.",
@@ -221,6 +231,13 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         f"{params.get('window', 'hann_periodic')}, compression "
         f"{params.get('compression', 'real_imag')}, padding {params.get('padding', 'same')}.",
         "",
+    ]
+
+
+def _evaluation(evaluation: dict[str, Any], compact: bool, control: dict[str, Any] | None
+                ) -> list[str]:
+    m: dict[str, float] = evaluation["metrics"]
+    lines = [
         "## Evaluation",
         f"Test split: {evaluation.get('n_clips')} clips, {evaluation.get('n_identities')} "
         f"identities (identity = {evaluation.get('identity_source')}); evaluation "
@@ -255,11 +272,13 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         f"{_num(m.get('recon_image_diversity'))}. Near 0 means one face for every voice.",
     ]
     if compact:
-        lines += ["", "Craniofacial and voice-parameter correlations: see `model_card.md` in "
-                  "the evaluation run."]
-    else:
-        lines += _correlation_tables(m)
-    lines += [
+        return lines + ["", "Craniofacial and voice-parameter correlations: see `model_card.md` "
+                        "in the evaluation run."]
+    return lines + _correlation_tables(m)
+
+
+def _biases() -> list[str]:
+    return [
         "",
         "## Known biases and limitations",
         "- The composition of the training data (age, gender, ethnicity, language, accent, "
@@ -271,6 +290,17 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         "- No demographic classifier is run here; the paper's demographic confusion matrices "
         "are not reproduced.",
     ]
+
+
+def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
+                     params: dict[str, str] | None = None, compact: bool = False,
+                     control: dict[str, Any] | None = None) -> str:
+    """Markdown model card. `evaluation`: a row of the evaluations table (metrics as a dict);
+    `data`: `s2f.evaluation.data.data_summary`; `params`: the training run's params."""
+    params = params or {}
+    lines = [*_header(evaluation), *_use_and_limits(), *_training_data(evaluation, data, params),
+             *_face_encoder(evaluation, params), *_evaluation(evaluation, compact, control),
+             *_biases()]
     return "\n".join(lines) + "\n"
 
 
