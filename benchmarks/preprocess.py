@@ -64,7 +64,7 @@ def _time(label: str, n: int, fn: Callable[[], Any], results: list[tuple[str, fl
     return value
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--height", type=int, default=360)
@@ -74,8 +74,11 @@ def main() -> None:
     parser.add_argument("--detector", choices=["hog", "cnn"], default="hog")
     parser.add_argument("--encoder", default="dlib-resnet")
     parser.add_argument("--vggface-weights", type=Path, default=None)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = _args()
     from s2f.faces.align import similarity_to_template, to_uint8_hwc, warp_faces_from_frames
     from s2f.faces.detect import FaceDetector
     from s2f.faces.features import get_encoder

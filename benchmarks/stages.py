@@ -450,8 +450,9 @@ def chain_naive(args: argparse.Namespace) -> dict[str, Any]:
 
 def _pipeline(args: argparse.Namespace, search: str, workers: int) -> dict[str, Any]:
     """ingest_shard + preprocess_shard (the flow's two library calls, Parquet included)."""
-    from s2f.preprocess.clips import PreprocessConfig, preprocess_clips, preprocess_shard
+    from s2f.preprocess.clips import PreprocessConfig, preprocess_clips
     from s2f.preprocess.pool import preprocess_parallel, shutdown_pools
+    from s2f.preprocess.shards import preprocess_shard
 
     manifest, media = _inputs(args)
     config = PreprocessConfig(device="cpu", face_search=search, workers=workers)

@@ -106,7 +106,7 @@ def evaluate_flow(params: EvaluateParams) -> dict[str, Any]:
     create_table_artifact([{"metric": k, "value": float(m[k])} for k in HEADLINE if k in m],
                           key="evaluation-headline",
                           description=f"{row['model_name']} v{row['model_version']} on "
-                                      f"{row['role']} snapshot {row['test_snapshot_id']}"
+                                      f"{row['role']} snapshot {row['split_snapshot_id']}"
                                       + (" (read back: test is scored once)"
                                          if row.get("reused") else ""))
     if params.model_card and row.get("model_name"):
@@ -159,11 +159,11 @@ def run_evaluate_from_cli(args: argparse.Namespace) -> int:
     if row.get("dev_row"):
         dev = row["dev_row"]
         print(f"{dev['model_name']} v{dev['model_version']} on dev snapshot "
-              f"{dev['test_snapshot_id']} ({dev['n_clips']} clips): recall_at_10_6s "
+              f"{dev['split_snapshot_id']} ({dev['n_clips']} clips): recall_at_10_6s "
               f"{dev['metrics'].get('recall_at_10_6s', float('nan')):.4f} (the gate reads dev)")
     reused = " (its one test row, read back)" if row.get("reused") else ""
     print(f"{row['model_name']} v{row['model_version']} on test snapshot "
-          f"{row['test_snapshot_id']} ({row['n_clips']} clips, {row['n_identities']} "
+          f"{row['split_snapshot_id']} ({row['n_clips']} clips, {row['n_identities']} "
           f"identities){reused}")
     for k in HEADLINE:
         if k in row["metrics"]:

@@ -8,7 +8,7 @@ or from Python (after `flows.runtime.configure(data_dir)`):
     from flows.preprocess import PreprocessParams, preprocess_flow
     summary = preprocess_flow(PreprocessParams(data_dir=...))
 
-Thin on purpose: the work is in `s2f.preprocess.clips`. One task per clips shard
+Thin on purpose: the work is in `s2f.preprocess.shards` and `.clips`. One task per clips shard
 (`tables/clips/<manifest>/shard-NNNNN.parquet` -> `tables/{preprocess,faces,face_features}/
 <manifest>/shard-NNNNN.parquet`). A shard whose three outputs exist and record the input
 shard's SHA-256 and the same parameters is skipped, so a re-run redoes only new, changed or
@@ -33,9 +33,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from s2f.preprocess.clips import (
+from s2f.preprocess.clips import PreprocessConfig
+from s2f.preprocess.shards import (
     OUTPUT_TABLES,
-    PreprocessConfig,
     output_paths,
     preprocess_shard,
     read_status_counts,

@@ -118,16 +118,33 @@ def shard_paths(layout: DataLayout, table: str) -> list[Path]:
     return sorted(layout.table_dir(table).glob(f"*/{SHARD_GLOB}"))
 
 
+def read_shard(path: Path, table: str, columns: list[str] | None = None) -> pa.Table:
+    """One shard of `table`, with columns renamed since it was written under their new names
+    (`storage.schemas.RENAMED_COLUMNS`)."""
+    from storage.schemas import RENAMED_COLUMNS
+
+    renamed = RENAMED_COLUMNS.get(table, {})
+    data = pq.read_table(path)
+    data = data.rename_columns([renamed.get(c, c) for c in data.column_names])
+    return data.select(columns) if columns is not None else data
+
+
 def scan(layout: DataLayout, table: str, schema: pa.Schema | None = None) -> pl.LazyFrame:
-    """Lazy scan of every shard of a table; an empty frame with the schema if there are none."""
+    """Lazy scan of every shard of a table; an empty frame with the schema if there are none.
+    Shards written before a column rename (`storage.schemas.RENAMED_COLUMNS`) are scanned one
+    by one and renamed, so old and new shards read as one table."""
+    from storage.schemas import RENAMED_COLUMNS, TABLES
+
     paths = shard_paths(layout, table)
     if not paths:
         if schema is None:
-            from storage.schemas import TABLES
-
             schema = TABLES[table]
         return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
-    return pl.scan_parquet([str(p) for p in paths])
+    renamed = RENAMED_COLUMNS.get(table)
+    if not renamed:
+        return pl.scan_parquet([str(p) for p in paths])
+    return pl.concat([pl.scan_parquet(str(p)).rename(renamed, strict=False) for p in paths],
+                     how="vertical")
 
 
 def file_sha256(path: Path) -> str:

@@ -119,8 +119,9 @@ EVALUATIONS = _schema(
         _f("kind", pa.string(), "model | shuffled_control (trained with the face features "
            "permuted across training identities)"),
         _f("seed", pa.int64(), "training seed of the voice encoder (its run's `seed` param)"),
-        _f("test_snapshot_id", pa.string(), "sha256 (16 hex) of the sorted clip keys of the "
-           "split scored (the dev split's for dev rows)", nullable=False),
+        _f("split_snapshot_id", pa.string(), "sha256 (16 hex) of the sorted clip keys of the "
+           "split scored (dev or test, as `role` says); `test_snapshot_id` in data written "
+           "before the rename, renamed on read", nullable=False),
         _f("features_hash", pa.string(), "sha256 (16 hex) of the test features, by clip key"),
         _f("identity_source", pa.string(), "youtube_id, or the identities.parquet used"),
         _f("n_clips", pa.int64(), "test clips evaluated"),
@@ -140,6 +141,13 @@ TABLES: dict[str, pa.Schema] = {
     "faces": FACES,
     "face_features": face_features_schema(128),
     "evaluations": EVALUATIONS,
+}
+
+# Columns renamed since data was first written: table -> {old name: new name}. Readers
+# (`storage.io.read_shard`, `storage.io.scan`) rename them, so an old data directory still reads
+# and takes new shards beside its old ones.
+RENAMED_COLUMNS: dict[str, dict[str, str]] = {
+    "evaluations": {"test_snapshot_id": "split_snapshot_id"},
 }
 
 STATUS_VOCABULARY: dict[str, dict[str, str]] = {"clips": CLIP_STATUSES, "preprocess": PREPROCESS_STATUSES}

@@ -48,20 +48,22 @@ CODECS = {".mp4": ("h264", "aac"), ".webm": ("vp9", "opus")}
 pytestmark = pytest.mark.slow
 
 
+def _seed0_corpus(tmp_path_factory, name: str, workers: int) -> Path:
+    out = tmp_path_factory.mktemp("corpus") / name
+    build_demo_corpus(CorpusConfig(out=out, identities=N_IDS, clips_per_identity=N_CLIPS,
+                                   seed=0, workers=workers))
+    return out
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("corpus") / "a"
-    build_demo_corpus(CorpusConfig(out=out, identities=N_IDS, clips_per_identity=N_CLIPS,
-                                   seed=0, workers=2))
-    return out
+    return _seed0_corpus(tmp_path_factory, "a", workers=2)
 
 
 @pytest.fixture(scope="module")
 def corpus_again(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("corpus") / "b"
-    build_demo_corpus(CorpusConfig(out=out, identities=N_IDS, clips_per_identity=N_CLIPS,
-                                   seed=0, workers=1))
-    return out
+    """The same corpus built in-process: must be byte-identical to `corpus`."""
+    return _seed0_corpus(tmp_path_factory, "b", workers=1)
 
 
 @pytest.fixture(scope="module")

@@ -72,20 +72,20 @@ def test_healthy_model_beats_mean_face_and_is_recorded(data) -> None:
                        .filter((pl.col("split") == "test") & (pl.col("status") == "ok"))
                        ["clip_key"].to_list())
     assert result.n_clips == len(test_keys) == 28 and result.n_identities == 14
-    assert result.test_snapshot_id == hashlib.sha256("\n".join(test_keys).encode()).hexdigest()[:16]
+    assert result.split_snapshot_id == hashlib.sha256("\n".join(test_keys).encode()).hexdigest()[:16]
     assert result.identity_source.endswith("identities.parquet")
 
     rows = read_evaluations(data.layout)
     assert len(rows) == 1
     row = rows[0]
     assert (row["model_name"], row["model_version"]) == (ENCODER_NAME, "1")
-    assert row["decoder_name"] == DECODER_NAME and row["test_snapshot_id"] == result.test_snapshot_id
+    assert row["decoder_name"] == DECODER_NAME and row["split_snapshot_id"] == result.split_snapshot_id
     assert row["metrics"] == pytest.approx(m, nan_ok=True)
     assert row["recall_at_10_6s"] == m["recall_at_10_6s"]
 
     client = MlflowClient()
     run = client.get_run(row["mlflow_run_id"])
-    assert run.data.tags["test_snapshot_id"] == result.test_snapshot_id
+    assert run.data.tags["split_snapshot_id"] == result.split_snapshot_id
     assert run.data.metrics["recall_at_1_6s"] == pytest.approx(m["recall_at_1_6s"])
     artifacts = {a.path for d in ("figures", "tables") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"figures/face_grid.png", "figures/recall_at_k.png", "figures/correlations.png",

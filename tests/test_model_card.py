@@ -53,7 +53,7 @@ def test_card_numbers_equal_the_evaluations_table_and_reach_the_registry(tmp_pat
                    "## What the model cannot recover", "A recognisable face",
                    "composition of the training data", "is unknown", "invalid_row: 1",
                    "test: 28 clips / 14 videos", "train: 36 clips / 18 videos",
-                   f"test snapshot id: {row['test_snapshot_id']}",
+                   f"test snapshot id: {row['split_snapshot_id']}",
                    f"Training data snapshot id: {data_summary(data.layout)['train_snapshot_id']}",
                    "`dlib-resnet`", "no activation", "< 0.1 goes to dev"):
         assert needed in card, needed
@@ -74,7 +74,7 @@ def test_card_numbers_equal_the_evaluations_table_and_reach_the_registry(tmp_pat
 
 
 def test_compact_card_drops_only_the_detail_tables(tmp_path: Path) -> None:
-    row = {"model_name": "m", "model_version": "1", "test_snapshot_id": "abc",
+    row = {"model_name": "m", "model_version": "1", "split_snapshot_id": "abc",
            "metrics": {"recall_at_1_6s": 0.5, "chance_at_1": 0.1, "cranio_nose_width_r": 0.3,
                        "cranio_nose_width_p": 0.01}}
     full = write_model_card(row, {}, {})

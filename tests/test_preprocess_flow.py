@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,29 @@ def test_preprocess_clips_statuses_and_the_hint(media: dict[str, Path]) -> None:
     features = {r["clip_key"]: np.asarray(r["feature"]) for r in tables.face_features.to_pylist()}
     assert set(features) == {left, right}
     assert np.linalg.norm(features[left] - features[right]) > 0.6  # two different people
+
+
+def test_no_face_reason_says_what_was_searched_and_the_best_score(media: dict[str, Path]) -> None:
+    """A `no_face` row's reason names the frames, the search, the hint (or its absence) and the
+    best detector score, as every other failed status's reason says what went wrong."""
+    hinted = _row(media["noface"], "vp9", 3, hint=(0.25, 0.6))
+    unhinted = {**_row(media["noface"], "vp9", 14), "hint_x": None, "hint_y": None}
+    for search, row, where in (("track", hinted, "hint x=0.250 y=0.600"),
+                               ("full", unhinted, "no hint")):
+        tables = preprocess_clips([row], PreprocessConfig(face_search=search), progress=False)
+        (status,) = tables.preprocess.to_pylist()
+        assert status["status"] == "no_face"
+        reason = status["error"]
+        match = re.fullmatch(r"no face in 3 frames at (\d+\.\d\d), (\d+\.\d\d), (\d+\.\d\d) s "
+                             rf"\({search} search, {where}\); (.*)", reason)
+        assert match, reason
+        times = [float(t) for t in match.groups()[:3]]
+        assert 0.2 <= times[0] < times[1] < times[2] <= 1.4  # inside the segment, in order
+        best = re.fullmatch(r"best hog score (-?\d+\.\d{3}) \(a face needs > 0\)", match[4])
+        # a blank frame has no window near a face: either none above the floor, or a miss
+        assert best is None and match[4] == "no hog window scored above -1 (a face needs > 0)" \
+            or best is not None and -1.0 <= float(best[1]) <= 0.0, match[4]
+
 
 
 def test_flow_writes_tables_resumes_and_redoes_changed_shards(

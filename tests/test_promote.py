@@ -99,7 +99,7 @@ def test_different_dev_snapshots_are_refused_unless_allowed(data) -> None:
 
 def _row(version: str, recall: float, cosine: float, diversity: float = 0.9,
          snapshot: str = "s") -> dict:
-    return {"model_version": version, "test_snapshot_id": snapshot, "recall_at_10_6s": recall,
+    return {"model_version": version, "split_snapshot_id": snapshot, "recall_at_10_6s": recall,
             "cosine_deg_mean_6s": cosine, "diversity_6s": diversity,
             "metrics": {"spread_pred_deg_6s": 30.0 * diversity, "spread_true_deg": 30.0}}
 

@@ -73,3 +73,42 @@ def test_rows_breaking_the_schema_are_refused_at_write(data_dir: Path) -> None:
     with pytest.raises(Exception, match="non-nullable"):
         write_table_atomic(rows_to_table(bad, CLIPS), path)
     assert not path.exists() and list(path.parent.iterdir()) == []
+
+
+def test_evaluations_written_before_the_split_snapshot_rename_still_read_and_append(
+        data_dir: Path) -> None:
+    """A data directory whose evaluations shards have the old `test_snapshot_id` column reads
+    with `split_snapshot_id` (one shard, the lazy scan, `read_evaluations`), and a new shard
+    written beside it reads together with it."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from s2f.evaluation.record import read_evaluations
+    from storage.io import read_shard
+    from storage.schemas import EVALUATIONS
+
+    layout = DataLayout(data_dir)
+    old_schema = pa.schema([f.with_name("test_snapshot_id") if f.name == "split_snapshot_id" else f
+                            for f in EVALUATIONS], metadata=EVALUATIONS.metadata)
+
+    def row(evaluation_id: str, snapshot_column: str, snapshot: str, minute: int) -> dict:
+        return {"evaluation_id": evaluation_id, "model_uri": "models:/m/1", "model_name": "m",
+                "model_version": "1", "role": "dev", "kind": "model", snapshot_column: snapshot,
+                "created_at": datetime(2026, 1, 1, 0, minute, tzinfo=UTC),
+                "metrics": {"recall_at_10_6s": 0.5}}
+
+    old = write_table_atomic(rows_to_table([row("e1", "test_snapshot_id", "aaaa", 0)], old_schema),
+                             layout.shard_path("evaluations", "m", 0))
+    assert "test_snapshot_id" in pq.read_schema(old).names  # really the old layout on disk
+    assert read_shard(old, "evaluations").column("split_snapshot_id").to_pylist() == ["aaaa"]
+    assert read_evaluations(layout)[0]["split_snapshot_id"] == "aaaa"
+
+    write_table_atomic(rows_to_table([row("e2", "split_snapshot_id", "bbbb", 1)], EVALUATIONS),
+                       layout.shard_path("evaluations", "m", 1))
+    scanned = scan(layout, "evaluations").select("evaluation_id", "split_snapshot_id").collect()
+    assert sorted(scanned.iter_rows()) == [("e1", "aaaa"), ("e2", "bbbb")]
+    rows = read_evaluations(layout)
+    assert [(r["evaluation_id"], r["split_snapshot_id"]) for r in rows] == [("e1", "aaaa"),
+                                                                            ("e2", "bbbb")]
+    assert all("test_snapshot_id" not in r for r in rows)

@@ -47,18 +47,21 @@ from s2f.corpus import (
     DEMO_IDENTITIES,
     DEMO_TEST_FRACTION,
 )
+from s2f.corpus.constants import (
+    CORPUS_VERSION,
+    FPS,
+    MAX_CLIP_S,
+    MIN_CLIP_S,
+    SAMPLE_RATE,
+    SPLITS,
+)
 from s2f.corpus.faces import ASSETS_DIR, CANVAS
 from storage.io import atomic_path
 
-CORPUS_VERSION = 2  # 2: person-disjoint train / dev / test
-FPS = 25
-SAMPLE_RATE = 22050          # espeak-ng's rate; the muxer resamples to 48 kHz for AAC/Opus
-MIN_CLIP_S, MAX_CLIP_S = 4.0, 10.0
 YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 YT_LAST = "AEIMQUYcgkosw048"  # a real id encodes 64 bits: its 11th character is one of these
 CONTAINERS = {"mp4": ("h264", "aac"), "webm": ("vp9", "opus")}
 MAX_MORPH_ATTEMPTS = 40
-SPLITS = ("train", "dev", "test")
 OUTPUTS = ("media", "faces", "avspeech_train.csv", "avspeech_dev.csv", "avspeech_test.csv",
            "identities.parquet",
            "DATA_CARD.md", "SOURCE.md", "voice_function.json", "corpus.json")
@@ -368,14 +371,95 @@ def _trim(wav: np.ndarray, threshold: int = 300, keep: float = 0.02) -> np.ndarr
     return wav[max(loud[0] - pad, 0):loud[-1] + pad]
 
 
+def _voice_track(video: VideoPlan, voice, rng: np.random.Generator,
+                 all_speech: list[np.ndarray]) -> tuple[list[tuple], int, np.ndarray]:
+    """A video's timeline (lead-in, then segments separated by gaps, then a tail) and its audio
+    track: each segment's speech levelled, over a white noise floor. Returns (placed segments as
+    (start frame, frames, speech, lead pad), frames, audio); appends each speech to
+    `all_speech`."""
+    gain_db = rng.uniform(-2.0, 2.0)
+    noise_db = rng.uniform(-62.0, -50.0)
+    cursor = _frames(rng.uniform(0.4, 1.6))
+    placed = []
+    for s in range(video.segments):
+        if s:
+            cursor += _frames(rng.uniform(0.6, 2.0))
+        speech, lead, tail = _speak_segment(voice, rng)
+        n_seg = min(max(_frames(lead + len(speech) / SAMPLE_RATE + tail),
+                        _frames(MIN_CLIP_S)), _frames(MAX_CLIP_S))
+        placed.append((cursor, n_seg, speech, lead))
+        all_speech.append(speech)
+        cursor += n_seg
+    n_frames = cursor + _frames(rng.uniform(0.4, 1.2))
+    per_frame = SAMPLE_RATE // FPS
+    audio = np.zeros(n_frames * per_frame, np.float32)
+    for start, n_seg, speech, lead in placed:
+        wav = speech.astype(np.float32) / 32768.0
+        voiced = np.abs(wav) > 0.01
+        rms = float(np.sqrt(np.mean(wav[voiced] ** 2))) if voiced.any() else 1.0
+        wav *= 10 ** ((-20.0 + gain_db) / 20) / max(rms, 1e-6)
+        at = start * per_frame + int(lead * SAMPLE_RATE)
+        end = min(at + len(wav), (start + n_seg) * per_frame)
+        audio[at:end] += wav[:end - at]
+    audio += rng.normal(0, 10 ** (noise_db / 20), audio.shape).astype(np.float32)
+    audio = np.clip(audio, -0.98, 0.98)
+    return placed, n_frames, audio
+
+
+def _render_video(video: VideoPlan, voice, face, rng: np.random.Generator,
+                  timings: dict[str, float], all_speech: list[np.ndarray]):
+    """Speak, render and mux one video of the identity (`face`: its morph, landmark shape and
+    dlib detection). Returns (placed segments, frames, layout)."""
+    from s2f.corpus.render import VideoLayout, make_sprite
+    from s2f.media.mux import write_media
+
+    img, shape, found = face
+    t0 = time.process_time()
+    placed, n_frames, audio = _voice_track(video, voice, rng, all_speech)
+    timings["voices"] += time.process_time() - t0
+
+    t0 = time.process_time()
+    sprite = make_sprite(img, shape, found.box, rng)
+    layout = VideoLayout.draw(sprite, rng)
+    render_s = [0.0]
+
+    def frames(layout=layout, n_frames=n_frames, render_s=render_s):
+        for i in range(n_frames):
+            t = time.process_time()
+            frame = layout.draw_frame(i / FPS)
+            render_s[0] += time.process_time() - t
+            yield frame
+
+    path = _STATE["out"] / "media" / f"{video.youtube_id}.{video.container}"
+    vcodec, acodec = CONTAINERS[video.container]
+    write_media(path, frames(), fps=FPS, audio=audio, sample_rate=SAMPLE_RATE,
+                video_codec=vcodec, audio_codec=acodec, crf=_STATE["crf"], threads=1)
+    total = time.process_time() - t0
+    timings["render"] += render_s[0]
+    timings["encode"] += total - render_s[0]
+    return placed, n_frames, layout
+
+
+def _segment_rows(plan: IdentityPlan, video: VideoPlan, placed: list[tuple], layout) -> list[dict]:
+    """The manifest rows of a video's segments: times, and the face centre at each's middle."""
+    rows = []
+    for start, n_seg, _, _ in placed:
+        mid = (start + n_seg / 2) / FPS
+        cx, cy = layout.face_centre(mid)
+        rows.append({
+            "youtube_id": video.youtube_id, "start": start / FPS, "end": (start + n_seg) / FPS,
+            "x": min(max(cx / layout.width, 0.0), 1.0), "y": min(max(cy / layout.height, 0.0), 1.0),
+            "split": plan.split, "identity_id": plan.identity_id,
+        })
+    return rows
+
+
 def build_identity(plan: IdentityPlan) -> dict:
     """Everything of one identity: face PNG, media files, its identities row and manifest
     rows. Runs in a worker (models and real faces in `_STATE`)."""
     from PIL import Image
 
-    from s2f.corpus.render import VideoLayout, make_sprite
     from s2f.corpus.voice import median_f0, voice_parameters
-    from s2f.media.mux import write_media
 
     if _STATE.get("error") is not None:
         raise RuntimeError(f"demo-corpus worker failed to start: {_STATE['error']!r}")
@@ -393,65 +477,11 @@ def build_identity(plan: IdentityPlan) -> dict:
 
     segments, all_speech, youtube, media_seconds = [], [], [], 0.0
     for video in plan.videos:
-        t0 = time.process_time()
-        # timeline: lead-in, then segments separated by gaps, then a tail
-        gain_db = rng.uniform(-2.0, 2.0)
-        noise_db = rng.uniform(-62.0, -50.0)
-        cursor = _frames(rng.uniform(0.4, 1.6))
-        placed = []
-        for s in range(video.segments):
-            if s:
-                cursor += _frames(rng.uniform(0.6, 2.0))
-            speech, lead, tail = _speak_segment(voice, rng)
-            n_seg = min(max(_frames(lead + len(speech) / SAMPLE_RATE + tail),
-                            _frames(MIN_CLIP_S)), _frames(MAX_CLIP_S))
-            placed.append((cursor, n_seg, speech, lead))
-            all_speech.append(speech)
-            cursor += n_seg
-        n_frames = cursor + _frames(rng.uniform(0.4, 1.2))
-        per_frame = SAMPLE_RATE // FPS
-        audio = np.zeros(n_frames * per_frame, np.float32)
-        for start, n_seg, speech, lead in placed:
-            wav = speech.astype(np.float32) / 32768.0
-            voiced = np.abs(wav) > 0.01
-            rms = float(np.sqrt(np.mean(wav[voiced] ** 2))) if voiced.any() else 1.0
-            wav *= 10 ** ((-20.0 + gain_db) / 20) / max(rms, 1e-6)
-            at = start * per_frame + int(lead * SAMPLE_RATE)
-            end = min(at + len(wav), (start + n_seg) * per_frame)
-            audio[at:end] += wav[:end - at]
-        audio += rng.normal(0, 10 ** (noise_db / 20), audio.shape).astype(np.float32)
-        audio = np.clip(audio, -0.98, 0.98)
-        timings["voices"] += time.process_time() - t0
-
-        t0 = time.process_time()
-        sprite = make_sprite(img, shape, found.box, rng)
-        layout = VideoLayout.draw(sprite, rng)
-        render_s = [0.0]
-
-        def frames(layout=layout, n_frames=n_frames, render_s=render_s):
-            for i in range(n_frames):
-                t = time.process_time()
-                frame = layout.draw_frame(i / FPS)
-                render_s[0] += time.process_time() - t
-                yield frame
-
-        path = out / "media" / f"{video.youtube_id}.{video.container}"
-        vcodec, acodec = CONTAINERS[video.container]
-        write_media(path, frames(), fps=FPS, audio=audio, sample_rate=SAMPLE_RATE,
-                    video_codec=vcodec, audio_codec=acodec, crf=_STATE["crf"], threads=1)
-        total = time.process_time() - t0
-        timings["render"] += render_s[0]
-        timings["encode"] += total - render_s[0]
+        placed, n_frames, layout = _render_video(video, voice, (img, shape, found), rng, timings,
+                                                 all_speech)
         media_seconds += n_frames / FPS
         youtube.append(video.youtube_id)
-        for start, n_seg, _, _ in placed:
-            mid = (start + n_seg / 2) / FPS
-            cx, cy = layout.face_centre(mid)
-            segments.append({
-                "youtube_id": video.youtube_id, "start": start / FPS, "end": (start + n_seg) / FPS,
-                "x": min(max(cx / layout.width, 0.0), 1.0), "y": min(max(cy / layout.height, 0.0), 1.0),
-                "split": plan.split, "identity_id": plan.identity_id,
-            })
+        segments += _segment_rows(plan, video, placed, layout)
 
     t0 = time.process_time()
     f0 = median_f0(np.concatenate(all_speech).astype(np.float32), SAMPLE_RATE)
@@ -588,7 +618,8 @@ def _build(config: CorpusConfig) -> CorpusSummary:
         for v in p.videos:
             counts[v.container] += 1
     media_seconds = sum(r["media_seconds"] for r in results)
-    write_data_card(out, config, rows, faces, used, photos, counts, len(segments), media_seconds)
+    write_data_card(out, config, rows, faces, people, used, photos, counts, len(segments),
+                    media_seconds)
 
     stage = {"real faces": real_s}
     for r in results:

@@ -16,6 +16,7 @@ import numpy as np
 
 from s2f.corpus import voice as V
 from s2f.corpus import voice_constants as C
+from s2f.corpus.constants import FPS, MAX_CLIP_S, MIN_CLIP_S, SAMPLE_RATE, SPLITS
 
 PASCAL = re.compile(r"^\d{4}_\d{6}\.jpg$")
 
@@ -64,50 +65,26 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return out
 
 
-def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
-                    photos: list[str], videos: dict[str, int], clips: int,
-                    media_seconds: float) -> Path:
-    from s2f.corpus.build import FPS, MAX_CLIP_S, MIN_CLIP_S, SAMPLE_RATE
-    from s2f.corpus.espeak import espeak_version
-    from s2f.corpus.render import FRAME_SIZES, MIN_FACE_PX
-
-    shutil.copyfile(Path(config.faces_dir) / "SOURCE.md", out / "SOURCE.md")
-    (out / "voice_function.json").write_text(json.dumps(voice_function_record(), indent=1) + "\n")
-
-    from s2f.corpus.build import split_persons
-
-    n = len(rows)
-    n_test = sum(r["split"] == "test" for r in rows)
-    n_dev = sum(r["split"] == "dev" for r in rows)
-    people = split_persons(config, faces)
-    by_split = people.persons_by_split()
-    faces_by_split = Counter(people.splits)
-    clusters_by_split = Counter(people.splits[people.clusters.index(c)]
-                                for c in sorted(set(people.clusters)))
-    photos_by_split = {s: sorted({f.file for f, t in zip(faces, people.splits, strict=True) if t == s})
-                       for s in ("train", "dev", "test")}
-    per_photo_used = Counter(k.split("#")[0] for k in used)
-    per_photo_all = Counter(f.file for f in faces)
-    all_photos = sorted({p.name for p in Path(config.faces_dir).iterdir()
-                         if p.suffix.lower() in (".jpg", ".jpeg", ".png")})
-    groups = Counter(r["group"] for r in rows)
-    pitch = np.array([r["pitch_hz"] for r in rows])
-    f0 = np.array([r["f0_measured_hz"] for r in rows])
-    ok = np.isfinite(f0)
-    corr = float(np.corrcoef(np.log(pitch[ok]), np.log(f0[ok]))[0, 1]) if ok.sum() > 2 else float("nan")
-    rate = np.array([r["rate_wpm"] for r in rows])
-    rng_ = np.array([r["pitch_range"] for r in rows])
-    variants = Counter(r["variant"] for r in rows)
-    attempts = Counter(r["morph_attempts"] for r in rows)
-    n_sources = Counter(len(r["source_files"]) for r in rows)
-
-    lines = [
+def _header(config) -> list[str]:
+    return [
         "# Demo corpus: data card",
         "",
         "Written by `s2f demo-corpus --out DIR --identities "
         f"{config.identities} --clips-per-identity {config.clips_per_identity} --seed "
         f"{config.seed}` (s2f.corpus.build); regenerate rather than edit.",
         "",
+    ]
+
+
+def _summary(config, rows: list[dict], used: list[str], photos: list[str],
+             videos: dict[str, int], clips: int, media_seconds: float) -> list[str]:
+    from s2f.corpus.espeak import espeak_version
+
+    n = len(rows)
+    n_test = sum(r["split"] == "test" for r in rows)
+    n_dev = sum(r["split"] == "dev" for r in rows)
+
+    return [
         "## Summary",
         "",
         f"- Seed **{config.seed}**; corpus format version {config.record()['version']}. "
@@ -121,6 +98,11 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         f"{len(photos)} photos); every voice is **synthetic** (espeak-ng {espeak_version()}). "
         "No recording of a real person speaking is used, and no real person's voice is imitated.",
         "",
+    ]
+
+
+def _files() -> list[str]:
+    return [
         "## Files",
         "",
         "- `media/<youtube_id>.mp4|.webm`: one file per video; an identity has one or two videos, "
@@ -137,6 +119,16 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         "- `SOURCE.md`: the attribution note that came with the photographs.",
         "- `corpus.json`: build record (settings, counts, file sizes).",
         "",
+    ]
+
+
+def _face_sources(config, faces, used: list[str], photos: list[str]) -> list[str]:
+    per_photo_used = Counter(k.split("#")[0] for k in used)
+    per_photo_all = Counter(f.file for f in faces)
+    all_photos = sorted({p.name for p in Path(config.faces_dir).iterdir()
+                         if p.suffix.lower() in (".jpg", ".jpeg", ".png")})
+
+    return [
         "## Where the faces come from",
         "",
         f"The photographs in `s2f/assets/faces`, copied from the examples/faces folder of the dlib "
@@ -156,6 +148,19 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         "under Flickr's terms of use; the licence of dlib's example photos is not stated there). "
         "Use this corpus for testing and demonstrating the pipeline, not as a data set of people.",
         "",
+    ]
+
+
+def _persons_and_splits(config, rows: list[dict], faces, people) -> list[str]:
+    n_test = sum(r["split"] == "test" for r in rows)
+    by_split = people.persons_by_split()
+    faces_by_split = Counter(people.splits)
+    clusters_by_split = Counter(people.splits[people.clusters.index(c)]
+                                for c in sorted(set(people.clusters)))
+    photos_by_split = {s: sorted({f.file for f, t in zip(faces, people.splits, strict=True) if t == s})
+                       for s in SPLITS}
+
+    return [
         "## Persons and splits",
         "",
         f"A real face is a detection; a *person* is one individual. `s2f/assets/faces/persons.json` "
@@ -188,6 +193,14 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         f"({n_test} test identities). A group photograph can hold persons of several splits "
         "(its people are different individuals); no person, and no face, is in two splits.",
         "",
+    ]
+
+
+def _synthesis(rows: list[dict]) -> list[str]:
+    attempts = Counter(r["morph_attempts"] for r in rows)
+    n_sources = Counter(len(r["source_files"]) for r in rows)
+
+    return [
         "## How identities are synthesised",
         "",
         "1. Each real face is aligned to a template (mean shape of all real faces by generalised "
@@ -210,6 +223,20 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         "(`face_recognition_model_v1`, 68 landmarks from the shape predictor, one jitter) of "
         "the morph.",
         "",
+    ]
+
+
+def _voices(rows: list[dict], faces) -> list[str]:
+    groups = Counter(r["group"] for r in rows)
+    pitch = np.array([r["pitch_hz"] for r in rows])
+    f0 = np.array([r["f0_measured_hz"] for r in rows])
+    ok = np.isfinite(f0)
+    corr = float(np.corrcoef(np.log(pitch[ok]), np.log(f0[ok]))[0, 1]) if ok.sum() > 2 else float("nan")
+    rate = np.array([r["rate_wpm"] for r in rows])
+    rng_ = np.array([r["pitch_range"] for r in rows])
+    variants = Counter(r["variant"] for r in rows)
+
+    return [
         "## Voices: the face → voice function (ground truth)",
         "",
         "Every voice is espeak-ng speech, synthesised in-process from the `espeakng_loader` wheel "
@@ -256,6 +283,13 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         f"The median F0 measured on each identity's speech (autocorrelation on voiced frames, "
         f"`f0_measured_hz`) correlates with pitch_hz at r = {corr:.3f} (log scale).",
         "",
+    ]
+
+
+def _clips(config) -> list[str]:
+    from s2f.corpus.render import FRAME_SIZES, MIN_FACE_PX
+
+    return [
         "## Clips",
         "",
         f"- {FPS} fps; frame sizes {', '.join(f'{w}×{h}' for w, h in FRAME_SIZES)} (one per "
@@ -273,6 +307,11 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         "realtime), "
         "single-threaded and bit-exact muxing so that the bytes are reproducible.",
         "",
+    ]
+
+
+def _intended_use() -> list[str]:
+    return [
         "## Intended use and limits",
         "",
         "A small, shareable, offline stand-in for AVSpeech to exercise the Speech2Face pipeline "
@@ -280,6 +319,26 @@ def write_data_card(out: Path, config, rows: list[dict], faces, used: list[str],
         "trained here learns that function, not anything about real people; espeak-ng voices are "
         "far from natural speech. Do not use it to draw conclusions about real faces or voices.",
         "",
+    ]
+
+
+def write_data_card(out: Path, config, rows: list[dict], faces, people, used: list[str],
+                    photos: list[str], videos: dict[str, int], clips: int,
+                    media_seconds: float) -> Path:
+    """DATA_CARD.md, SOURCE.md and voice_function.json into `out`. `people`: the real faces'
+    persons and splits (`s2f.corpus.build.split_persons`)."""
+    shutil.copyfile(Path(config.faces_dir) / "SOURCE.md", out / "SOURCE.md")
+    (out / "voice_function.json").write_text(json.dumps(voice_function_record(), indent=1) + "\n")
+    lines = [
+        *_header(config),
+        *_summary(config, rows, used, photos, videos, clips, media_seconds),
+        *_files(),
+        *_face_sources(config, faces, used, photos),
+        *_persons_and_splits(config, rows, faces, people),
+        *_synthesis(rows),
+        *_voices(rows, faces),
+        *_clips(config),
+        *_intended_use(),
     ]
     path = out / "DATA_CARD.md"
     path.write_text("\n".join(lines))

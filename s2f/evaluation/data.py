@@ -54,7 +54,7 @@ class EvalSet:
     features: np.ndarray          # N×D true face features
     encoder: str
     identity_source: str          # "youtube_id" or the identities.parquet path
-    snapshot_id: str
+    split_snapshot_id: str
     features_hash: str
     role: str = "test"
 
@@ -71,7 +71,7 @@ class EvalSet:
         return names, pool, target
 
 
-def snapshot_id(clip_keys: list[str]) -> str:
+def split_snapshot_id(clip_keys: list[str]) -> str:
     digest = hashlib.sha256("\n".join(sorted(clip_keys)).encode()).hexdigest()
     return digest[:16]
 
@@ -167,10 +167,11 @@ def load_eval_set(layout: DataLayout, encoder: str, identities_path: Path | None
         clip_keys=keys, youtube_ids=df["youtube_id"].to_list(), identities=identities,
         audio_paths=[layout.resolve(p) for p in df["audio_path"].to_list()],
         features=features, encoder=encoder, identity_source=source,
-        snapshot_id=snapshot_id(keys), features_hash=_features_hash(keys, features), role=role)
+        split_snapshot_id=split_snapshot_id(keys), features_hash=_features_hash(keys, features),
+        role=role)
 
 
-def current_snapshot_id(layout: DataLayout, encoder: str, role: EvalRole = "test",
+def current_split_snapshot_id(layout: DataLayout, encoder: str, role: EvalRole = "test",
                         dev_fraction: float = DEFAULT_DEV_FRACTION) -> str:
     """The snapshot id the dev or test split has now (without reading the features)."""
     clips = role_clips(layout, role, dev_fraction)
@@ -179,7 +180,7 @@ def current_snapshot_id(layout: DataLayout, encoder: str, role: EvalRole = "test
         raise EvaluationDataError(f"{layout.root}: no face_features table; run `s2f preprocess`")
     feats = (pl.scan_parquet([str(p) for p in paths])
              .filter(pl.col("encoder") == encoder).select("clip_key").unique().collect())
-    return snapshot_id(clips.join(feats, on="clip_key")["clip_key"].to_list())
+    return split_snapshot_id(clips.join(feats, on="clip_key")["clip_key"].to_list())
 
 
 def training_features(layout: DataLayout, encoder: str,
@@ -222,7 +223,7 @@ def data_summary(layout: DataLayout) -> dict[str, object]:
         "clip_key", "manifest", "status", "split", "youtube_id").collect()
     ok = clips.filter(pl.col("status") == "ok")
     return {
-        "train_snapshot_id": snapshot_id(
+        "train_snapshot_id": split_snapshot_id(
             ok.filter(pl.col("split") == "train")["clip_key"].drop_nulls().to_list()),
         "manifests": sorted(clips["manifest"].unique().to_list()),
         "rows": clips.height,
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     es = load_eval_set(layout, args[1] if len(args) > 1 else "dlib-resnet",
                        default_identities_path(layout))
     print(f"{len(es)} test clips, {len(set(es.identities))} identities ({es.identity_source}), "
-          f"dim {es.features.shape[1]}, snapshot {es.snapshot_id}")
+          f"dim {es.features.shape[1]}, snapshot {es.split_snapshot_id}")
     return 0
 
 

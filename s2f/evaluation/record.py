@@ -1,7 +1,7 @@
 """Where an evaluation goes: an MLflow run and a row of the `evaluations` Parquet table.
 
 MLflow (experiment `speech2face-evaluation`): params (model/decoder URI, name, version, face
-encoder), every metric, tags `test_snapshot_id` / `features_hash` / `model_name` /
+encoder), every metric, tags `split_snapshot_id` / `features_hash` / `model_name` /
 `model_version`, figures under `figures/` and tables under `tables/` (Parquet) plus
 `evaluation.json`. Table: `tables/evaluations/<model name>/shard-<evaluation id>.parquet`, one
 row, written atomically; `read_evaluations` reads them back. Each row names its `role` (dev or
@@ -26,12 +26,11 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from s2f.evaluation.scores import Scores
 from s2f.registry.inference import ModelRef
-from storage.io import rows_to_table, shard_paths, write_table_atomic
+from storage.io import read_shard, rows_to_table, shard_paths, write_table_atomic
 from storage.layout import DataLayout, safe_name
 from storage.schemas import EVALUATIONS
 
@@ -48,7 +47,7 @@ class EvaluationResult:
     model: ModelRef
     decoder: ModelRef | None
     face_encoder: str
-    test_snapshot_id: str
+    split_snapshot_id: str
     features_hash: str
     identity_source: str
     n_clips: int
@@ -74,7 +73,7 @@ class EvaluationResult:
             "decoder_version": self.decoder.version if self.decoder else None,
             "decoder_uri": self.decoder.uri if self.decoder else None,
             "face_encoder": self.face_encoder, "role": self.role, "kind": self.kind,
-            "seed": self.seed, "test_snapshot_id": self.test_snapshot_id,
+            "seed": self.seed, "split_snapshot_id": self.split_snapshot_id,
             "features_hash": self.features_hash, "identity_source": self.identity_source,
             "n_clips": self.n_clips, "n_identities": self.n_identities,
             "recall_at_10_6s": m.get("recall_at_10_6s"),
@@ -107,10 +106,10 @@ def log_to_mlflow(result: EvaluationResult, artifact_root: Path | None = None) -
     import mlflow
 
     use_experiment(EXPERIMENT, artifact_root)
-    name = f"eval {result.kind} {result.model.label()} {result.role} @ {result.test_snapshot_id}"
+    name = f"eval {result.kind} {result.model.label()} {result.role} @ {result.split_snapshot_id}"
     with mlflow.start_run(run_name=name) as run:
         mlflow.set_tags({
-            "test_snapshot_id": result.test_snapshot_id, "features_hash": result.features_hash,
+            "split_snapshot_id": result.split_snapshot_id, "features_hash": result.features_hash,
             "model_name": result.model.name or "", "model_version": result.model.version or "",
             "evaluation_id": result.evaluation_id, "identity_source": result.identity_source,
             "role": result.role, "kind": result.kind,
@@ -153,7 +152,7 @@ def read_evaluations(layout: DataLayout) -> list[dict[str, Any]]:
     """Every evaluation row, oldest first, with `metrics` as a dict."""
     rows: list[dict[str, Any]] = []
     for p in shard_paths(layout, TABLE):
-        for r in pq.read_table(p).to_pylist():
+        for r in read_shard(p, TABLE).to_pylist():
             r["metrics"] = dict(r["metrics"] or [])
             # Rows from before the role/kind columns were all test rows of a model.
             r["role"] = r.get("role") or "test"
@@ -164,23 +163,23 @@ def read_evaluations(layout: DataLayout) -> list[dict[str, Any]]:
 
 
 def latest_evaluation(layout: DataLayout, model_name: str, model_version: str,
-                      test_snapshot_id: str | None = None, role: str = "dev",
+                      split_snapshot_id: str | None = None, role: str = "dev",
                       kind: str = "model") -> dict[str, Any] | None:
     """The newest `role` evaluation of one model version (on one snapshot, if given)."""
     found = [r for r in read_evaluations(layout)
              if r["model_name"] == model_name and r["model_version"] == str(model_version)
              and r["role"] == role and r["kind"] == kind
-             and (test_snapshot_id is None or r["test_snapshot_id"] == test_snapshot_id)]
+             and (split_snapshot_id is None or r["split_snapshot_id"] == split_snapshot_id)]
     return found[-1] if found else None
 
 
 def find_test_row(layout: DataLayout, model_name: str | None, model_version: str | None,
-                    model_run_id: str | None, test_snapshot_id: str, kind: str = "model"
+                    model_run_id: str | None, split_snapshot_id: str, kind: str = "model"
                     ) -> dict[str, Any] | None:
     """The test row of a model version (or, for an unregistered control, of its training run)
     on this test snapshot: the first one written, since test is scored once."""
     for r in read_evaluations(layout):
-        if r["role"] != "test" or r["kind"] != kind or r["test_snapshot_id"] != test_snapshot_id:
+        if r["role"] != "test" or r["kind"] != kind or r["split_snapshot_id"] != split_snapshot_id:
             continue
         if model_version is not None:
             if r["model_name"] == model_name and r["model_version"] == str(model_version):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,100 @@ def oracle_predictions(layout: DataLayout, es: EvalSet, identities_path: Path,
     return oracle_ridge(x_train, train_feats, x_eval)
 
 
+@dataclass
+class _Scored:
+    """The scores gathered so far: flat metrics and the rows of each score table."""
+
+    flat: dict[str, float] = field(default_factory=dict)
+    similarity: list[dict[str, object]] = field(default_factory=list)
+    recall: list[dict[str, object]] = field(default_factory=list)
+    paper: list[dict[str, object]] = field(default_factory=list)
+
+    def add(self, pred: np.ndarray, es: EvalSet, pool: np.ndarray, target: np.ndarray,
+            method: str, seconds: float | None, n_boot: int, seed: int) -> None:
+        """Similarity, identity retrieval and the paper's retrieval of one prediction."""
+        f, r = similarity_scores(pred, es.features, method, seconds)
+        self.flat.update(f)
+        self.similarity += r
+        f, r = retrieval_scores(pred, pool, target, method, seconds, n_boot, seed)
+        self.flat.update(f)
+        self.recall += r
+        f, r = paper_retrieval_scores(pred, es.features, method, seconds, n_boot, seed)
+        self.flat.update(f)
+        self.paper += r
+
+
+def _refuse_second_test(layout: DataLayout, encoder: LoadedModel, es: EvalSet, kind: str) -> None:
+    """Raise `TestAlreadyScored` when this version (or control run) has its test row already."""
+    done = find_test_row(layout, encoder.ref.name, encoder.ref.version, encoder.ref.run_id,
+                         es.split_snapshot_id, kind)
+    if done is not None:
+        raise TestAlreadyScored(
+            f"{encoder.ref.label()} already has its test row {done['evaluation_id']} on "
+            f"snapshot {es.split_snapshot_id}: the test split is scored once per version", done)
+
+
+def _score_model(encoder: LoadedModel, es: EvalSet, waves: list[np.ndarray], pool: np.ndarray,
+                 target: np.ndarray, seconds: Sequence[float], n_boot: int, seed: int,
+                 scored: _Scored, bar: Progress) -> dict[float, np.ndarray]:
+    """Encode the voices at each input length and score the predictions; returns them."""
+    preds: dict[float, np.ndarray] = {}
+    for s in seconds:
+        pred = encode_waves(encoder, waves, s)
+        if pred.shape[1] != es.features.shape[1]:
+            raise EvaluationDataError(
+                f"{encoder.ref.label()} predicts {pred.shape[1]}-D features but the test "
+                f"features of {es.encoder!r} are {es.features.shape[1]}-D")
+        preds[s] = pred
+        scored.add(pred, es, pool, target, "model", s, n_boot, seed)
+        scored.flat.update(diversity_scores(pred, es.features, s))
+        bar.update(1, done=f"encoded and scored {s:g} s of speech")
+    return preds
+
+
+def _score_controls(layout: DataLayout, es: EvalSet, identities_path: Path | None,
+                    dev_fraction: float, pool: np.ndarray, target: np.ndarray, n_boot: int,
+                    seed: int, scored: _Scored) -> list[str]:
+    """Score the mean training face and (with voice settings) the oracle; returns their names."""
+    mean_face = training_features(layout, es.encoder, dev_fraction)[1].mean(axis=0)
+    controls: list[tuple[str, np.ndarray]] = [
+        ("mean_face", np.broadcast_to(mean_face, es.features.shape))]
+    oracle = None if identities_path is None else oracle_predictions(
+        layout, es, identities_path, dev_fraction)
+    if oracle is not None:
+        controls.append(("oracle", oracle))
+    for method, control in controls:
+        scored.add(control, es, pool, target, method, None, n_boot, seed)
+    return [m for m, _ in controls]
+
+
+def _score_reconstructions(layout: DataLayout, es: EvalSet, decoder: LoadedModel,
+                           voice_pred: np.ndarray, max_reconstructions: int, grid_size: int,
+                           seed: int, flat: dict[str, float], figs: dict[str, Any]
+                           ) -> tuple[list[dict[str, object]], int]:
+    """Decode true and predicted features of up to `max_reconstructions` clips: landmark and
+    image errors, craniofacial correlations (rows returned), the face grid figure."""
+    rng = np.random.default_rng(seed)
+    subset = np.sort(rng.permutation(len(es))[:max_reconstructions])
+    rec_true = decode_features(decoder, es.features[subset])
+    rec_voice = decode_features(decoder, voice_pred[subset])
+    flat.update(reconstruction_scores(rec_true.landmarks, rec_voice.landmarks,
+                                      rec_true.images, rec_voice.images))
+    # Craniofacial measurements on landmarks dlib detects on the rendered faces (paper).
+    det_true, det_voice = detect_landmarks(rec_true.images), detect_landmarks(rec_voice.images)
+    f, cranio_rows = craniofacial_scores(det_true.landmarks, det_voice.landmarks, seed)
+    flat.update(f)
+    flat["cranio_hog_fraction"] = float(np.mean(np.concatenate(
+        [det_true.hog_found, det_voice.hog_found])))
+    pos = {int(j): i for i, j in enumerate(subset)}
+    rows = [i for i in _grid_rows(es, grid_size) if i in pos]
+    crops = face_crops(layout, [es.clip_keys[i] for i in rows])
+    figs["face_grid"] = figures.face_grid(
+        [f"{es.identities[i]}" for i in rows], [crops.get(es.clip_keys[i]) for i in rows],
+        rec_true.images[[pos[i] for i in rows]], rec_voice.images[[pos[i] for i in rows]])
+    return cranio_rows, len(subset)
+
+
 def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
                    decoder_uri: str | None = DEFAULT_DECODER_URI,
                    identities_path: Path | None = None, seconds: Sequence[float] = SECONDS,
@@ -173,85 +268,28 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     identities_path = identities_path or default_identities_path(layout)
     es = load_eval_set(layout, encoder.face_encoder, identities_path, role, dev_fraction)
     if role == "test":
-        done = find_test_row(layout, encoder.ref.name, encoder.ref.version, encoder.ref.run_id,
-                             es.snapshot_id, kind)
-        if done is not None:
-            raise TestAlreadyScored(
-                f"{encoder.ref.label()} already has its test row {done['evaluation_id']} on "
-                f"snapshot {es.snapshot_id}: the test split is scored once per version", done)
+        _refuse_second_test(layout, encoder, es, kind)
     names, pool, target = es.identity_pool()
     bar = Progress(1 + len(seconds) + 2 + (decoder_uri is not None), f"evaluate "
                    f"{encoder.ref.label()} on {len(es)} {role} clips", "phase", every_seconds=30)
     waves = [load_audio(p) for p in es.audio_paths]
     bar.update(1, done=f"read {len(waves)} {role} voices")
 
-    flat: dict[str, float] = {}
-    sim_rows: list[dict[str, object]] = []
-    rec_rows: list[dict[str, object]] = []
-    paper_rows: list[dict[str, object]] = []
-    preds: dict[float, np.ndarray] = {}
-    for s in seconds:
-        pred = encode_waves(encoder, waves, s)
-        if pred.shape[1] != es.features.shape[1]:
-            raise EvaluationDataError(
-                f"{encoder.ref.label()} predicts {pred.shape[1]}-D features but the test "
-                f"features of {es.encoder!r} are {es.features.shape[1]}-D")
-        preds[s] = pred
-        f, r = similarity_scores(pred, es.features, "model", s)
-        flat.update(f)
-        sim_rows += r
-        f, r = retrieval_scores(pred, pool, target, "model", s, n_boot, seed)
-        flat.update(f)
-        rec_rows += r
-        f, r = paper_retrieval_scores(pred, es.features, "model", s, n_boot, seed)
-        flat.update(f)
-        paper_rows += r
-        flat.update(diversity_scores(pred, es.features, s))
-        bar.update(1, done=f"encoded and scored {s:g} s of speech")
-
-    mean_face = training_features(layout, es.encoder, dev_fraction)[1].mean(axis=0)
-    controls: list[tuple[str, np.ndarray]] = [
-        ("mean_face", np.broadcast_to(mean_face, es.features.shape))]
-    oracle = None if identities_path is None else oracle_predictions(
-        layout, es, identities_path, dev_fraction)
-    if oracle is not None:
-        controls.append(("oracle", oracle))
-    for method, control in controls:
-        f, r = similarity_scores(control, es.features, method, None)
-        flat.update(f)
-        sim_rows += r
-        f, r = retrieval_scores(control, pool, target, method, None, n_boot, seed)
-        flat.update(f)
-        rec_rows += r
-        f, r = paper_retrieval_scores(control, es.features, method, None, n_boot, seed)
-        flat.update(f)
-        paper_rows += r
-    bar.update(1, done="scored the controls: " + ", ".join(m for m, _ in controls))
+    scored = _Scored()
+    preds = _score_model(encoder, es, waves, pool, target, seconds, n_boot, seed, scored, bar)
+    controls = _score_controls(layout, es, identities_path, dev_fraction, pool, target, n_boot,
+                               seed, scored)
+    bar.update(1, done="scored the controls: " + ", ".join(controls))
 
     cranio_rows: list[dict[str, object]] = []
-    figs = {"recall_at_k": figures.recall_curves(frame(rec_rows, RECALL_SCHEMA))}
+    figs = {"recall_at_k": figures.recall_curves(frame(scored.recall, RECALL_SCHEMA))}
     decoder: LoadedModel | None = None
     if decoder_uri is not None:
         decoder = load_registered_model(decoder_uri, device)
-        rng = np.random.default_rng(seed)
-        subset = np.sort(rng.permutation(len(es))[:max_reconstructions])
-        rec_true = decode_features(decoder, es.features[subset])
-        rec_voice = decode_features(decoder, preds[PRIMARY_SECONDS][subset])
-        flat.update(reconstruction_scores(rec_true.landmarks, rec_voice.landmarks,
-                                          rec_true.images, rec_voice.images))
-        # Craniofacial measurements on landmarks dlib detects on the rendered faces (paper).
-        det_true, det_voice = detect_landmarks(rec_true.images), detect_landmarks(rec_voice.images)
-        f, cranio_rows = craniofacial_scores(det_true.landmarks, det_voice.landmarks, seed)
-        flat.update(f)
-        flat["cranio_hog_fraction"] = float(np.mean(np.concatenate(
-            [det_true.hog_found, det_voice.hog_found])))
-        pos = {int(j): i for i, j in enumerate(subset)}
-        rows = [i for i in _grid_rows(es, grid_size) if i in pos]
-        crops = face_crops(layout, [es.clip_keys[i] for i in rows])
-        figs["face_grid"] = figures.face_grid(
-            [f"{es.identities[i]}" for i in rows], [crops.get(es.clip_keys[i]) for i in rows],
-            rec_true.images[[pos[i] for i in rows]], rec_voice.images[[pos[i] for i in rows]])
-        bar.update(1, done=f"decoded and measured {len(subset)} faces with {decoder.ref.label()}")
+        cranio_rows, n_decoded = _score_reconstructions(
+            layout, es, decoder, preds[PRIMARY_SECONDS], max_reconstructions, grid_size, seed,
+            scored.flat, figs)
+        bar.update(1, done=f"decoded and measured {n_decoded} faces with {decoder.ref.label()}")
 
     voice_rows: list[dict[str, object]] = []
     if identities_path is not None:
@@ -259,7 +297,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
         pred_by_id = np.stack([preds[PRIMARY_SECONDS][target == i].mean(axis=0)
                                for i in range(len(names))])
         f, voice_rows = voice_parameter_scores(pred_by_id, pool, params.drop("identity"))
-        flat.update(f)
+        scored.flat.update(f)
     cranio = frame(cranio_rows, CRANIO_SCHEMA)
     voice = frame(voice_rows, VOICE_SCHEMA)
     figs["correlations"] = figures.correlation_table(cranio, voice)
@@ -269,10 +307,11 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     result = EvaluationResult(
         evaluation_id=new_evaluation_id(), created_at=datetime.now(UTC), model=encoder.ref,
         decoder=decoder.ref if decoder else None, face_encoder=es.encoder,
-        test_snapshot_id=es.snapshot_id, features_hash=es.features_hash,
+        split_snapshot_id=es.split_snapshot_id, features_hash=es.features_hash,
         identity_source=es.identity_source, n_clips=len(es), n_identities=len(names),
-        scores=Scores(flat, frame(sim_rows, SIMILARITY_SCHEMA), frame(rec_rows, RECALL_SCHEMA),
-                      cranio, voice, frame(paper_rows, PAPER_RECALL_SCHEMA)),
+        scores=Scores(scored.flat, frame(scored.similarity, SIMILARITY_SCHEMA),
+                      frame(scored.recall, RECALL_SCHEMA), cranio, voice,
+                      frame(scored.paper, PAPER_RECALL_SCHEMA)),
         figures=figs, role=role, kind=kind, seed=_seed(encoder))
     if record:
         result.mlflow_run_id = log_to_mlflow(result, layout.mlflow_artifacts)

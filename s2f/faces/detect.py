@@ -27,6 +27,9 @@ from s2f.faces.dlib_models import MMOD, SHAPE_68, model_path
 
 DETECTORS = ("hog", "cnn")
 HOG_MIN_FACE_PX = 80  # HOG's sliding window finds faces of about this size and up
+# A face is a HOG window scoring above 0 (dlib's threshold). `best_score` looks this far below
+# it for the nearest miss; lower margins are background, and listing them all would be slow.
+NEAR_MISS_FLOOR = -1.0
 _local = threading.local()
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels
 
@@ -92,6 +95,24 @@ class FaceDetector:
             if found or upsample >= self.max_upsample or h * w * 4 ** (upsample + 1) > self.max_pixels:
                 return found
             upsample += 1
+
+    def deepest_upsample(self, height: int, width: int) -> int:
+        """The last upsampling `detect` tries on a frame where it finds nothing."""
+        upsample = min(initial_upsample(height, width), self.max_upsample)
+        while upsample < self.max_upsample and height * width * 4 ** (upsample + 1) <= self.max_pixels:
+            upsample += 1
+        return upsample
+
+    def best_score(self, image: np.ndarray) -> float | None:
+        """The highest HOG margin of any window at `deepest_upsample`, down to NEAR_MISS_FLOOR
+        (the nearest miss of a frame without a face); None below that, and for the CNN, whose
+        threshold dlib's Python API does not let us lower."""
+        if self.kind != "hog":
+            return None
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        upsample = self.deepest_upsample(*image.shape[:2])
+        _, scores, _ = self._detector.run(image, upsample, NEAR_MISS_FLOOR)
+        return max((float(s) for s in scores), default=None)
 
     def detect_at(self, image: np.ndarray, upsample: int
                   ) -> list[tuple[tuple[float, float, float, float], float]]:

@@ -11,7 +11,6 @@ from functools import cache
 from pathlib import Path
 
 SHAPE_68 = "shape_predictor_68_face_landmarks.dat"
-SHAPE_5 = "shape_predictor_5_face_landmarks.dat"
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 MMOD = "mmod_human_face_detector.dat"
 

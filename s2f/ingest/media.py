@@ -26,6 +26,7 @@ import av
 import numpy as np
 
 from s2f.ingest.manifest import is_valid_youtube_id
+from s2f.media.mux import encode_and_mux
 from storage.io import atomic_path
 
 MEDIA_EXTENSIONS = ("mp4", "webm", "mkv")
@@ -236,10 +237,8 @@ def write_flac_atomic(samples: np.ndarray, path: Path, sample_rate: int = SAMPLE
             frame.sample_rate = sample_rate
             frame.pts = pts
             pts += len(block)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            encode_and_mux(container, stream, frame)
+        encode_and_mux(container, stream)
     return path
 
 

@@ -85,13 +85,18 @@ def write_media(
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img, dtype=np.uint8), format="rgb24")
                 vf.pts = i
                 vf.time_base = Fraction(1, fps)
-                for packet in vstream.encode(vf):
-                    container.mux(packet)
-            for packet in vstream.encode():
-                container.mux(packet)
+                encode_and_mux(container, vstream, vf)
+            encode_and_mux(container, vstream)
         if astream is not None and wave is not None:
             _encode_audio(container, astream, wave)
     return path
+
+
+def encode_and_mux(container: av.container.OutputContainer, stream: av.stream.Stream,
+                   frame: av.frame.Frame | None = None) -> None:
+    """Encode one frame on `stream` (None flushes the encoder) and mux the packets it gives."""
+    for packet in stream.encode(frame):
+        container.mux(packet)
 
 
 def _chain(first: np.ndarray, rest: Iterable[np.ndarray]) -> Iterable[tuple[int, np.ndarray]]:
@@ -118,7 +123,5 @@ def _encode_audio(container: av.container.OutputContainer, stream: av.audio.stre
         frame.sample_rate = rate
         frame.pts = start
         frame.time_base = Fraction(1, rate)
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
+        encode_and_mux(container, stream, frame)
+    encode_and_mux(container, stream)

@@ -65,10 +65,6 @@ def pixels_to_normalized(points: torch.Tensor, size: int) -> torch.Tensor:
     return (2.0 * points + 1.0) / size - 1.0
 
 
-def normalized_to_pixels(points: torch.Tensor, size: int) -> torch.Tensor:
-    return ((points + 1.0) * size - 1.0) / 2.0
-
-
 def default_mean_shape() -> torch.Tensor:
     """A placeholder 68-point layout (jaw arc, brows, nose, eyes, mouth) in [-1, 1], used until
     `set_mean_shape` installs the training data's mean."""

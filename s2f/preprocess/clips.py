@@ -2,10 +2,9 @@
 
 The library behind `s2f preprocess` (flows/preprocess.py adds only orchestration):
 
-    from s2f.preprocess.clips import PreprocessConfig, preprocess_clips, preprocess_shard
+    from s2f.preprocess.clips import PreprocessConfig, preprocess_clips
     tables = preprocess_clips(rows, PreprocessConfig(frames=3))   # rows: dicts of the clips table
     tables.preprocess, tables.faces, tables.face_features          # pyarrow Tables
-    preprocess_shard(clips_shard, layout, config)                  # one clips shard -> 3 shards
 
 Per clip (only clips whose ingestion status is "ok"): K frames at 25/50/75 % of the segment
 (`s2f.media.video`), the face nearest the manifest hint in each frame (`s2f.faces.detect`; found
@@ -15,9 +14,10 @@ GPU when there is one), and one face feature (`s2f.faces.features`) from the cli
 face: the middle sampled frame's face when it has one (the paper uses one representative
 frame), else the highest-scored face. The feature is computed from the crop before JPEG.
 
-`preprocess_shard` spreads a shard's clips over one process per core (`s2f.preprocess.pool`).
+A shard's driver (read, spread over processes, write three shards) is `s2f.preprocess.shards`.
 
-Statuses: ok, no_face (no face in any sampled frame), decode_failed, error (message kept). A bad
+Statuses: ok, no_face (no face in any sampled frame; the reason names the frames, the hint and
+the best detector score), decode_failed, error (message kept). A bad
 clip never stops the shard. Clips are processed in chunks of `chunk_clips`, so memory stays flat
 in the shard size.
 
@@ -26,16 +26,14 @@ Tests: `pytest tests/test_preprocess_flow.py`; timing per stage: `python benchma
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from s2f.faces.align import (
@@ -46,17 +44,15 @@ from s2f.faces.align import (
     to_uint8_hwc,
     warp_faces_from_frames,
 )
-from s2f.faces.detect import Face, FaceDetector
+from s2f.faces.detect import NEAR_MISS_FLOOR, Face, FaceDetector
 from s2f.faces.features import FaceEncoder, encoder_for_this_thread
 from s2f.faces.search import clip_faces
 from s2f.media.video import ClipRequest, DaliFrameDecoder, DecodedClip, DecodeError, decode_clips
-from storage.io import file_sha256, rows_to_table, write_table_atomic
-from storage.layout import DataLayout
+from storage.io import rows_to_table
 from storage.schemas import FACES, PREPROCESS, face_features_schema
 
 log = logging.getLogger(__name__)
 
-OUTPUT_TABLES = ("preprocess", "faces", "face_features")
 FACE_SEARCHES = ("track", "full")
 CODE_VERSION = 1  # bump when outputs change for the same inputs: finished shards are redone
 
@@ -192,7 +188,9 @@ def preprocess_clips(rows: Sequence[Mapping[str, Any]], config: PreprocessConfig
                     "landmarks": face.landmarks.reshape(-1).astype(float).tolist(),
                     "det_score": float(face.score), "crop_jpeg": encode_jpeg(crop),
                 })
-            status = {"clip_key": key, "status": "ok" if faces else "no_face", "error": None,
+            status = {"clip_key": key, "status": "ok" if faces else "no_face",
+                      "error": None if faces else _no_face_reason(result, _hint(row), detector,
+                                                                  config.face_search),
                       "video_decoder": result.decoder, "frames_sampled": len(result.times_s),
                       "faces_found": len(faces)}
             status_rows.append(status)
@@ -206,7 +204,7 @@ def preprocess_clips(rows: Sequence[Mapping[str, Any]], config: PreprocessConfig
 
 
 def _faces_of_clip(decoded: DecodedClip, hint: tuple[float, float] | None,
-                   detector: FaceDetector, device: torch.device, search: str = "full"
+                   detector: FaceDetector, device: torch.device, search: str
                    ) -> tuple[list[tuple[int, Face]], np.ndarray]:
     """The chosen face of each sampled frame (frame index, Face) and their aligned crops."""
     frames = _frames_numpy(decoded)  # dlib works on host memory
@@ -223,6 +221,23 @@ def _faces_of_clip(decoded: DecodedClip, hint: tuple[float, float] | None,
     m = similarity_to_template(landmarks)
     crops = warp_faces_from_frames(_frames_bhwc(decoded, [k for k, _ in faces], device), m)
     return faces, to_uint8_hwc(crops)
+
+
+def _no_face_reason(decoded: DecodedClip, hint: tuple[float, float] | None,
+                    detector: FaceDetector, search: str) -> str:
+    """What a `no_face` clip's search covered (frames, hint) and how near it came: the best
+    detector score of its frames, which a face must have above 0."""
+    times = ", ".join(f"{t:.2f}" for t in decoded.times_s)
+    where = f"hint x={hint[0]:.3f} y={hint[1]:.3f}" if hint else "no hint"
+    scores = [s for frame in _frames_numpy(decoded) if (s := detector.best_score(frame)) is not None]
+    if scores:
+        best = f"best {detector.kind} score {max(scores):.3f} (a face needs > 0)"
+    elif detector.kind == "hog":
+        best = f"no hog window scored above {NEAR_MISS_FLOOR:g} (a face needs > 0)"
+    else:
+        best = f"no {detector.kind} detection at any score"
+    return (f"no face in {len(decoded.times_s)} frames at {times} s ({search} search, {where}); "
+            f"{best}")
 
 
 def _encode(reps: list[tuple[str, np.ndarray]], encoder: FaceEncoder,
@@ -242,70 +257,3 @@ def _encode(reps: list[tuple[str, np.ndarray]], encoder: FaceEncoder,
         feature_rows.append({"clip_key": key, "encoder": encoder.name,
                              "feature": feature.astype(np.float32).tolist(),
                              "l2_norm": float(np.linalg.norm(feature))})
-
-
-# -- shards ---------------------------------------------------------------------------------------
-
-def output_paths(layout: DataLayout, clips_shard: Path) -> dict[str, Path]:
-    """tables/clips/<manifest>/shard-N.parquet -> the same manifest/name under each output."""
-    manifest, name = clips_shard.parent.name, clips_shard.name
-    return {t: layout.table_dir(t) / manifest / name for t in OUTPUT_TABLES}
-
-
-def shard_extra(clips_shard: Path, config: PreprocessConfig) -> dict[str, Any]:
-    return {"input": str(clips_shard), "input_sha256": file_sha256(clips_shard),
-            "params": config.fingerprint()}
-
-
-def shard_is_done(layout: DataLayout, clips_shard: Path, config: PreprocessConfig) -> bool:
-    """True when every output exists and records this input's hash and these parameters."""
-    from storage.io import read_extra
-
-    want = shard_extra(clips_shard, config)
-    for path in output_paths(layout, clips_shard).values():
-        extra = read_extra(path)
-        if not extra or extra.get("input_sha256") != want["input_sha256"] \
-                or json.dumps(extra.get("params"), sort_keys=True) != json.dumps(want["params"],
-                                                                              sort_keys=True):
-            return False
-    return True
-
-
-def preprocess_shard(clips_shard: Path, layout: DataLayout, config: PreprocessConfig,
-                     progress: bool = True) -> dict[str, Any]:
-    """Preprocess one clips shard and write its three output shards atomically.
-
-    `preprocess` is written last: it marks the shard finished. Returns a small summary record."""
-    clips_shard = Path(clips_shard)
-    extra = shard_extra(clips_shard, config)
-    rows = pq.read_table(clips_shard).to_pylist()
-    from s2f.preprocess.pool import preprocess_parallel  # imports this module
-
-    tables = preprocess_parallel(rows, config, progress=progress,
-                                 desc=f"{clips_shard.parent.name}/{clips_shard.stem}")
-    paths = output_paths(layout, clips_shard)
-    encoder_info = {"encoder": config.encoder,
-                    "dim": tables.face_features.schema.field("feature").type.list_size}
-    write_table_atomic(tables.faces, paths["faces"], extra=extra)
-    write_table_atomic(tables.face_features, paths["face_features"],
-                       extra={**extra, **encoder_info, **_encoder_notes(config)})
-    write_table_atomic(tables.preprocess, paths["preprocess"], extra=extra)
-    return {"shard": str(clips_shard), "skipped": False, "counts": tables.status_counts()}
-
-
-def _encoder_notes(config: PreprocessConfig) -> dict[str, Any]:
-    from s2f.faces.features import VGGFACE_FEATURE, VGGFACE_MEAN_RGB
-
-    notes: dict[str, Any] = {"representative_face": "middle sampled frame, else best det_score",
-                             "config": asdict(config)}
-    if config.encoder == "vggface":
-        notes |= {"feature": VGGFACE_FEATURE, "mean_rgb": list(VGGFACE_MEAN_RGB)}
-    return notes
-
-
-def read_status_counts(paths: Sequence[Path]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for path in paths:
-        for s in pq.read_table(path, columns=["status"]).column("status").to_pylist():
-            counts[s] = counts.get(s, 0) + 1
-    return counts

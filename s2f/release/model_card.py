@@ -155,20 +155,9 @@ def _setting(params: dict[str, str], key: str) -> str:
     return "the preset's default" if value in (None, "None", "") else value
 
 
-def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
-                     params: dict[str, str] | None = None, compact: bool = False,
-                     control: dict[str, Any] | None = None) -> str:
-    """Markdown model card. `evaluation`: a row of the evaluations table (metrics as a dict);
-    `data`: `s2f.evaluation.data.data_summary`; `params`: the training run's params."""
-    params = params or {}
-    m: dict[str, float] = evaluation["metrics"]
-    face_encoder = evaluation.get("face_encoder") or params.get("encoder", "dlib-resnet")
-    fe_desc, fe_act = FACE_ENCODERS.get(face_encoder, (face_encoder, "see the training run"))
-    status = ", ".join(f"{k}: {v}" for k, v in data.get("status_counts", {}).items()) or "n/a"
-    splits = ", ".join(f"{k}: {v} clips / {data.get('split_videos', {}).get(k, '?')} videos"
-                       for k, v in data.get("split_counts", {}).items()) or "n/a"
+def _header(evaluation: dict[str, Any]) -> list[str]:
     name, version = evaluation.get("model_name"), evaluation.get("model_version")
-    lines = [
+    return [
         f"# Model card: {name} v{version}",
         "",
         "Speech2Face voice encoder (Oh et al., CVPR 2019, reproduced): predicts the face "
@@ -177,6 +166,11 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         "turns the feature into a frontal, neutral face. Written by the pipeline from the "
         "evaluations table; do not edit by hand.",
         "",
+    ]
+
+
+def _use_and_limits() -> list[str]:
+    return [
         "## Intended use",
         "- Research on the correlation between voices and faces; reproducing the paper's "
         "measurements (feature similarity, retrieval, craniofacial correlations).",
@@ -195,6 +189,15 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         "- The same face across languages or recording conditions: the paper reports that one "
         "speaker in two languages can yield different faces.",
         "",
+    ]
+
+
+def _training_data(evaluation: dict[str, Any], data: dict[str, Any], params: dict[str, str]
+                   ) -> list[str]:
+    status = ", ".join(f"{k}: {v}" for k, v in data.get("status_counts", {}).items()) or "n/a"
+    splits = ", ".join(f"{k}: {v} clips / {data.get('split_videos', {}).get(k, '?')} videos"
+                       for k, v in data.get("split_counts", {}).items()) or "n/a"
+    return [
         "## Training data",
         f"- Manifests: {', '.join(data.get('manifests', [])) or 'n/a'} "
         f"({data.get('rows', 'n/a')} manifest rows).",
@@ -211,8 +214,15 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         f"the clips and face_features shards it read; {params.get('train_pairs', '?')} train / "
         f"{params.get('val_pairs', '?')} validation pairs).",
         f"- Training data snapshot id: {data.get('train_snapshot_id') or 'n/a'}; test snapshot "
-        f"id: {evaluation.get('test_snapshot_id')} (sha256 of the sorted clip keys).",
+        f"id: {evaluation.get('split_snapshot_id')} (sha256 of the sorted clip keys).",
         "",
+    ]
+
+
+def _face_encoder(evaluation: dict[str, Any], params: dict[str, str]) -> list[str]:
+    face_encoder = evaluation.get("face_encoder") or params.get("encoder", "dlib-resnet")
+    fe_desc, fe_act = FACE_ENCODERS.get(face_encoder, (face_encoder, "see the training run"))
+    return [
         "## Face encoder",
         f"- `{face_encoder}`: {fe_desc}.",
         f"- Activation: {fe_act}.",
@@ -221,6 +231,13 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         f"{params.get('window', 'hann_periodic')}, compression "
         f"{params.get('compression', 'real_imag')}, padding {params.get('padding', 'same')}.",
         "",
+    ]
+
+
+def _evaluation(evaluation: dict[str, Any], compact: bool, control: dict[str, Any] | None
+                ) -> list[str]:
+    m: dict[str, float] = evaluation["metrics"]
+    lines = [
         "## Evaluation",
         f"Test split: {evaluation.get('n_clips')} clips, {evaluation.get('n_identities')} "
         f"identities (identity = {evaluation.get('identity_source')}); evaluation "
@@ -255,11 +272,13 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         f"{_num(m.get('recon_image_diversity'))}. Near 0 means one face for every voice.",
     ]
     if compact:
-        lines += ["", "Craniofacial and voice-parameter correlations: see `model_card.md` in "
-                  "the evaluation run."]
-    else:
-        lines += _correlation_tables(m)
-    lines += [
+        return lines + ["", "Craniofacial and voice-parameter correlations: see `model_card.md` "
+                        "in the evaluation run."]
+    return lines + _correlation_tables(m)
+
+
+def _biases() -> list[str]:
+    return [
         "",
         "## Known biases and limitations",
         "- The composition of the training data (age, gender, ethnicity, language, accent, "
@@ -271,6 +290,17 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
         "- No demographic classifier is run here; the paper's demographic confusion matrices "
         "are not reproduced.",
     ]
+
+
+def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
+                     params: dict[str, str] | None = None, compact: bool = False,
+                     control: dict[str, Any] | None = None) -> str:
+    """Markdown model card. `evaluation`: a row of the evaluations table (metrics as a dict);
+    `data`: `s2f.evaluation.data.data_summary`; `params`: the training run's params."""
+    params = params or {}
+    lines = [*_header(evaluation), *_use_and_limits(), *_training_data(evaluation, data, params),
+             *_face_encoder(evaluation, params), *_evaluation(evaluation, compact, control),
+             *_biases()]
     return "\n".join(lines) + "\n"
 
 
@@ -293,7 +323,7 @@ def publish_model_card(layout: DataLayout, evaluation: dict[str, Any]) -> str:
     if not name or not version:
         raise ValueError("the evaluation is of an unregistered model: no version to describe")
     params = training_params(name, version)
-    control = shuffled_control_row(layout, evaluation.get("test_snapshot_id"))
+    control = shuffled_control_row(layout, evaluation.get("split_snapshot_id"))
     card = write_model_card(evaluation, data_summary(layout), params, control=control)
     if evaluation.get("mlflow_run_id"):
         client.log_text(evaluation["mlflow_run_id"], card, "model_card.md")
@@ -303,11 +333,11 @@ def publish_model_card(layout: DataLayout, evaluation: dict[str, Any]) -> str:
     return card
 
 
-def shuffled_control_row(layout: DataLayout, test_snapshot_id: str | None
+def shuffled_control_row(layout: DataLayout, split_snapshot_id: str | None
                          ) -> dict[str, Any] | None:
     """The newest shuffled-voice control's test row on the same test snapshot, if any."""
     rows = [r for r in read_evaluations(layout) if r["kind"] == "shuffled_control"
-            and r["role"] == "test" and r["test_snapshot_id"] == test_snapshot_id]
+            and r["role"] == "test" and r["split_snapshot_id"] == split_snapshot_id]
     return rows[-1] if rows else None
 
 

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from s2f.evaluation.data import DEFAULT_DEV_FRACTION, current_snapshot_id
+from s2f.evaluation.data import DEFAULT_DEV_FRACTION, current_split_snapshot_id
 from s2f.evaluation.record import latest_evaluation, use_experiment
 from s2f.registry.inference import DEFAULT_FACE_ENCODER, ModelResolutionError
 from s2f.registry.names import (
@@ -128,11 +128,11 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, margin: 
             raise ValueError(f"evaluation {row.get('evaluation_id')} is a {row['role']} row: the "
                              "promotion gate reads dev rows only")
     reasons: list[str] = []
-    different = bool(champion) and champion["test_snapshot_id"] != challenger["test_snapshot_id"]
+    different = bool(champion) and champion["split_snapshot_id"] != challenger["split_snapshot_id"]
     if different:
         assert champion is not None
         msg = (f"dev evaluations are on different dev snapshots (challenger "
-               f"{challenger['test_snapshot_id']}, champion {champion['test_snapshot_id']})")
+               f"{challenger['split_snapshot_id']}, champion {champion['split_snapshot_id']})")
         if not allow_different_data:
             return "rejected", [msg + ": refused; re-evaluate both on the same data or pass "
                                 "--allow-different-data"], True
@@ -186,7 +186,7 @@ def promote(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME, margin: fl
     champion_v = _alias_version(model_name, CHAMPION)
     decoder_uri = decoder_uri or model_uri(FACE_DECODER_NAME, CHALLENGER)
     params = _training_params(model_name, challenger_v)
-    snapshot = current_snapshot_id(layout, params.get("encoder", DEFAULT_FACE_ENCODER), "dev",
+    snapshot = current_split_snapshot_id(layout, params.get("encoder", DEFAULT_FACE_ENCODER), "dev",
                                    float(params.get("dev_fraction", DEFAULT_DEV_FRACTION)))
     ch_row = _evaluation(layout, model_name, challenger_v, snapshot, evaluate_missing,
                          decoder_uri, n_boot)

@@ -285,7 +285,7 @@ def evaluation_report(row: Mapping[str, Any], control: Mapping[str, Any] | None 
     lines = [f"Evaluation {row.get('evaluation_id')} of {row.get('model_name')} "
              f"v{row.get('model_version')}{decoder}",
              f"on the {row.get('role', 'test')} split: {row.get('n_clips')} clips, "
-             f"{row.get('n_identities')} identities (snapshot {row.get('test_snapshot_id')}; "
+             f"{row.get('n_identities')} identities (snapshot {row.get('split_snapshot_id')}; "
              "test is scored once per model version and never feeds a decision)", ""]
     n_identities = row.get("n_identities")
     sections = [similarity_section(m), retrieval_section(m, n_identities),

@@ -18,7 +18,7 @@ from ingest_helpers import SAMPLE_RATE, frames, make_good, tone
 
 from s2f.ingest.manifest import is_blank, iter_raw_lines
 from s2f.ingest.media import read_flac
-from s2f.media.mux import write_media
+from s2f.media.mux import encode_and_mux, write_media
 from storage.io import shard_paths
 from storage.layout import DataLayout
 from storage.schemas import CLIP_STATUSES
@@ -85,20 +85,16 @@ def make_vfr_mkv(path: Path, seed: int = 0) -> Path:
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts, frame.time_base = pts, Fraction(1, 1000)
             pts += int(rng.choice([10, 40, 100]))
-            for packet in video.encode(frame):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
+            encode_and_mux(container, video, frame)
+        encode_and_mux(container, video)
         wave = (tone() * 32767).astype(np.int16)
         for start in range(0, len(wave), 4096):
             frame = av.AudioFrame.from_ndarray(wave[start:start + 4096].reshape(1, -1),
                                                format="s16", layout="mono")
             frame.sample_rate, frame.pts = SAMPLE_RATE, start
             frame.time_base = Fraction(1, SAMPLE_RATE)
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for packet in audio.encode():
-            container.mux(packet)
+            encode_and_mux(container, audio, frame)
+        encode_and_mux(container, audio)
     return path
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from s2f.preprocess.clips import OUTPUT_TABLES, PreprocessConfig, shard_is_done
+from s2f.preprocess.clips import PreprocessConfig
+from s2f.preprocess.shards import OUTPUT_TABLES, shard_is_done
 from storage.io import TEMP_GLOB, read_extra, shard_paths
 from storage.layout import DataLayout
 from storage.schemas import PREPROCESS_STATUSES
@@ -38,7 +39,8 @@ KEYS = {"preprocess": ["clip_key"], "faces": ["clip_key", "frame_time_s"],
 # What the flow's shard task runs, per clips shard: skip finished shards, else preprocess.
 PREPROCESS_DRIVER = """
 import sys
-from s2f.preprocess.clips import PreprocessConfig, preprocess_shard, shard_is_done
+from s2f.preprocess.clips import PreprocessConfig
+from s2f.preprocess.shards import preprocess_shard, shard_is_done
 from storage.io import shard_paths
 from storage.layout import DataLayout
 layout, config = DataLayout(sys.argv[1]), PreprocessConfig(workers=1, device="cpu")

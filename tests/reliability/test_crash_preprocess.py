@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s2f.preprocess.clips import OUTPUT_TABLES
+from s2f.preprocess.shards import OUTPUT_TABLES
 from storage.io import shard_paths
 from storage.layout import DataLayout
 from storage.lock import read_holder

@@ -182,7 +182,7 @@ def test_second_preprocess_and_train_are_refused(prefect_server: None, faces: di
                                                  tmp_path: Path) -> None:
     from flows.preprocess import PreprocessParams, preprocess_flow
     from flows.train import TrainDecoderParams, TrainParams, train_decoder_flow, train_flow
-    from s2f.preprocess.clips import OUTPUT_TABLES
+    from s2f.preprocess.shards import OUTPUT_TABLES
 
     from .stage_helpers import ingest_clips
 
