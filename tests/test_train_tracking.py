@@ -18,7 +18,7 @@ from s2f.train.tracking import (
     EXPERIMENT,
     FACE_DECODER_MODEL,
     VOICE_ENCODER_MODEL,
-    data_snapshot_id,
+    input_fingerprint,
 )
 from s2f.train.voice import train_voice_encoder
 from storage.layout import DataLayout
@@ -32,8 +32,8 @@ def test_runs_are_tracked_and_models_registered(tmp_path: Path,
     layout = DataLayout(tmp_path / "data").ensure()
     build(layout, SyntheticCorpus(identities=10, clips_per_identity=2, dim=8, seconds=0.5,
                                   shard_size=8))
-    snapshot = data_snapshot_id(layout)
-    assert len(snapshot) == 16 and snapshot == data_snapshot_id(layout)
+    fingerprint = input_fingerprint(layout)
+    assert len(fingerprint) == 16 and fingerprint == input_fingerprint(layout)
     # no MLFLOW_TRACKING_URI: the data directory's own SQLite store and artifact root
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     previous = mlflow.get_tracking_uri()
@@ -51,7 +51,7 @@ def test_runs_are_tracked_and_models_registered(tmp_path: Path,
             assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == "1"
             assert "Never use it to identify" in client.get_model_version(name, "1").description
         run = client.get_run(voice.run_id)
-        assert run.data.params["data_snapshot"] == snapshot
+        assert run.data.params["input_fingerprint"] == fingerprint
         assert run.data.params["lambda1"] == "0.025" and run.data.params["batch_size"] == "4"
         assert run.data.tags["distillation"].startswith("off")
         assert "final_val_loss_mean_baseline" in run.data.metrics

@@ -210,8 +210,10 @@ def _training_data(evaluation: dict[str, Any], data: dict[str, Any], params: dic
            "speaker where identities are unknown: sha1(id) / 2^160 < "
            f"{params.get('dev_fraction', '0.1')} goes to dev), so no speaker is on both sides."),
         f"- Split sizes (ok clips): {splits}.",
-        f"- Data snapshot of the training run: {params.get('data_snapshot', 'n/a')} (hash of "
-        f"the clips and face_features shards it read; {params.get('train_pairs', '?')} train / "
+        # runs logged before the rename carry the param as `data_snapshot`
+        f"- Input fingerprint of the training run: "
+        f"{params.get('input_fingerprint', params.get('data_snapshot', 'n/a'))} (hash of "
+        f"the clips and face_features shards' metadata it read; {params.get('train_pairs', '?')} train / "
         f"{params.get('val_pairs', '?')} validation pairs).",
         f"- Training data snapshot id: {data.get('train_snapshot_id') or 'n/a'}; test snapshot "
         f"id: {evaluation.get('split_snapshot_id')} (sha256 of the sorted clip keys).",

@@ -36,8 +36,8 @@ from s2f.train.runner import KeptWeights, run
 from s2f.train.tracking import (
     FACE_DECODER_MODEL,
     NullTracker,
-    data_snapshot_id,
     git_commit,
+    input_fingerprint,
     model_card,
 )
 from storage.layout import DataLayout
@@ -159,7 +159,7 @@ class DecoderTrainer:
     # -- the run's records ------------------------------------------------------------------
     def run_params(self) -> dict[str, Any]:
         return {**{f"decoder.{k}": v for k, v in self.cfg.flat().items()},
-                "data_snapshot": data_snapshot_id(self.layout, ("clips", "faces",
+                "input_fingerprint": input_fingerprint(self.layout, ("clips", "faces",
                                                                 "face_features")),
                 "git_commit": git_commit() or "unknown", "train_faces": len(self.train),
                 "val_faces": len(self.valid), "resumed_at": self.step}

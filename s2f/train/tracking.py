@@ -54,11 +54,11 @@ def model_card(name: str, what: str, config: str) -> str:
     """The card registered with a trained model (`MODEL_CARD` filled in): `name` is
     "voice encoder" or "face decoder", `what` one sentence on what it maps."""
     return MODEL_CARD.format(name=f"Speech2Face {name}", what=what,
-                             data="the corpus recorded in the run's data_snapshot param",
+                             data="the corpus recorded in the run's input_fingerprint param",
                              config=config)
 
 
-def data_snapshot_id(layout: DataLayout, tables: tuple[str, ...] = ("clips", "face_features")
+def input_fingerprint(layout: DataLayout, tables: tuple[str, ...] = ("clips", "face_features")
                      ) -> str:
     """Hash of the input shards' metadata: relative path, size and the writer's `extra`."""
     h = hashlib.sha256()

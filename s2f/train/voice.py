@@ -72,8 +72,8 @@ from s2f.train.runner import KeptWeights, run
 from s2f.train.tracking import (
     VOICE_ENCODER_MODEL,
     NullTracker,
-    data_snapshot_id,
     git_commit,
+    input_fingerprint,
     model_card,
 )
 from storage.layout import DataLayout
@@ -327,7 +327,7 @@ class VoiceTrainer:
 
     # -- the run's records ------------------------------------------------------------------
     def run_params(self) -> dict[str, Any]:
-        return {**self.cfg.flat(), "data_snapshot": data_snapshot_id(self.layout),
+        return {**self.cfg.flat(), "input_fingerprint": input_fingerprint(self.layout),
                 "git_commit": git_commit() or "unknown", "feature_dim": self.dim,
                 "train_pairs": self.train.index.height, "val_pairs": self.valid.index.height,
                 "resumed_at": self.step, "device": str(self.device),
