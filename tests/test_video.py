@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from s2f.media.dali_audio import dali_available
 from s2f.media.synthetic_clips import write_face_clip
 from s2f.media.video import (
     ClipRequest,
@@ -21,7 +22,6 @@ from s2f.media.video import (
     decode_clips,
     frame_indices,
 )
-from s2f.train.dali_audio import dali_available
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ feature of B's first clip), a fixed derangement drawn from the seed: the same tr
 no true voice-face link, so a model trained so should score at chance.
 
 Audio decoding: PyAV per file (default) or NVIDIA DALI per batch (`loader="dali"`,
-`s2f.train.dali_audio`); both give the same samples.
+`s2f.media.dali_audio`); both give the same samples.
 
 Crops: validation and test take each clip's first `seconds`; training (`random_crop=True`) takes
 a window at a random offset, drawn from (seed, epoch, the pair's position in the index) alone,
@@ -170,7 +170,7 @@ class PairStream:
         self.loader = loader
         self._dali = None
         if loader == "dali":
-            from s2f.train.dali_audio import DaliAudioLoader
+            from s2f.media.dali_audio import DaliAudioLoader
 
             self._dali = DaliAudioLoader(batch_size, audio.sample_rate)
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last

@@ -95,7 +95,7 @@ def random_projection(in_dim: int, out_dim: int, seed: int) -> nn.Linear:
 def resolve_loader(name: str, cuda: bool, workers: int = 0) -> Literal["pyav", "dali"]:
     """"auto": DALI when CUDA is present and DALI imports (and no loader workers: they decode
     with PyAV), PyAV otherwise."""
-    from s2f.train.dali_audio import dali_available
+    from s2f.media.dali_audio import dali_available
 
     if name == "dali" and workers > 0:
         raise ValueError("audio_loader='dali' decodes in the training process: set "

@@ -9,7 +9,7 @@ pipeline that raised is not reused (DALI marks it invalid): a new one is built.
 `TrainConfig.audio_loader = "dali"` selects it; "auto" uses it when CUDA is present (where the
 host decode is worth overlapping) and PyAV otherwise.
 
-    python -m s2f.train.dali_audio A.flac [B.flac ...]    # prints each decoded length
+    python -m s2f.media.dali_audio A.flac [B.flac ...]    # prints each decoded length
 """
 
 from __future__ import annotations
