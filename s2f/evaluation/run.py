@@ -40,6 +40,7 @@ from s2f.evaluation.data import (
     training_features,
 )
 from s2f.evaluation.landmarks import detect_landmarks
+from s2f.evaluation.metrics import DEFAULT_BOOTSTRAP
 from s2f.evaluation.record import (
     EvaluationResult,
     find_test_row,
@@ -157,7 +158,7 @@ def oracle_predictions(layout: DataLayout, es: EvalSet, identities_path: Path,
 def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
                    decoder_uri: str | None = DEFAULT_DECODER_URI,
                    identities_path: Path | None = None, seconds: Sequence[float] = SECONDS,
-                   n_boot: int = 1000, grid_size: int = 8, max_reconstructions: int = 1000,
+                   n_boot: int = DEFAULT_BOOTSTRAP, grid_size: int = 8, max_reconstructions: int = 1000,
                    device: str = "cpu", record: bool = True, seed: int = 0,
                    role: EvalRole = "test", kind: str = "model",
                    encoder: LoadedModel | None = None) -> EvaluationResult:
