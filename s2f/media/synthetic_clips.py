@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-FACES_DIR = Path(__file__).resolve().parent / "assets" / "faces"
+FACES_DIR = Path(__file__).resolve().parents[1] / "assets" / "faces"
 # (photo, annotated face box x0, y0, x1, y1) of the largest annotated faces.
 FACE_SOURCES = (
     ("2008_002506.jpg", "testing_with_face_landmarks.xml", 0),
