@@ -294,11 +294,15 @@ def _values(command: Command, args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def command_params(args: argparse.Namespace) -> tuple[Command, BaseModel]:
-    """The parsed command and its validated parameters. Raises ValueError (pydantic's
-    ValidationError is one) for a bad value."""
+def command_params(args: argparse.Namespace, prog: str) -> tuple[Command, BaseModel] | None:
+    """The parsed command and its validated parameters, or None after saying what is wrong
+    (pydantic's message names the field)."""
     command = COMMAND_BY_NAME[args.command]
-    return command, command.model.model_validate(_values(command, args))
+    try:
+        return command, command.model.model_validate(_values(command, args))
+    except ValueError as exc:  # pydantic's ValidationError, or a convert's (--set KEY=VALUE)
+        print(f"{prog}: invalid parameters:\n{exc}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,11 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         from s2f.progress import set_quiet
 
         set_quiet(True)  # through the environment: task workers and subprocesses inherit it
-    try:
-        command, params = command_params(args)
-    except ValueError as exc:
-        print(f"s2f {args.command}: invalid parameters:\n{exc}", file=sys.stderr)
+    parsed = command_params(args, f"s2f {args.command}")
+    if parsed is None:
         return 2
+    command, params = parsed
     if command.data_dir:
         from flows.runtime import configure
 

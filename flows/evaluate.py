@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -28,6 +29,8 @@ from prefect.cache_policies import NO_CACHE
 # Light imports only at module level: `prefect deploy` imports this file.
 from flows.params import EvaluateParams, EvaluateSeedsParams
 from flows.summaries import EvaluateSummary, SeedEvaluation
+
+T = TypeVar("T")
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
@@ -136,15 +139,23 @@ def evaluate_seeds_flow(params: EvaluateSeedsParams) -> EvaluateSummary:
     return picked.model_copy(update={"picked_by": reason, "seeds": seeds})
 
 
-def run_evaluate_from_cli(params: EvaluateParams) -> int:
-    """`s2f evaluate`: 0 on success, 2 when the data or the models cannot be evaluated."""
+def explaining_data_errors(command: str, run: Callable[[], T]) -> T | None:
+    """`run()`, or None after saying why the data or the models cannot be evaluated (the
+    commands then exit 2)."""
     from s2f.evaluation.data import EvaluationDataError
     from s2f.registry.inference import ModelResolutionError
 
     try:
-        summary = evaluate_flow(params)
+        return run()
     except (EvaluationDataError, ModelResolutionError) as exc:
-        print(f"s2f evaluate: {exc}", file=sys.stderr)
+        print(f"s2f {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def run_evaluate_from_cli(params: EvaluateParams) -> int:
+    """`s2f evaluate`: 0 on success, 2 when the data or the models cannot be evaluated."""
+    summary = explaining_data_errors("evaluate", lambda: evaluate_flow(params))
+    if summary is None:
         return 2
     if summary.dev_row:
         dev = summary.dev_row

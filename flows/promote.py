@@ -11,13 +11,13 @@ or from Python (after `flows.runtime.configure(data_dir)`):
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.evaluate import explaining_data_errors
 from flows.params import PromoteParams
 from flows.summaries import PromoteSummary
 
@@ -49,13 +49,8 @@ def promote_flow(params: PromoteParams) -> PromoteSummary:
 
 def run_promote_from_cli(params: PromoteParams) -> int:
     """`s2f promote`: 0 promoted or unchanged, 1 rejected (reasons printed), 2 nothing to do."""
-    from s2f.evaluation.data import EvaluationDataError
-    from s2f.registry.inference import ModelResolutionError
-
-    try:
-        d = promote_flow(params)
-    except (EvaluationDataError, ModelResolutionError) as exc:
-        print(f"s2f promote: {exc}", file=sys.stderr)
+    d = explaining_data_errors("promote", lambda: promote_flow(params))
+    if d is None:
         return 2
     champ = f"v{d.champion_version}" if d.champion_version else "none"
     print(f"{d.model_name}: challenger v{d.challenger_version} vs champion {champ}: "

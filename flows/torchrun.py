@@ -32,11 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     from flows.runtime import configure
 
     args = build_parser().parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        _, params = command_params(args)
-    except ValueError as exc:
-        print(f"flows.torchrun: {exc}", file=sys.stderr)
+    parsed = command_params(args, "flows.torchrun")
+    if parsed is None:
         return 2
+    params = parsed[1]
     assert isinstance(params, TrainParams)
     layout = configure(params.data_dir)
     from flows.train import run_summary, train_voice

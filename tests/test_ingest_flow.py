@@ -162,7 +162,7 @@ def test_cli_rejects_bad_parameters(tmp_path: Path, capsys: pytest.CaptureFixtur
     args = build_parser().parse_args([
         "ingest", "--manifest", str(latest), "--media-root", str(tmp_path), "--data-dir",
         str(tmp_path / "d"), "--split", "dev"])
-    _, params = command_params(args)
+    _, params = command_params(args, "s2f ingest") or (None, None)
     assert isinstance(params, IngestParams) and params.split == "dev"
     params.check_split_names()  # no error: the explicit split wins
 
