@@ -138,10 +138,6 @@ class RunnerParams(Params):
                 update["dask_workers"] = int(os.environ[ENV_WORKERS])
         return self.model_copy(update=update)
 
-    @classmethod
-    def from_env(cls) -> RunnerParams:
-        return cls().resolved()
-
 
 # -- the stages' own parameters ---------------------------------------------------------------
 

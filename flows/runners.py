@@ -3,7 +3,7 @@
     from flows.params import RunnerParams
     from flows.runners import task_runner_scope, with_runner
 
-    params = RunnerParams(kind="dask", dask_workers=4)          # or RunnerParams.from_env()
+    params = RunnerParams(kind="dask", dask_workers=4)  # or RunnerParams(): S2F_TASK_RUNNER
     with task_runner_scope(params) as runner:                    # one cluster for all stages
         with_runner(ingest_flow, runner)(ingest_params)
         with_runner(preprocess_flow, runner)(preprocess_params)
