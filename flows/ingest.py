@@ -161,7 +161,7 @@ def _ingest(params: IngestParams) -> IngestSummary:
         shards_skipped=sum(r.skipped for r in results),
         tables=sorted({str(layout.table_dir("clips") / p.manifest) for p in plans}),
         failed_shards=failed)
-    logger.info("ingest summary: %s", summary)
+    logger.info("ingest summary: %s", summary.model_dump())
     if failed:
         raise RuntimeError(f"{len(failed)} shards failed (re-run to retry them): {failed[:3]}")
     return summary

@@ -39,6 +39,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.params import TrainDecoderParams, TrainParams, TrainSeedsParams
 from flows.summaries import ControlSummary, TrainSeedsSummary, TrainSummary
+from s2f.registry.names import FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
 from storage.io import remove_stale_temps
 from storage.layout import DataLayout
 from storage.lock import StageLocked, stage_lock
@@ -76,7 +77,6 @@ def train_voice(params: TrainParams) -> TrainResult:
     from s2f.train.config import TrainConfig
     from s2f.train.decoder_loop import load_decoder
     from s2f.train.loop import train_voice_encoder
-    from s2f.train.tracking import FACE_DECODER_MODEL
 
     layout = DataLayout(params.data_dir)
     decoder = None
@@ -84,7 +84,7 @@ def train_voice(params: TrainParams) -> TrainResult:
         decoder = load_decoder(checkpoint_dir(layout, "face_decoder"))
     elif params.decoder == "registry":
         decoder = load_registered_model(  # pickle-free, like every registered-model load
-            f"models:/{FACE_DECODER_MODEL}@{params.decoder_alias}").module
+            model_uri(FACE_DECODER_NAME, params.decoder_alias)).module
     classifier = None
     if params.vggface_weights is not None:
         from s2f.faces.features import load_vggface
@@ -100,9 +100,7 @@ def train_voice(params: TrainParams) -> TrainResult:
 
 def run_summary(res: RunResult[Any], stage: str = "train") -> TrainSummary:
     """What the flows return and `s2f train` prints."""
-    from s2f.train.tracking import FACE_DECODER_MODEL, VOICE_ENCODER_MODEL
-
-    name = FACE_DECODER_MODEL if stage == "train-decoder" else VOICE_ENCODER_MODEL
+    name = FACE_DECODER_NAME if stage == "train-decoder" else VOICE_ENCODER_NAME
     return TrainSummary(stage=stage, step=res.step, train_loss=res.train_loss, val=res.val,
                         checkpoint=str(res.checkpoint), run_id=res.run_id,
                         model_version=res.model_version, seconds=round(res.seconds, 1),
