@@ -12,118 +12,249 @@
     s2f promote         --data-dir DIR          challenger -> champion only if better and not collapsed
     s2f predict         AUDIO... --out DIR      voice/video file -> labelled face image + feature
 
+Generated: `COMMANDS` names each command's parameter model (`flows.params`), its handler and the
+model fields it exposes as flags. A flag's type, choices, default and help come from the model's
+field; argparse's default is None, so the model fills in whatever the user did not give.
+
 Every command that touches a data directory keeps Prefect's and MLflow's state inside it
-(SQLite), unless PREFECT_API_URL / MLFLOW_TRACKING_URI point at servers.
-This module stays light: Prefect and the heavy libraries are imported only once a command runs,
-after `flows.runtime.configure()` has set their environment.
+(SQLite), unless PREFECT_API_URL / MLFLOW_TRACKING_URI point at servers. This module stays
+light: handlers (Prefect, torch, MLflow) are imported only once a command runs, after
+`flows.runtime.configure()` has set their environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+import types
+import typing
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
-from flows.runtime import DEFAULT_DATA_DIR
-from s2f.corpus import DEMO_CLIPS_PER_IDENTITY, DEMO_IDENTITIES
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
-Handler = Callable[[argparse.Namespace], int]
+from flows import params as P
 
-
-def _data_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                   help=f"the pipeline's data directory: tables, audio, MLflow and Prefect state "
-                        f"(default: ./{DEFAULT_DATA_DIR})")
+_SWITCH = object()  # Flag.const's "not a switch"
 
 
-def _cmd_demo_corpus(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag for one field of the command's parameter model."""
+
+    field: str                       # the model's field; "runner.kind" for a nested model's
+    name: str | None = None          # default: --<field with dashes>
+    const: Any = _SWITCH             # a switch (no value) that sets the field to `const`
+    append: bool = False             # repeatable: one value per use
+    nargs: str | None = None
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None  # default: the field's Literal values
+    positional: bool = False
+    convert: Callable[[Any], Any] | None = None  # the given value(s) -> the field's value
+    help: str | None = None          # a switch's own help (the field's describes the field)
+
+    @property
+    def dest(self) -> str:
+        return (self.name or self.field).lstrip("-").replace("-", "_").replace(".", "_")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    model: type[BaseModel]
+    handler: str                     # "module:function", imported when the command runs
+    help: str
+    description: str
+    flags: tuple[Flag, ...]
+    data_dir: bool = True            # configure Prefect and MLflow under the data directory
+
+
+# -- the commands ---------------------------------------------------------------------------
+
+_TRAIN_FLAGS = (Flag("data_dir"), Flag("config"), Flag("steps"), Flag("resume"),
+                Flag("checkpoint_every"), Flag("encoder"), Flag("device"),
+                Flag("track", "--no-track", const=False,
+                     help="no MLflow logging/registration"))
+_FACE_FLAGS = (Flag("frames"), Flag("detector"), Flag("encoder", metavar="ENCODER"),
+               Flag("vggface_weights"), Flag("device"))
+_TRAIN_DESCRIPTION = ("Train {what}; log to MLflow (experiment speech2face) and register the "
+                      "model with alias challenger. Checkpoints under DATA_DIR/checkpoints; "
+                      "--resume continues from the last one.")
+
+COMMANDS: tuple[Command, ...] = (
+    Command("demo", P.DemoParams, "flows.demo:run_demo_from_cli",
+            "build the demo corpus and run the whole pipeline on it",
+            "Build the built-in demo corpus under DATA_DIR/demo_corpus (if absent), run every "
+            "stage on it end to end, predict faces for a few test voices, and print the report: "
+            "the paper's tables from the evaluations table, the promotion decision, and where "
+            "the images, tables, model card and the MLflow and Prefect UIs are (saved under "
+            "DATA_DIR/reports too). Run it again to train and evaluate a new version; the gate "
+            "decides.",
+            (Flag("data_dir"), Flag("identities"), Flag("clips_per_identity"), Flag("seed"),
+             Flag("decoder_steps"), Flag("train_steps"), Flag("margin"), Flag("min_diversity"),
+             Flag("seeds"), Flag("control_steps"),
+             Flag("shuffled_control", "--no-control", const=False,
+                  help="skip the shuffled-voice control (saves its training time)"))),
+    Command("pipeline", P.PipelineParams, "flows.pipeline:run_pipeline_from_cli",
+            "run the chosen stages as one Prefect flow run",
+            "Run the selected stages (in pipeline order) as subflows of one "
+            "`speech2face-pipeline` run, the same flow the deployments in prefect.yaml run. "
+            "Every parameter is checked before the first stage starts. Shard-level stages "
+            "(ingest, preprocess) can run on Dask: --runner dask [--dask-address "
+            "tcp://HOST:8786 | --dask-workers N], or S2F_TASK_RUNNER=dask.",
+            (Flag("data_dir"), Flag("stages", nargs="+", metavar="STAGE"),
+             Flag("manifests", "--manifest", append=True), Flag("manifest_dir"),
+             Flag("media_root"), Flag("download"), Flag("shard_size"), *_FACE_FLAGS,
+             Flag("config"), Flag("decoder_steps"), Flag("train_steps"), Flag("bootstrap"),
+             Flag("runner.kind", "--runner"), Flag("runner.dask_address", "--dask-address"),
+             Flag("runner.dask_workers", "--dask-workers"))),
+    Command("demo-corpus", P.DemoCorpusParams, "flows.cli:run_demo_corpus",
+            "build the offline demo corpus of talking-head clips",
+            "Synthesise AVSpeech-like talking-head clips offline: real photographs morphed into "
+            "new identities, each speaking with an espeak-ng voice whose parameters are a "
+            "documented function of the face. Writes media/, avspeech_train.csv, "
+            "avspeech_dev.csv, avspeech_test.csv (split by real person), identities.parquet and "
+            "DATA_CARD.md.",
+            (Flag("out"), Flag("identities"), Flag("clips_per_identity"), Flag("seed")),
+            data_dir=False),
+    Command("ingest", P.IngestParams, "flows.ingest:run_from_cli",
+            "ingest AVSpeech-format manifests into the clips table",
+            "Validate every manifest line (youtube_id,start,end,x,y), find or download the "
+            "media, probe it and cut the segment's audio to 16 kHz mono FLAC. Every line ends "
+            "in `clips` with a status and a reason. Re-running is idempotent.",
+            (Flag("manifests", "--manifest", append=True), Flag("media_root"), Flag("data_dir"),
+             Flag("download"), Flag("shard_size"), Flag("split", choices=P.SPLITS),
+             Flag("url_template"))),
+    Command("preprocess", P.PreprocessParams, "flows.preprocess:run_from_cli",
+            "decode frames, crop faces, compute face features",
+            "For every ok clip: decode K frames with NVIDIA DALI (PyAV where DALI cannot), "
+            "detect faces with dlib, align and crop them to 224x224 with kornia, and compute "
+            "face features. Works on shards; a re-run skips finished shards.",
+            (Flag("data_dir"), *_FACE_FLAGS)),
+    Command("train-decoder", P.TrainDecoderParams, "flows.train:run_train_decoder_from_cli",
+            "train the face decoder (Cole et al.) on faces + features",
+            _TRAIN_DESCRIPTION.format(what="the face decoder (Cole et al.) on faces + features"),
+            _TRAIN_FLAGS),
+    Command("train", P.TrainParams, "flows.train:run_train_from_cli",
+            "train the voice encoder against the frozen face decoder",
+            _TRAIN_DESCRIPTION.format(what="the voice encoder against the frozen face decoder"),
+            (*_TRAIN_FLAGS, Flag("decoder"), Flag("vggface_weights"),
+             Flag("overrides", "--set", append=True, metavar="KEY=VALUE",
+                  convert=P.parse_overrides))),
+    Command("status", P.StatusParams, "flows.cli:run_status",
+            "one row per manifest line: furthest stage and why",
+            "Report every manifest line with the furthest stage it reached, its status and the "
+            "reason it stopped, then counts by status.",
+            (Flag("data_dir"), Flag("format")), data_dir=False),
+    Command("evaluate", P.EvaluateParams, "flows.evaluate:run_evaluate_from_cli",
+            "score a registered voice encoder on the test split",
+            "Feature similarity (3 s and 6 s input), recall@K with bootstrap CIs against the "
+            "test identities, the mean-face baseline, diversity, craniofacial correlations and "
+            "figures, logged to MLflow and to the `evaluations` table; publishes the model card "
+            "to the registry.",
+            (Flag("data_dir"), Flag("model_uri"), Flag("decoder_uri"),
+             Flag("decoder_uri", "--no-decoder", const=None,
+                  help="skip the reconstruction metrics and the face grid"),
+             Flag("identities"),
+             Flag("bootstrap"))),
+    Command("promote", P.PromoteParams, "flows.promote:run_promote_from_cli",
+            "move `champion` to the challenger if it is better",
+            "Compare speech2face-voice-encoder@challenger with @champion on the same dev "
+            "snapshot: promote only when recall@10 (6 s) gains more than --margin without a "
+            "worse cosine distance, and never a collapsed model (diversity below "
+            "--min-diversity). Exit 1 when the challenger is refused.",
+            (Flag("data_dir"), Flag("margin"), Flag("min_diversity"),
+             Flag("allow_different_data"), Flag("evaluate_missing", "--no-evaluate", const=False,
+                  help="use existing evaluations only; never evaluate a missing one"),
+             Flag("decoder_uri"), Flag("bootstrap"))),
+    Command("predict", P.PredictParams, "flows.predict:run_predict_from_cli",
+            "voice or video file(s) -> face image, feature, sidecar",
+            "Decode any common audio/video file (wav, flac, mp3, m4a, mp4, webm) to 16 kHz "
+            "mono, check it holds at least 1 s of speech, and write OUT/<name>.png (labelled "
+            "with the model and a notice that it is a statistical reconstruction, not the "
+            "speaker's face), <name>.npy and <name>.json.",
+            (Flag("audio", positional=True, nargs="+"), Flag("out"), Flag("data_dir"),
+             Flag("model_uri"), Flag("decoder_uri"), Flag("seconds"))),
+)
+COMMAND_BY_NAME = {c.name: c for c in COMMANDS}
+
+
+# -- the two commands that are not flows --------------------------------------------------------
+
+def run_demo_corpus(params: P.DemoCorpusParams) -> int:
     from s2f.corpus.build import CorpusConfig, build_demo_corpus
 
-    summary = build_demo_corpus(CorpusConfig(
-        out=args.out, identities=args.identities, clips_per_identity=args.clips_per_identity,
-        seed=args.seed))
-    print(summary.describe())
+    print(build_demo_corpus(CorpusConfig(
+        out=params.out, identities=params.identities,
+        clips_per_identity=params.clips_per_identity, seed=params.seed)).describe())
     return 0
 
 
-def _cmd_ingest(args: argparse.Namespace) -> int:
-    from flows.runtime import configure
-
-    configure(args.data_dir)
-    from flows.ingest import run_from_cli
-
-    return run_from_cli(args)
-
-
-def _cmd_preprocess(args: argparse.Namespace) -> int:
-    from flows.runtime import configure
-
-    configure(args.data_dir)
-    from flows.preprocess import run_from_cli
-
-    return run_from_cli(args)
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from flows.runtime import configure
-
-    configure(args.data_dir)
-    from flows.train import run_from_cli
-
-    return run_from_cli(args)
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
+def run_status(params: P.StatusParams) -> int:
     from storage.layout import DataLayout
     from storage.status import print_status
 
-    return print_status(DataLayout(args.data_dir), fmt=args.format, out=sys.stdout)
+    return print_status(DataLayout(params.data_dir), fmt=params.format, out=sys.stdout)
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from flows.runtime import configure
+# -- generating the parser from the models ----------------------------------------------------
 
-    configure(args.data_dir)
-    from flows.pipeline import run_demo_from_cli
-
-    return run_demo_from_cli(args)
-
-
-def _cmd_pipeline(args: argparse.Namespace) -> int:
-    from flows.runtime import configure
-
-    configure(args.data_dir)
-    from flows.pipeline import run_pipeline_from_cli
-
-    return run_pipeline_from_cli(args)
+def _field(model: type[BaseModel], dotted: str) -> FieldInfo:
+    """The FieldInfo of `runner.kind`-style names (a nested model's field)."""
+    head, _, rest = dotted.partition(".")
+    info = model.model_fields[head]
+    return _field(info.annotation, rest) if rest else info  # type: ignore[arg-type]
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from flows.runtime import configure
-
-    configure(args.data_dir)
-    from flows.evaluate import run_evaluate_from_cli
-
-    return run_evaluate_from_cli(args)
-
-
-def _cmd_promote(args: argparse.Namespace) -> int:
-    from flows.runtime import configure
-
-    configure(args.data_dir)
-    from flows.evaluate import run_promote_from_cli
-
-    return run_promote_from_cli(args)
+def _base_type(annotation: Any) -> tuple[Any, tuple[str, ...] | None]:
+    """(the argparse type, the Literal choices) of `X | None`, `list[X]`, `Literal[...]`."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list):
+        return _base_type(args[0])
+    if origin is typing.Literal:
+        return str, tuple(str(a) for a in args)
+    return annotation, None
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from flows.runtime import configure
+def _default_text(info: FieldInfo) -> str:
+    default = info.get_default(call_default_factory=True)
+    if default is PydanticUndefined or default is None or isinstance(default, bool | dict):
+        return ""
+    if "default" in (info.description or ""):
+        return ""
+    if isinstance(default, list):
+        return f" (default: {' '.join(map(str, default))})" if default else ""
+    return f" (default {default})"
 
-    configure(args.data_dir)
-    from flows.evaluate import run_predict_from_cli
 
-    return run_predict_from_cli(args)
+def _add_flag(parser: argparse.ArgumentParser, model: type[BaseModel], flag: Flag) -> None:
+    info = _field(model, flag.field)
+    help_text = flag.help or (info.description or "") + _default_text(info)
+    if flag.const is not _SWITCH or info.annotation is bool:
+        parser.add_argument(flag.name or "--" + flag.field.replace("_", "-"), dest=flag.dest,
+                            action="store_true", default=None, help=help_text)
+        return
+    kind, choices = _base_type(info.annotation)
+    if flag.convert is not None:
+        kind = str  # e.g. KEY=VALUE strings, turned into the field's value by `convert`
+    options: dict[str, Any] = {"type": kind, "help": help_text,
+                               "choices": flag.choices or choices}
+    if flag.metavar:
+        options["metavar"] = flag.metavar
+    if flag.nargs:
+        options["nargs"] = flag.nargs
+    if flag.positional:
+        parser.add_argument(flag.dest, **options)
+        return
+    if flag.append:
+        options["action"] = "append"
+    parser.add_argument(flag.name or "--" + flag.field.replace("_", "-"), dest=flag.dest,
+                        default=None, required=info.is_required(), **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,223 +269,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars or progress log lines (also: S2F_QUIET=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("demo", help="build the demo corpus and run the whole pipeline on it",
-                       description="Build the built-in demo corpus under DATA_DIR/demo_corpus "
-                                   "(if absent), run every stage on it end to end, predict faces "
-                                   "for a few test voices, and print the report: the paper's "
-                                   "tables from the evaluations table, the promotion decision, "
-                                   "and where the images, tables, model card and the MLflow and "
-                                   "Prefect UIs are (saved under DATA_DIR/reports too). Run it "
-                                   "again to train and evaluate a new version; the gate decides.")
-    _data_dir(p)
-    p.add_argument("--identities", type=int, default=DEMO_IDENTITIES,
-                   help=f"identities in the corpus (default {DEMO_IDENTITIES})")
-    p.add_argument("--clips-per-identity", type=int, default=DEMO_CLIPS_PER_IDENTITY,
-                   help=f"clips per identity (default {DEMO_CLIPS_PER_IDENTITY})")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
-    p.add_argument("--decoder-steps", type=int, default=None,
-                   help="face decoder training steps (default: the small preset's)")
-    p.add_argument("--train-steps", type=int, default=None,
-                   help="voice encoder training steps (default: the small preset's)")
-    p.add_argument("--margin", type=float, default=0.0,
-                   help="recall@10 gain the new model needs over the champion (default 0)")
-    p.add_argument("--min-diversity", type=float, default=0.2,
-                   help="promotion floor on the spread of the predictions / the spread of the "
-                        "true faces (default 0.2; 0 lets a collapsed model through: smoke tests)")
-    p.add_argument("--seeds", type=int, default=1,
-                   help="voice-encoder seeds to train and evaluate (default 1); the report gives "
-                        "mean ± sd over seeds and the dev-best seed goes to the gate")
-    p.add_argument("--control-steps", type=int, default=None,
-                   help="training steps of the shuffled-voice control (default: a quarter of "
-                        "the voice encoder's)")
-    p.add_argument("--no-control", action="store_true",
-                   help="skip the shuffled-voice control (saves its training time)")
-    p.set_defaults(handler=_cmd_demo)
-
-    stages = ["ingest", "preprocess", "train-decoder", "train", "evaluate", "promote"]
-    p = sub.add_parser("pipeline", help="run the chosen stages as one Prefect flow run",
-                       description="Run the selected stages (in pipeline order) as subflows of "
-                                   "one `speech2face-pipeline` run, the same flow the "
-                                   "deployments in prefect.yaml run. Every parameter is checked "
-                                   "before the first stage starts. Shard-level stages (ingest, "
-                                   "preprocess) can run on Dask: --runner dask [--dask-address "
-                                   "tcp://HOST:8786 | --dask-workers N], or S2F_TASK_RUNNER=dask.")
-    _data_dir(p)
-    p.add_argument("--stages", nargs="+", choices=stages, default=stages, metavar="STAGE",
-                   help=f"stages to run (default all: {' '.join(stages)})")
-    p.add_argument("--manifest", type=Path, action="append", default=None,
-                   help="AVSpeech CSV to ingest; repeat for several")
-    p.add_argument("--manifest-dir", type=Path, default=None,
-                   help="also ingest every *.csv in this directory")
-    p.add_argument("--media-root", type=Path, default=None,
-                   help="directory holding <youtube_id>.(mp4|webm|mkv)")
-    p.add_argument("--download", action="store_true", help="fetch missing media with yt-dlp")
-    p.add_argument("--shard-size", type=int, default=256, help="manifest lines per shard")
-    p.add_argument("--frames", type=int, default=3, help="frames sampled per clip")
-    p.add_argument("--detector", choices=["hog", "cnn"], default="hog", help="dlib detector")
-    p.add_argument("--encoder", default="dlib-resnet", help="dlib-resnet or vggface")
-    p.add_argument("--vggface-weights", type=Path, default=None, help="VGG-Face weights (.pt)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--config", choices=["small", "paper"], default="small",
-                   help="model preset for training")
-    p.add_argument("--decoder-steps", type=int, default=None, help="face decoder steps")
-    p.add_argument("--train-steps", type=int, default=None, help="voice encoder steps")
-    p.add_argument("--bootstrap", type=int, default=1000, help="evaluation bootstrap resamples")
-    p.add_argument("--runner", choices=["default", "thread", "dask"], default="default",
-                   help="task runner of ingest/preprocess (default: each flow's own, or "
-                        "S2F_TASK_RUNNER)")
-    p.add_argument("--dask-address", default=None,
-                   help="scheduler of a running Dask cluster (default: S2F_DASK_ADDRESS, else "
-                        "a LocalCluster)")
-    p.add_argument("--dask-workers", type=int, default=None,
-                   help="LocalCluster worker processes (default 2)")
-    p.set_defaults(handler=_cmd_pipeline)
-
-    p = sub.add_parser("demo-corpus", help="build the offline demo corpus of talking-head clips",
-                       description="Synthesise AVSpeech-like talking-head clips offline: real "
-                                   "photographs morphed into new identities, each speaking with "
-                                   "an espeak-ng voice whose parameters are a documented function "
-                                   "of the face. Writes media/, avspeech_train.csv, "
-                                   "avspeech_dev.csv, avspeech_test.csv (split by real person), "
-                                   "identities.parquet and DATA_CARD.md.")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--identities", type=int, default=DEMO_IDENTITIES,
-                   help=f"number of identities (default {DEMO_IDENTITIES})")
-    p.add_argument("--clips-per-identity", type=int, default=DEMO_CLIPS_PER_IDENTITY,
-                   help=f"clips per identity (default {DEMO_CLIPS_PER_IDENTITY})")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same corpus (default 0)")
-    p.set_defaults(handler=_cmd_demo_corpus)
-
-    p = sub.add_parser("ingest", help="ingest AVSpeech-format manifests into the clips table",
-                       description="Validate every manifest line (youtube_id,start,end,x,y), find "
-                                   "or download the media, probe it and cut the segment's audio "
-                                   "to 16 kHz mono FLAC. Every line ends in `clips` with a status "
-                                   "and a reason. Re-running is idempotent.")
-    p.add_argument("--manifest", type=Path, action="append", required=True,
-                   help="AVSpeech CSV (no header); repeat for several")
-    p.add_argument("--media-root", type=Path, required=True,
-                   help="directory holding <youtube_id>.(mp4|webm|mkv)")
-    _data_dir(p)
-    p.add_argument("--download", action="store_true",
-                   help="fetch missing media with yt-dlp (validated ids only)")
-    p.add_argument("--shard-size", type=int, default=256, help="manifest lines per shard (default 256)")
-    p.add_argument("--split", choices=("train", "dev", "test"), default=None,
-                   help="split of every --manifest given (default: the last word of each "
-                        "file name, e.g. avspeech_latest_train.csv -> train)")
-    p.add_argument("--url-template", default=None,
-                   help="download URL with {id} (default https://www.youtube.com/watch?v={id})")
-    p.set_defaults(handler=_cmd_ingest)
-
-    p = sub.add_parser("preprocess", help="decode frames, crop faces, compute face features",
-                       description="For every ok clip: decode K frames with NVIDIA DALI (PyAV "
-                                   "where DALI cannot), detect faces with dlib, align and crop "
-                                   "them to 224x224 with kornia, and compute face features. "
-                                   "Works on shards; a re-run skips finished shards.")
-    _data_dir(p)
-    p.add_argument("--frames", type=int, default=3, help="frames sampled per clip (default 3)")
-    p.add_argument("--detector", choices=["hog", "cnn"], default="hog",
-                   help="dlib face detector (default hog)")
-    p.add_argument("--encoder", default="dlib-resnet",
-                   help="face encoder: dlib-resnet (default) or vggface")
-    p.add_argument("--vggface-weights", type=Path, default=None,
-                   help="converted VGG-Face weights (.pt) for --encoder vggface")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="decode (NVDEC) and align on the GPU when there is one (default auto)")
-    p.set_defaults(handler=_cmd_preprocess)
-
-    for name, what in (("train-decoder", "the face decoder (Cole et al.) on faces + features"),
-                       ("train", "the voice encoder against the frozen face decoder")):
-        p = sub.add_parser(name, help=f"train {what}",
-                           description=f"Train {what}; log to MLflow (experiment speech2face) "
-                                       "and register the model with alias challenger. "
-                                       "Checkpoints under DATA_DIR/checkpoints; --resume "
-                                       "continues from the last one.")
-        _data_dir(p)
-        p.add_argument("--config", choices=["small", "paper"], default="small",
-                       help="model preset (default small: CPU-sized)")
-        p.add_argument("--steps", type=int, default=None, help="training steps (default: preset)")
-        p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-        p.add_argument("--checkpoint-every", type=int, default=None,
-                       help="steps between checkpoints (default: the preset's)")
-        p.add_argument("--encoder", default="dlib-resnet",
-                       help="face encoder whose features are used (default dlib-resnet)")
-        p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-        p.add_argument("--no-track", action="store_true", help="no MLflow logging/registration")
-        if name == "train":
-            p.add_argument("--decoder", choices=["checkpoint", "registry", "random"],
-                           default="checkpoint",
-                           help="frozen face decoder: last checkpoint (default), the registry's "
-                                "challenger, or a fixed random projection (smoke tests only)")
-            p.add_argument("--vggface-weights", type=Path, default=None,
-                           help="VGG-Face weights: its fc8 turns the distillation term on")
-            p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                           help="set any TrainConfig field, last (VALUE as JSON when it parses: "
-                                "--set batch_size=64 --set lr=2e-3); repeatable. Multi-GPU: "
-                                "the same flags under torchrun -m flows.torchrun")
-        p.set_defaults(handler=_cmd_train)
-
-    p = sub.add_parser("status", help="one row per manifest line: furthest stage and why",
-                       description="Report every manifest line with the furthest stage it reached, "
-                                   "its status and the reason it stopped, then counts by status.")
-    _data_dir(p)
-    p.add_argument("--format", choices=["table", "csv"], default="table", help="output format")
-    p.set_defaults(handler=_cmd_status)
-
-    p = sub.add_parser("evaluate", help="score a registered voice encoder on the test split",
-                       description="Feature similarity (3 s and 6 s input), recall@K with "
-                                   "bootstrap CIs against the test identities, the mean-face "
-                                   "baseline, diversity, craniofacial correlations and figures, "
-                                   "logged to MLflow and to the `evaluations` table; publishes "
-                                   "the model card to the registry.")
-    _data_dir(p)
-    p.add_argument("--model-uri", default="models:/speech2face-voice-encoder@challenger",
-                   help="voice encoder (default: %(default)s)")
-    p.add_argument("--decoder-uri", default="models:/speech2face-face-decoder@challenger",
-                   help="face decoder (default: %(default)s)")
-    p.add_argument("--no-decoder", action="store_true",
-                   help="skip the reconstruction metrics and the face grid")
-    p.add_argument("--identities", type=Path, default=None,
-                   help="identities.parquet (default: DATA_DIR/demo_corpus's, if present)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.set_defaults(handler=_cmd_evaluate)
-
-    p = sub.add_parser("promote", help="move `champion` to the challenger if it is better",
-                       description="Compare speech2face-voice-encoder@challenger with @champion "
-                                   "on the same test snapshot: promote only when recall@10 "
-                                   "(6 s) gains more than --margin without a worse cosine "
-                                   "distance, and never a collapsed model (diversity below "
-                                   "--min-diversity). Exit 1 when the challenger is refused.")
-    _data_dir(p)
-    p.add_argument("--margin", type=float, default=0.0, help="recall@10 gain needed (default 0)")
-    p.add_argument("--min-diversity", type=float, default=0.2,
-                   help="floor on prediction spread / true-feature spread (default 0.2)")
-    p.add_argument("--allow-different-data", action="store_true",
-                   help="compare evaluations made on different test snapshots (recorded)")
-    p.add_argument("--no-evaluate", action="store_true",
-                   help="use existing evaluations only; never evaluate a missing one")
-    p.add_argument("--decoder-uri", default=None,
-                   help="decoder for missing evaluations (default: the decoder's challenger)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.set_defaults(handler=_cmd_promote)
-
-    p = sub.add_parser("predict", help="voice or video file(s) -> face image, feature, sidecar",
-                       description="Decode any common audio/video file (wav, flac, mp3, m4a, "
-                                   "mp4, webm) to 16 kHz mono, check it holds at least 1 s of "
-                                   "speech, and write OUT/<name>.png (labelled with the model "
-                                   "and a notice that it is a statistical reconstruction, not "
-                                   "the speaker's face), <name>.npy and <name>.json.")
-    p.add_argument("audio", type=Path, nargs="+", help="audio or video files")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    _data_dir(p)
-    p.add_argument("--model-uri", default="models:/speech2face-voice-encoder@champion",
-                   help="voice encoder (default: %(default)s)")
-    p.add_argument("--decoder-uri", default="models:/speech2face-face-decoder@champion",
-                   help="face decoder (default: %(default)s)")
-    p.add_argument("--seconds", type=float, default=6.0,
-                   help="input length; shorter speech is repeated (default 6)")
-    p.set_defaults(handler=_cmd_predict)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.description)
+        for flag in command.flags:
+            _add_flag(p, command.model, flag)
     return parser
+
+
+def _values(command: Command, args: argparse.Namespace) -> dict[str, Any]:
+    """The flags the user gave, as the model's (nested) fields; switches set their const."""
+    values: dict[str, Any] = {}
+    for flag in command.flags:
+        given = getattr(args, flag.dest)
+        if given is None:
+            continue
+        value = flag.const if flag.const is not _SWITCH else given
+        if flag.convert is not None:
+            value = flag.convert(value)
+        *parents, leaf = flag.field.split(".")
+        target = values
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return values
+
+
+def command_params(args: argparse.Namespace, prog: str) -> tuple[Command, BaseModel] | None:
+    """The parsed command and its validated parameters, or None after saying what is wrong
+    (pydantic's message names the field)."""
+    command = COMMAND_BY_NAME[args.command]
+    try:
+        return command, command.model.model_validate(_values(command, args))
+    except ValueError as exc:  # pydantic's ValidationError, or a convert's (--set KEY=VALUE)
+        print(f"{prog}: invalid parameters:\n{exc}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,8 +311,17 @@ def main(argv: list[str] | None = None) -> int:
         from s2f.progress import set_quiet
 
         set_quiet(True)  # through the environment: task workers and subprocesses inherit it
+    parsed = command_params(args, f"s2f {args.command}")
+    if parsed is None:
+        return 2
+    command, params = parsed
+    if command.data_dir:
+        from flows.runtime import configure
+
+        configure(params.data_dir)  # type: ignore[attr-defined]
+    module, function = command.handler.split(":")
     try:
-        return int(args.handler(args) or 0)
+        return int(getattr(importlib.import_module(module), function)(params) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -372,3 +329,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+

@@ -21,7 +21,6 @@ and a re-run redoes only that shard.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 from collections import Counter
@@ -38,86 +37,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from tqdm import tqdm
 
-from s2f.ingest.download import DEFAULT_URL_TEMPLATE, download_video
-from s2f.ingest.manifest import (
-    SPLITS,
-    ManifestPlan,
-    ShardPlan,
-    manifest_name_of,
-    plan_manifests,
-    split_of,
-)
+from flows.params import IngestParams
+from flows.summaries import IngestSummary
+from s2f.ingest.download import download_video
+from s2f.ingest.manifest import ManifestPlan, ShardPlan, plan_manifests
 from s2f.ingest.media import MediaError, find_media
 from s2f.ingest.shard import ShardResult, ingest_shard, remove_stale_shards
 from storage.io import remove_stale_temps
 from storage.layout import DataLayout
 from storage.lock import StageLocked, stage_lock
 from storage.schemas import CLIP_STATUSES
-
-
-class IngestParams(BaseModel):
-    """Everything `ingest_flow` needs, validated before any work starts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    manifests: list[Path] = Field(min_length=1, description="AVSpeech CSVs (no header)")
-    media_root: Path = Field(description="directory of <youtube_id>.(mp4|webm|mkv)")
-    data_dir: Path = Field(description="the pipeline's data directory")
-    download: bool = Field(False, description="fetch missing media with yt-dlp")
-    split: str | None = Field(None, description="split of every manifest (train | dev | test); "
-                                                "None: each manifest's name ends in it")
-    shard_size: int = Field(256, ge=1, le=100_000, description="manifest lines per shard")
-    url_template: str = Field(DEFAULT_URL_TEMPLATE, description="download URL; {id} is replaced")
-    download_retries: int = Field(2, ge=0, le=10, description="retries after a failed download")
-    download_retry_delay_s: float = Field(
-        5.0, ge=0, le=3600, description="first retry delay; doubles on each further retry")
-
-    @field_validator("manifests")
-    @classmethod
-    def _manifests_exist(cls, paths: list[Path]) -> list[Path]:
-        for path in paths:
-            if not path.is_file():
-                raise ValueError(f"manifest not found: {path}")
-            manifest_name_of(path)  # names a table directory: must be a safe name
-        names = [path.stem for path in paths]
-        if len(set(names)) != len(names):
-            raise ValueError(f"two manifests share a file stem: {names}")
-        return [path.resolve() for path in paths]
-
-    @field_validator("split")
-    @classmethod
-    def _split_known(cls, split: str | None) -> str | None:
-        if split is not None and split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-        return split
-
-    def check_split_names(self) -> None:
-        """Without an explicit split, every manifest's name must say its split (`split_of`)."""
-        if self.split is None:
-            for path in self.manifests:
-                split_of(path.name)
-
-    @field_validator("media_root")
-    @classmethod
-    def _media_root_is_dir(cls, path: Path) -> Path:
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"media root is not a directory: {path}")
-        return path.resolve()
-
-    @field_validator("url_template")
-    @classmethod
-    def _template_has_id(cls, template: str) -> str:
-        if "{id}" not in template or not template.startswith(("http://", "https://")):
-            raise ValueError("url_template must be an http(s) URL containing {id}")
-        return template
-
-    def check_media_root(self) -> None:
-        if not self.download and not self.media_root.is_dir():
-            raise ValueError(f"media root not found: {self.media_root} (use --download to "
-                             "create it and fetch the media)")
 
 
 @task(name="plan-ingest", cache_policy=NO_CACHE)
@@ -166,7 +97,7 @@ def _status_table(counts: Counter[str]) -> list[dict[str, Any]]:
 
 
 @flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def ingest_flow(params: IngestParams) -> dict[str, Any]:
+def ingest_flow(params: IngestParams) -> IngestSummary:
     """Ingest every manifest line into `clips`; returns counts by status and table paths.
     Raises StageLocked if another ingest run holds this data directory."""
     params.check_media_root()
@@ -180,7 +111,7 @@ def ingest_flow(params: IngestParams) -> dict[str, Any]:
         return _ingest(params)
 
 
-def _ingest(params: IngestParams) -> dict[str, Any]:
+def _ingest(params: IngestParams) -> IngestSummary:
     logger = get_run_logger()
     layout = DataLayout(params.data_dir).ensure()
     if params.download:
@@ -221,38 +152,28 @@ def _ingest(params: IngestParams) -> dict[str, Any]:
 
     create_table_artifact(_status_table(counts), key="ingest-status-counts",
                           description="clips rows by status after this ingest run")
-    summary: dict[str, Any] = {
-        "counts": {k: int(v) for k, v in sorted(counts.items())},
-        "rows": int(sum(counts.values())),
-        "lines": int(sum(p.lines for p in plans)),
-        "blank_lines": int(sum(p.blank_lines for p in plans)),
-        "shards": len(shards),
-        "shards_skipped": sum(r.skipped for r in results),
-        "tables": sorted({str(layout.table_dir("clips") / p.manifest) for p in plans}),
-        "failed_shards": failed,
-    }
-    logger.info("ingest summary: %s", summary)
+    summary = IngestSummary(
+        counts={k: int(v) for k, v in sorted(counts.items())},
+        clips=int(sum(counts.values())),
+        lines=int(sum(p.lines for p in plans)),
+        blank_lines=int(sum(p.blank_lines for p in plans)),
+        shards_run=sum(not r.skipped for r in results),
+        shards_skipped=sum(r.skipped for r in results),
+        tables=sorted({str(layout.table_dir("clips") / p.manifest) for p in plans}),
+        failed_shards=failed)
+    logger.info("ingest summary: %s", summary.model_dump())
     if failed:
         raise RuntimeError(f"{len(failed)} shards failed (re-run to retry them): {failed[:3]}")
     return summary
 
 
-def params_from_args(args: argparse.Namespace) -> IngestParams:
-    return IngestParams(
-        manifests=list(args.manifest), media_root=args.media_root, data_dir=args.data_dir,
-        download=bool(args.download), shard_size=args.shard_size,
-        url_template=getattr(args, "url_template", None) or DEFAULT_URL_TEMPLATE,
-        split=getattr(args, "split", None))
-
-
-def run_from_cli(args: argparse.Namespace) -> int:
+def run_from_cli(params: IngestParams) -> int:
     """`s2f ingest`: 0 when the run finished (bad rows are normal), 2 for bad parameters,
     3 when another ingest run holds the data directory."""
     try:
-        params = params_from_args(args)
         params.check_media_root()
         params.check_split_names()
-    except (ValidationError, ValueError) as exc:
+    except ValueError as exc:
         print(f"s2f ingest: invalid parameters:\n{exc}", file=sys.stderr)
         return 2
     try:
@@ -260,10 +181,10 @@ def run_from_cli(args: argparse.Namespace) -> int:
     except StageLocked as exc:
         print(f"s2f ingest: {exc}", file=sys.stderr)
         return 3
-    print(f"clips tables: {', '.join(summary['tables'])}")
-    print(f"{summary['lines']} lines ({summary['blank_lines']} blank), {summary['rows']} rows, "
-          f"{summary['shards']} shards ({summary['shards_skipped']} unchanged, skipped)")
-    for status, n in summary["counts"].items():
+    print(f"clips tables: {', '.join(summary.tables)}")
+    print(f"{summary.lines} lines ({summary.blank_lines} blank), {summary.clips} rows, "
+          f"{summary.shards} shards ({summary.shards_skipped} unchanged, skipped)")
+    for status, n in summary.counts.items():
         print(f"  {status:<16} {n}")
     print(f"details: s2f status --data-dir {params.data_dir}")
     return 0

@@ -21,18 +21,18 @@ default one per core): dlib holds the GIL, so the one shard thread would use a s
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flows.params import PreprocessParams
+from flows.summaries import PreprocessSummary
 from s2f.preprocess.clips import PreprocessConfig
 from s2f.preprocess.shards import (
     OUTPUT_TABLES,
@@ -47,44 +47,18 @@ from storage.lock import StageLocked, stage_lock
 from storage.schemas import PREPROCESS_STATUSES
 
 
-class PreprocessParams(BaseModel):
-    """Everything `preprocess_flow` needs, validated before any work starts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    data_dir: Path = Field(description="the pipeline's data directory")
-    frames: int = Field(3, ge=1, le=64, description="frames sampled per clip")
-    detector: Literal["hog", "cnn"] = Field("hog", description="dlib face detector")
-    encoder: Literal["dlib-resnet", "vggface"] = Field("dlib-resnet", description="face encoder")
-    vggface_weights: Path | None = Field(None, description="VGG-Face state_dict for vggface")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to decode/warp")
-    retries: int = Field(2, ge=0, le=10, description="retries of a crashed shard task")
-    workers: int = Field(0, ge=0, le=256,
-                         description="processes per shard (0: one per CPU core)")
-
-    @model_validator(mode="after")
-    def _vggface_needs_weights(self) -> PreprocessParams:
-        if self.encoder == "vggface" and (self.vggface_weights is None
-                                          or not self.vggface_weights.is_file()):
-            from s2f.faces.features import VggFaceWeightsMissing, load_vggface
-
-            try:  # the library's message says what to get and where to pass it
-                load_vggface(self.vggface_weights)
-            except VggFaceWeightsMissing as exc:
-                raise ValueError(str(exc)) from None
-        return self
-
-    def config(self) -> PreprocessConfig:
-        return PreprocessConfig(frames=self.frames, detector=self.detector, encoder=self.encoder,
-                                vggface_weights=str(self.vggface_weights)
-                                if self.vggface_weights else None, device=self.device,
-                                workers=self.workers)
+def preprocess_config(params: PreprocessParams) -> PreprocessConfig:
+    """The library's configuration of one shard's work (what a shard's fingerprint records)."""
+    return PreprocessConfig(frames=params.frames, detector=params.detector,
+                            encoder=params.encoder, vggface_weights=str(params.vggface_weights)
+                            if params.vggface_weights else None, device=params.device,
+                            workers=params.workers)
 
 
 @task(name="preprocess-shard", cache_policy=NO_CACHE)
 def preprocess_shard_task(clips_shard: Path, data_dir: Path, params: PreprocessParams
                           ) -> dict[str, Any]:
-    layout, config = DataLayout(data_dir), params.config()
+    layout, config = DataLayout(data_dir), preprocess_config(params)
     if shard_is_done(layout, clips_shard, config):
         return {"shard": str(clips_shard), "skipped": True,
                 "counts": read_status_counts([output_paths(layout, clips_shard)["preprocess"]])}
@@ -92,7 +66,7 @@ def preprocess_shard_task(clips_shard: Path, data_dir: Path, params: PreprocessP
 
 
 @flow(name="preprocess", task_runner=ThreadPoolTaskRunner(max_workers=1))
-def preprocess_flow(params: PreprocessParams) -> dict[str, Any]:
+def preprocess_flow(params: PreprocessParams) -> PreprocessSummary:
     """Preprocess every clips shard; returns counts by status, shard counts and table paths.
     Raises StageLocked if another preprocess run holds this data directory."""
     layout = DataLayout(params.data_dir).ensure()
@@ -105,7 +79,7 @@ def preprocess_flow(params: PreprocessParams) -> dict[str, Any]:
         return _preprocess(params, layout)
 
 
-def _preprocess(params: PreprocessParams, layout: DataLayout) -> dict[str, Any]:
+def _preprocess(params: PreprocessParams, layout: DataLayout) -> PreprocessSummary:
     logger = get_run_logger()
     shards = shard_paths(layout, "clips")
     logger.info("preprocess: %d clips shards under %s", len(shards), layout.table_dir("clips"))
@@ -114,13 +88,13 @@ def _preprocess(params: PreprocessParams, layout: DataLayout) -> dict[str, Any]:
     futures = [shard_task.submit(s, layout.root, params) for s in shards]
     counts: Counter[str] = Counter()
     done = skipped = 0
-    failed: list[dict[str, str]] = []
+    failed: list[str] = []
     for future, shard in zip(futures, shards, strict=True):
         try:
             result = future.result()
         except Exception as exc:  # noqa: BLE001 - reported below, other shards are kept
             logger.error("shard %s failed: %s", shard, exc)
-            failed.append({"shard": str(shard), "error": f"{type(exc).__name__}: {exc}"[:300]})
+            failed.append(f"{shard}: " + f"{type(exc).__name__}: {exc}"[:300])
             continue
         counts.update(result["counts"])
         skipped += int(result["skipped"])
@@ -131,26 +105,18 @@ def _preprocess(params: PreprocessParams, layout: DataLayout) -> dict[str, Any]:
                                                                           "clips": 0}],
                           description=f"preprocess: {done} shards done, {skipped} skipped, "
                                       f"{len(failed)} failed")
-    summary = {"counts": dict(counts), "shards_done": done, "shards_skipped": skipped,
-               "shards_failed": failed,
-               "tables": {t: str(layout.table_dir(t)) for t in OUTPUT_TABLES}}
+    summary = PreprocessSummary(
+        counts=dict(counts), clips=sum(counts.values()), shards_run=done, shards_skipped=skipped,
+        failed_shards=failed, tables={t: str(layout.table_dir(t)) for t in OUTPUT_TABLES})
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(shards)} shards failed: {failed}")
     return summary
 
 
-def run_from_cli(args: argparse.Namespace) -> int:
+def run_from_cli(params: PreprocessParams) -> int:
     """`s2f preprocess`: run the flow, print counts by status and where the tables are.
-    0 when it finished, 1 when a shard failed, 2 for bad parameters, 3 when another
-    preprocess run holds the data directory."""
-    try:
-        params = PreprocessParams(data_dir=args.data_dir, frames=args.frames,
-                                  detector=args.detector, encoder=args.encoder,
-                                  vggface_weights=args.vggface_weights,
-                                  device=getattr(args, "device", "auto"))
-    except ValueError as exc:
-        print(f"s2f preprocess: {exc}")
-        return 2
+    0 when it finished, 1 when a shard failed, 3 when another preprocess run holds the data
+    directory."""
     state = preprocess_flow(params, return_state=True)
     if state.is_failed() and isinstance(exc := state.result(raise_on_failure=False), StageLocked):
         print(f"s2f preprocess: {exc}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """Which task runner the shard-level stages (ingest, preprocess) use.
 
-    from flows.runners import RunnerParams, task_runner_scope, with_runner
+    from flows.params import RunnerParams
+    from flows.runners import task_runner_scope, with_runner
 
-    params = RunnerParams(kind="dask", dask_workers=4)          # or RunnerParams.from_env()
+    params = RunnerParams(kind="dask", dask_workers=4)  # or RunnerParams(): S2F_TASK_RUNNER
     with task_runner_scope(params) as runner:                    # one cluster for all stages
         with_runner(ingest_flow, runner)(ingest_params)
         with_runner(preprocess_flow, runner)(preprocess_params)
@@ -30,53 +31,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from prefect import Flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field
 
-RunnerKind = Literal["default", "thread", "dask"]
-ENV_KIND = "S2F_TASK_RUNNER"
-ENV_ADDRESS = "S2F_DASK_ADDRESS"
-ENV_WORKERS = "S2F_DASK_WORKERS"
+from flows.params import RunnerParams
 
 F = TypeVar("F", bound=Flow[Any, Any])
-
-
-class RunnerParams(BaseModel):
-    """Task-runner choice for the shard-level stages."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: RunnerKind = Field("default", description="default (each flow's own; S2F_TASK_RUNNER "
-                                                    "may override), thread or dask")
-    max_workers: int | None = Field(None, ge=1, le=256, description="threads for kind=thread")
-    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster "
-                                                       "(default: S2F_DASK_ADDRESS)")
-    dask_workers: int = Field(2, ge=1, le=256, description="LocalCluster worker processes")
-    dask_threads_per_worker: int = Field(1, ge=1, le=64,
-                                         description="threads per LocalCluster worker")
-
-    def resolved(self) -> RunnerParams:
-        """`default` resolved against the environment (S2F_TASK_RUNNER, S2F_DASK_ADDRESS,
-        S2F_DASK_WORKERS); explicit settings win."""
-        kind = self.kind
-        if kind == "default":
-            env_kind = os.environ.get(ENV_KIND, "").strip().lower()
-            if env_kind and env_kind not in ("default", "thread", "dask"):
-                raise ValueError(f"{ENV_KIND}={env_kind!r}: expected thread or dask")
-            kind = env_kind or "default"  # type: ignore[assignment]
-        update: dict[str, Any] = {"kind": kind}
-        if kind == "dask":
-            update["dask_address"] = self.dask_address or os.environ.get(ENV_ADDRESS) or None
-            if ENV_WORKERS in os.environ and "dask_workers" not in self.model_fields_set:
-                update["dask_workers"] = int(os.environ[ENV_WORKERS])
-        return self.model_copy(update=update)
-
-    @classmethod
-    def from_env(cls) -> RunnerParams:
-        return cls().resolved()
 
 
 def build_task_runner(params: RunnerParams) -> TaskRunner[Any] | None:

@@ -23,26 +23,27 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 
+from flows.params import TrainParams
 from s2f.train import distributed
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.cli import build_parser
+    from flows.cli import build_parser, command_params
     from flows.runtime import configure
 
     args = build_parser().parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    layout = configure(args.data_dir)
-    from flows.train import run_summary, train_params
+    parsed = command_params(args, "flows.torchrun")
+    if parsed is None:
+        return 2
+    params = parsed[1]
+    assert isinstance(params, TrainParams)
+    layout = configure(params.data_dir)
+    from flows.train import run_summary, train_voice
     from s2f.train.checkpoint import checkpoint_dir
     from storage.io import remove_stale_temps
     from storage.lock import StageLocked, stage_lock
 
-    try:
-        params = train_params(args)
-    except ValueError as exc:
-        print(f"flows.torchrun: {exc}", file=sys.stderr)
-        return 2
-    ctx = distributed.init(args.device)
+    ctx = distributed.init(params.device)
     try:
         with ExitStack() as stack:
             refused = None
@@ -56,14 +57,12 @@ def main(argv: list[str] | None = None) -> int:
             if refused is not None:
                 print(f"flows.torchrun: {refused}", file=sys.stderr)
                 return 3
-            from flows.train import train_voice
-
             res = train_voice(params)
             print(f"rank {ctx.rank}/{ctx.world}: step {res.step}, weights sha1 "
                   f"{distributed.state_digest(res.model)}", flush=True)
             ctx.barrier()  # rank 0's checkpoint and registration are done for every rank
         if ctx.is_main:
-            for k, v in run_summary(res).items():
+            for k, v in run_summary(res).printed().items():
                 print(f"  {k:<14} {v}")
         return 0
     finally:

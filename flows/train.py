@@ -1,4 +1,4 @@
-"""Prefect flows `train-decoder` and `train`: thin wrappers over `s2f.train`.
+"""Prefect flows `train-decoder`, `train` and `train-seeds`: thin wrappers over `s2f.train`.
 
     s2f train-decoder --data-dir s2f-data [--config small|paper] [--steps N] [--resume]
     s2f train         --data-dir s2f-data [--config small|paper] [--steps N] [--resume]
@@ -14,20 +14,32 @@ the voice encoder with that decoder frozen (its first layer is the loss's f_dec)
 the decoder's last checkpoint or from the registry (`speech2face-face-decoder@challenger`).
 With the VGG-Face encoder and its weights, VGG-Face's fc8 turns the distillation term on.
 Both log to MLflow (experiment "speech2face") and register their model with alias challenger.
+
+`train_seeds_flow` (the pipeline's `train` stage) trains the voice encoder once per seed
+(`seeds`: the TrainConfig seed of the first, +1 for each next; every one is registered, the last
+gets `challenger` for now) and, with `shuffled_control`, one more voice encoder with
+`shuffle_voices=True` (the face features permuted across training identities: no voice-face
+link is left to learn) on a shorter schedule (`control_steps`). The control is not registered
+(it must never be promoted or served): it is scored on dev and test right after training, in
+the same task, from memory, and its rows in the `evaluations` table have kind
+`shuffled_control` and its training run's id. `flows.evaluate.evaluate_seeds_flow` then picks
+the dev-best seed.
+
+    s2f demo --seeds 3          # three seeds + the shuffled control, then the gate
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
 
+from flows.params import TrainDecoderParams, TrainParams, TrainSeedsParams
+from flows.summaries import ControlSummary, TrainSeedsSummary, TrainSummary
+from s2f.registry.names import FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
 from storage.io import remove_stale_temps
 from storage.layout import DataLayout
 from storage.lock import StageLocked, stage_lock
@@ -35,29 +47,6 @@ from storage.lock import StageLocked, stage_lock
 if TYPE_CHECKING:
     from s2f.train.checkpoint import RunResult
     from s2f.train.voice import TrainResult
-
-
-class TrainDecoderParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    data_dir: Path = Field(description="the pipeline's data directory")
-    config: Literal["small", "paper"] = Field("small", description="model preset")
-    encoder: str = Field("dlib-resnet", description="face encoder whose features are decoded")
-    steps: int | None = Field(None, ge=1, description="training steps (default: the preset's)")
-    resume: bool = Field(False, description="continue from the last checkpoint")
-    checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints "
-                                                                 "(default: the preset's)")
-    device: str = Field("auto", description="auto | cpu | cuda")
-    track: bool = Field(True, description="log to MLflow and register the model")
-
-
-class TrainParams(TrainDecoderParams):
-    decoder: Literal["checkpoint", "registry", "random"] = Field(
-        "checkpoint", description="where the frozen face decoder comes from")
-    decoder_alias: str = Field("challenger", description="registry alias for decoder=registry")
-    vggface_weights: Path | None = Field(None, description="VGG-Face weights: fc8 = f_VGG")
-    overrides: dict[str, Any] = Field(default_factory=dict,
-                                      description="TrainConfig fields set last (--set KEY=VALUE)")
 
 
 def _overrides(params: TrainDecoderParams) -> dict[str, Any]:
@@ -71,28 +60,13 @@ def _overrides(params: TrainDecoderParams) -> dict[str, Any]:
 
 
 @task(name="train-face-decoder", cache_policy=NO_CACHE)
-def train_decoder_task(params: TrainDecoderParams) -> dict[str, Any]:
+def train_decoder_task(params: TrainDecoderParams) -> TrainSummary:
     from s2f.train.config import DecoderTrainConfig
     from s2f.train.decoder import train_face_decoder
 
     cfg = DecoderTrainConfig(preset=params.config, **_overrides(params))
     return run_summary(train_face_decoder(cfg, DataLayout(params.data_dir),
-                                          resume=params.resume))
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """`KEY=VALUE` strings → {key: value}; a value is JSON when it parses (numbers, true,
-    lists), else the string."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set wants KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
+                                          resume=params.resume), "train-decoder")
 
 
 def train_voice(params: TrainParams) -> TrainResult:
@@ -102,7 +76,6 @@ def train_voice(params: TrainParams) -> TrainResult:
     from s2f.train.checkpoint import checkpoint_dir
     from s2f.train.config import TrainConfig
     from s2f.train.decoder import load_decoder
-    from s2f.train.tracking import FACE_DECODER_MODEL
     from s2f.train.voice import train_voice_encoder
 
     layout = DataLayout(params.data_dir)
@@ -111,7 +84,7 @@ def train_voice(params: TrainParams) -> TrainResult:
         decoder = load_decoder(checkpoint_dir(layout, "face_decoder"))
     elif params.decoder == "registry":
         decoder = load_registered_model(  # pickle-free, like every registered-model load
-            f"models:/{FACE_DECODER_MODEL}@{params.decoder_alias}").module
+            model_uri(FACE_DECODER_NAME, params.decoder_alias)).module
     classifier = None
     if params.vggface_weights is not None:
         from s2f.faces.features import load_vggface
@@ -125,15 +98,18 @@ def train_voice(params: TrainParams) -> TrainResult:
                                resume=params.resume)
 
 
-def run_summary(res: RunResult[Any]) -> dict[str, Any]:
+def run_summary(res: RunResult[Any], stage: str = "train") -> TrainSummary:
     """What the flows return and `s2f train` prints."""
-    return {"step": res.step, "train_loss": res.train_loss, "val": res.val,
-            "checkpoint": str(res.checkpoint), "run_id": res.run_id,
-            "model_version": res.model_version, "seconds": round(res.seconds, 1)}
+    name = FACE_DECODER_NAME if stage == "train-decoder" else VOICE_ENCODER_NAME
+    return TrainSummary(stage=stage, step=res.step, train_loss=res.train_loss, val=res.val,
+                        checkpoint=str(res.checkpoint), run_id=res.run_id,
+                        model_version=res.model_version, seconds=round(res.seconds, 1),
+                        model_uri=f"models:/{name}/{res.model_version}"
+                        if res.model_version else None)
 
 
 @task(name="train-voice-encoder", cache_policy=NO_CACHE)
-def train_voice_task(params: TrainParams) -> dict[str, Any]:
+def train_voice_task(params: TrainParams) -> TrainSummary:
     return run_summary(train_voice(params))
 
 
@@ -146,7 +122,7 @@ def _remove_temps(ckpt_dir: Path) -> None:
 
 
 @flow(name="train-decoder")
-def train_decoder_flow(params: TrainDecoderParams) -> dict[str, Any]:
+def train_decoder_flow(params: TrainDecoderParams) -> TrainSummary:
     """Train the face decoder; returns losses, checkpoint, MLflow run and model version.
     Raises StageLocked if another train-decoder run holds this data directory."""
     from s2f.train.checkpoint import checkpoint_dir
@@ -156,12 +132,12 @@ def train_decoder_flow(params: TrainDecoderParams) -> dict[str, Any]:
     with stage_lock(layout, "train-decoder"):
         _remove_temps(checkpoint_dir(layout, "face_decoder"))
         summary = train_decoder_task(params)
-    get_run_logger().info("face decoder: %s", summary)
+    get_run_logger().info("face decoder: %s", summary.printed())
     return summary
 
 
 @flow(name="train")
-def train_flow(params: TrainParams) -> dict[str, Any]:
+def train_flow(params: TrainParams) -> TrainSummary:
     """Train the voice encoder against the frozen face decoder.
     Raises StageLocked if another train run holds this data directory."""
     from s2f.train.checkpoint import checkpoint_dir
@@ -171,44 +147,76 @@ def train_flow(params: TrainParams) -> dict[str, Any]:
         _remove_temps(checkpoint_dir(layout, "voice_encoder"))
         summary = train_voice_task(params)
     logger = get_run_logger()
-    logger.info("voice encoder: %s", summary)
+    logger.info("voice encoder: %s", summary.printed())
     if params.vggface_weights is None:
         logger.info("distillation term off: the face encoder has no classification layer")
     return summary
 
 
-def _common(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(data_dir=args.data_dir, config=args.config, steps=args.steps,
-                resume=args.resume, encoder=args.encoder, device=args.device,
-                track=not args.no_track, checkpoint_every=getattr(args, "checkpoint_every", None))
+@task(name="train-shuffled-control", cache_policy=NO_CACHE)
+def control_task(params: TrainSeedsParams) -> ControlSummary:
+    """Train the shuffled-voice control and score it on dev and test (kind shuffled_control)."""
+    from s2f.evaluation.run import evaluate
+    from s2f.registry.inference import LoadedModel, ModelRef
+    from s2f.train.config import TrainConfig
+
+    tp = params.control_params(TrainConfig.preset_config(params.train.config).steps)
+    layout = DataLayout(tp.data_dir)
+    with stage_lock(layout, "train"):
+        result = train_voice(tp)
+    scores: dict[str, Any] = {"steps": tp.steps}
+    run_params: dict[str, str] = {"encoder": tp.encoder, "seed": str(tp.overrides.get("seed", 0))}
+    if result.run_id:
+        from mlflow import MlflowClient
+
+        run_params = dict(MlflowClient().get_run(result.run_id).data.params)
+    ref = ModelRef(uri=f"runs:/{result.run_id}" if result.run_id else "control (untracked)",
+                   name=None, version=None, run_id=result.run_id)
+    loaded = LoadedModel(ref, result.model.eval().cpu(), run_params)
+    for role in ("dev", "test"):
+        row = evaluate(layout, ref.uri, None, role=role,  # type: ignore[arg-type]
+                       n_boot=params.bootstrap, kind="shuffled_control", encoder=loaded)
+        scores[f"{role}_evaluation_id"] = row["evaluation_id"]
+        scores[f"{role}_recall_at_10_6s"] = row["metrics"].get("recall_at_10_6s")
+    return ControlSummary(**run_summary(result).model_dump(), **scores)
 
 
-def train_params(args: argparse.Namespace) -> TrainParams:
-    """`s2f train`'s arguments as TrainParams (also read by `flows.torchrun`)."""
-    return TrainParams(**_common(args), decoder=args.decoder,
-                       vggface_weights=args.vggface_weights,
-                       overrides=parse_overrides(getattr(args, "set", None)))
+@flow(name="train-seeds")
+def train_seeds_flow(params: TrainSeedsParams) -> TrainSeedsSummary:
+    """One voice encoder per seed (registered), then the shuffled control (scored, unregistered).
+    Returns the last seed's summary with `seeds` (each seed's) and `control` beside it."""
+    logger = get_run_logger()
+    runs: list[TrainSummary] = []
+    for i in range(params.seeds):
+        tp = params.seed_params(i)
+        summary = train_flow.with_options(flow_run_name=f"train seed {tp.overrides['seed']}")(tp)
+        summary = summary.model_copy(update={"seed": tp.overrides["seed"]})
+        runs.append(summary)
+        logger.info("seed %s: version %s", summary.seed, summary.model_version)
+    control = control_task(params) if params.shuffled_control else None
+    return TrainSeedsSummary(**runs[-1].model_dump(), seeds=runs, control=control)
 
 
-def run_from_cli(args: argparse.Namespace) -> int:
-    """`s2f train-decoder` / `s2f train`: run the flow and print its summary. 0 when it
-    finished, 1 when it failed, 2 for bad parameters, 3 when another run of the same stage
-    holds the data directory."""
-    try:
-        if args.command == "train-decoder":
-            state = train_decoder_flow(TrainDecoderParams(**_common(args)), return_state=True)
-        else:
-            state = train_flow(train_params(args), return_state=True)
-    except ValueError as exc:
-        print(f"s2f {args.command}: {exc}")
-        return 2
+def run_train_decoder_from_cli(params: TrainDecoderParams) -> int:
+    """`s2f train-decoder`: see `_run_from_cli`."""
+    return _run_from_cli("train-decoder", train_decoder_flow, params)
+
+
+def run_train_from_cli(params: TrainParams) -> int:
+    """`s2f train`: see `_run_from_cli`."""
+    return _run_from_cli("train", train_flow, params)
+
+
+def _run_from_cli(command: str, stage_flow: Any, params: TrainDecoderParams) -> int:
+    """Run the flow and print its summary. 0 when it finished, 1 when it failed, 3 when another
+    run of the same stage holds the data directory."""
+    state = stage_flow(params, return_state=True)
     if state.is_failed() and isinstance(exc := state.result(raise_on_failure=False), StageLocked):
-        print(f"s2f {args.command}: {exc}", file=sys.stderr)
+        print(f"s2f {command}: {exc}", file=sys.stderr)
         return 3
     if not state.is_completed():
-        print(f"{args.command} failed: {state.message}")
+        print(f"{command} failed: {state.message}")
         return 1
-    summary = state.result()
-    for k, v in summary.items():
+    for k, v in state.result().printed().items():
         print(f"  {k:<14} {v}")
     return 0

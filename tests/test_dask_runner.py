@@ -93,15 +93,16 @@ def test_dask_cluster_gives_the_same_tables_as_threads(
         prefect_server: None, tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
 
-    from flows.pipeline import DATA_STAGES, PipelineParams, pipeline_flow
-    from flows.runners import RunnerParams, worker_env
+    from flows.params import STAGES, PipelineParams, RunnerParams
+    from flows.pipeline import pipeline_flow
+    from flows.runners import worker_env
 
     manifest, media = make_corpus(tmp_path / "corpus")
     dirs = {"threads": tmp_path / "threads", "dask": tmp_path / "dask"}
 
     def params(name: str, runner: RunnerParams) -> PipelineParams:
         return PipelineParams(data_dir=dirs[name], manifests=[manifest], media_root=media,
-                              stages=DATA_STAGES, shard_size=2, preprocess_workers=1 if name == "threads" else None,
+                              stages=[s.name for s in STAGES if s.shard_level], shard_size=2, preprocess_workers=1 if name == "threads" else None,
                               runner=runner)
 
     threads = pipeline_flow(params("threads", RunnerParams(kind="thread", max_workers=2)))
@@ -116,9 +117,9 @@ def test_dask_cluster_gives_the_same_tables_as_threads(
     assert len(loaded) == 2 and all(pid != os.getpid() for pid, _, _ in loaded.values())
     assert any(dlib and stage for _, dlib, stage in loaded.values())
 
-    assert threads["ingest"]["counts"] == dask["ingest"]["counts"] == {"missing_media": 1,
-                                                                       "ok": 2}
-    assert threads["preprocess"]["counts"] == dask["preprocess"]["counts"] == {"ok": 2}
+    assert threads.results["ingest"].counts == dask.results["ingest"].counts == {
+        "missing_media": 1, "ok": 2}
+    assert threads.results["preprocess"].counts == dask.results["preprocess"].counts == {"ok": 2}
     clips_columns = ["clip_key", "manifest", "line_no", "status", "error", "video_codec",
                      "width", "height", "media_duration_s", "audio_samples"]
     assert table_digest(dirs["dask"], "clips", clips_columns) == table_digest(

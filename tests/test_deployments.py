@@ -95,7 +95,7 @@ def test_every_key_is_read_by_prefect_and_schedules_parse() -> None:
         "flows/pipeline.py:pipeline_flow", "flows/ingest.py:ingest_flow",
         "flows/preprocess.py:preprocess_flow", "flows/train.py:train_decoder_flow",
         "flows/train.py:train_flow", "flows/evaluate.py:evaluate_flow",
-        "flows/evaluate.py:promote_flow"}
+        "flows/promote.py:promote_flow"}
 
 
 def test_parameters_validate_against_each_flows_model(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ yt-dlp against a loopback HTTP server.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import http.server
 import shutil
@@ -19,7 +18,7 @@ import polars as pl
 import pytest
 from ingest_helpers import copy_media, make_good, make_media_set
 
-from flows.cli import build_parser
+from flows.cli import build_parser, command_params, main
 from storage.io import read_extra, shard_paths
 from storage.layout import DataLayout
 from storage.status import clip_status
@@ -75,9 +74,7 @@ def test_flow_records_every_line_and_reruns_add_nothing(
     media_root = tmp_path / "media"
     copy_media(media_set, media_root)
     manifest = _write_manifest(tmp_path / "avspeech_train.csv", [line for line, _ in MANIFEST])
-    args = argparse.Namespace(manifest=[manifest], media_root=media_root, data_dir=data_dir,
-                              download=False, shard_size=4)
-    assert run_from_cli(args) == 0
+    assert run_from_cli(_params(manifest, media_root, data_dir)) == 0
     printed = capsys.readouterr().out
     assert "clips tables:" in printed and "corrupt_media    4" in printed
 
@@ -110,8 +107,8 @@ def test_flow_records_every_line_and_reruns_add_nothing(
     before = {p: p.stat().st_mtime_ns for p in shard_paths(DataLayout(data_dir), "clips")}
     params = _params(manifest, media_root, data_dir)
     summary = ingest_flow(params)
-    assert summary["shards_skipped"] == summary["shards"] == 5
-    assert summary["rows"] == len(expected)
+    assert summary.shards_skipped == summary.shards == 5
+    assert summary.clips == len(expected)
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert _clip_rows(data_dir).height == len(expected)
 
@@ -120,7 +117,7 @@ def test_flow_records_every_line_and_reruns_add_nothing(
     lost.unlink()
     (lost.parent / f".{lost.name}.tmp-1-deadbeef").write_bytes(b"partial")
     summary = ingest_flow(params)
-    assert summary["shards_skipped"] == 4
+    assert summary.shards_skipped == 4
     assert _clip_rows(data_dir).height == len(expected)
 
     # Appended lines (and media that appeared since) redo only the last shard and new ones.
@@ -129,7 +126,7 @@ def test_flow_records_every_line_and_reruns_add_nothing(
         fh.write("lateaddition,0,1,0.5,0.5\nmissingvid_,0.5,1.0,0.5,0.5\n")
     summary = ingest_flow(params)
     # Shard 1 (line 5 names missingvid_, now present) and shard 4 (lines 17-19) are redone.
-    assert (summary["shards"], summary["shards_skipped"]) == (5, 3)
+    assert (summary.shards, summary.shards_skipped) == (5, 3)
     status = clip_status(DataLayout(data_dir))
     assert status.height == len(expected) + 2
     assert status.filter(pl.col("line_no") == 5)["status"][0] == "ok"
@@ -139,38 +136,34 @@ def test_flow_records_every_line_and_reruns_add_nothing(
 
 
 def test_cli_rejects_bad_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.ingest import params_from_args, run_from_cli
+    from flows.params import IngestParams
 
-    args = argparse.Namespace(manifest=[tmp_path / "absent.csv"], media_root=tmp_path,
-                              data_dir=tmp_path / "d", download=False, shard_size=4)
-    assert run_from_cli(args) == 2
+    def ingest(*flags: str) -> int:
+        return main(["ingest", "--data-dir", str(tmp_path / "d"), *flags])
+
+    assert ingest("--manifest", str(tmp_path / "absent.csv"), "--media-root", str(tmp_path)) == 2
     assert "manifest not found" in capsys.readouterr().err
     manifest = _write_manifest(tmp_path / "m_train.csv", ["goodmp4____,0,1,0.5,0.5"])
-    args.manifest, args.shard_size = [manifest], 0
-    assert run_from_cli(args) == 2
-    args.shard_size, args.media_root = 4, tmp_path / "no-such-dir"
-    assert run_from_cli(args) == 2
+    assert ingest("--manifest", str(manifest), "--media-root", str(tmp_path),
+                  "--shard-size", "0") == 2
+    assert "shard_size" in capsys.readouterr().err
+    assert ingest("--manifest", str(manifest), "--media-root", str(tmp_path / "no-such-dir")) == 2
     assert "media root not found" in capsys.readouterr().err
-    # The real parser's namespace: a template without {id} is refused before any work.
-    args = build_parser().parse_args([
-        "ingest", "--manifest", str(manifest), "--media-root", str(tmp_path), "--data-dir",
-        str(tmp_path / "d"), "--download", "--url-template", "http://127.0.0.1:1/video.mp4"])
-    assert run_from_cli(args) == 2
+    # A template without {id} is refused before any work.
+    assert ingest("--manifest", str(manifest), "--media-root", str(tmp_path), "--download",
+                  "--url-template", "http://127.0.0.1:1/video.mp4") == 2
     assert "url_template must be an http(s) URL containing {id}" in capsys.readouterr().err
     # A manifest whose name does not say its split is refused before any work, naming the fix;
     # --split names it instead.
     latest = _write_manifest(tmp_path / "avspeech_latest.csv", ["goodmp4____,0,1,0.5,0.5"])
-    args = build_parser().parse_args([
-        "ingest", "--manifest", str(latest), "--media-root", str(tmp_path), "--data-dir",
-        str(tmp_path / "d")])
-    assert run_from_cli(args) == 2
+    assert ingest("--manifest", str(latest), "--media-root", str(tmp_path)) == 2
     err = capsys.readouterr().err
     assert "avspeech_latest.csv" in err and "--split" in err
     args = build_parser().parse_args([
         "ingest", "--manifest", str(latest), "--media-root", str(tmp_path), "--data-dir",
         str(tmp_path / "d"), "--split", "dev"])
-    params = params_from_args(args)
-    assert params.split == "dev"
+    _, params = command_params(args, "s2f ingest") or (None, None)
+    assert isinstance(params, IngestParams) and params.split == "dev"
     params.check_split_names()  # no error: the explicit split wins
 
 
@@ -212,7 +205,7 @@ def test_download_on_loopback(prefect_server: None, loopback_server: str, tmp_pa
     params = _params(manifest, media_root, data_dir, download=True, url_template=loopback_server,
                      download_retries=1, download_retry_delay_s=0.05)
     summary = ingest_flow(params)
-    assert summary["counts"] == {"ok": 2, "download_failed": 1}
+    assert summary.counts == {"ok": 2, "download_failed": 1}
     assert (media_root / "dlokvideo__.mp4").is_file()
     assert sorted(p.name for p in media_root.iterdir()) == ["dlokvideo__.mp4"]
     status = clip_status(DataLayout(data_dir))
@@ -224,7 +217,7 @@ def test_download_on_loopback(prefect_server: None, loopback_server: str, tmp_pa
     assert [r for r in _Handler.requests if "dlokvideo__" in r] == ["/dlokvideo__.mp4"] * 2
     # Re-run: nothing changed, so dead links are not retried and nothing is fetched again.
     _Handler.requests = []
-    assert ingest_flow(params)["shards_skipped"] == 1
+    assert ingest_flow(params).shards_skipped == 1
     assert _Handler.requests == []
 
 

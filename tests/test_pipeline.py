@@ -26,10 +26,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _params(data_dir: Path, corpus: tuple[Path, Path], **kw):
-    from flows.pipeline import DATA_STAGES, PipelineParams
+    from flows.params import STAGES, PipelineParams
 
     manifest, media = corpus
-    kw.setdefault("stages", DATA_STAGES)
+    kw.setdefault("stages", [s.name for s in STAGES if s.shard_level])
     return PipelineParams(data_dir=data_dir, manifests=[manifest], media_root=media,
                           shard_size=2, preprocess_workers=1, **kw)
 
@@ -38,7 +38,8 @@ def test_params_are_checked_before_any_stage_runs(
         prefect_server: None, corpus: tuple[Path, Path], data_dir: Path) -> None:
     from prefect.exceptions import ParameterTypeError
 
-    from flows.pipeline import PipelineParams, pipeline_flow
+    from flows.params import PipelineParams
+    from flows.pipeline import pipeline_flow
 
     # Model-level knobs: refused when the parameters are built.
     with pytest.raises(ValidationError):
@@ -82,21 +83,22 @@ def test_cli_pipeline(prefect_server: None, corpus: tuple[Path, Path], data_dir:
 
 
 def test_snapshot_names_follow_the_manifests(tmp_path: Path) -> None:
-    from flows.pipeline import PipelineParams, data_snapshot
+    from flows.params import PipelineParams
+    from flows.pipeline import manifest_snapshot
 
     manifest = tmp_path / "m" / "avspeech_train.csv"
     manifest.parent.mkdir()
     manifest.write_text("a,0,1,0.5,0.5\n")
     params = PipelineParams(data_dir=tmp_path / "d", manifest_dir=manifest.parent,
                             media_root=tmp_path)
-    first = data_snapshot(params)
-    assert first.startswith("avspeech_train-") and first == data_snapshot(params)
+    first = manifest_snapshot(params)
+    assert first.startswith("avspeech_train-") and first == manifest_snapshot(params)
     with manifest.open("a") as fh:
         fh.write("b,0,1,0.5,0.5\n")
     os.utime(manifest, ns=(time.time_ns(), time.time_ns() + 1_000_000))
-    assert data_snapshot(params) != first
+    assert manifest_snapshot(params) != first
     (manifest.parent / "avspeech_test.csv").write_text("c,0,1,0.5,0.5\n")
-    assert data_snapshot(params).startswith("avspeech_test+avspeech_train-")
+    assert manifest_snapshot(params).startswith("avspeech_test+avspeech_train-")
     from flows.pipeline import stage_label
 
     assert stage_label(["ingest", "preprocess"]) == "ingest+preprocess"
@@ -104,7 +106,7 @@ def test_snapshot_names_follow_the_manifests(tmp_path: Path) -> None:
         "train-decoder..promote")
     assert stage_label(["ingest", "train", "promote"]) == "ingest+train+promote"
     # Without ingest, the snapshot is the input table's shards.
-    assert data_snapshot(PipelineParams(data_dir=tmp_path / "d", stages=["preprocess"])
+    assert manifest_snapshot(PipelineParams(data_dir=tmp_path / "d", stages=["preprocess"])
                          ).startswith("clips-0shards-")
 
 
@@ -118,17 +120,17 @@ def test_pipeline_runs_the_stages_as_named_subflows_with_artifacts(
         FlowRunFilterParentFlowRunId,
     )
 
-    from flows.pipeline import data_snapshot, pipeline_flow
+    from flows.pipeline import manifest_snapshot, pipeline_flow
 
     params = _params(data_dir, corpus)
     state = pipeline_flow(params, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
-    snapshot = data_snapshot(params)
-    assert result["snapshot"] == snapshot
-    assert [r["stage"] for r in result["stages"]] == ["ingest", "preprocess"]
-    assert result["ingest"]["counts"] == {"missing_media": 1, "ok": 2}
-    assert result["preprocess"]["counts"] == {"ok": 2}
+    snapshot = manifest_snapshot(params)
+    assert result.manifest_snapshot == snapshot
+    assert [r.stage for r in result.stages] == ["ingest", "preprocess"]
+    assert result.results["ingest"].counts == {"missing_media": 1, "ok": 2}
+    assert result.results["preprocess"].counts == {"ok": 2}
 
     # The Parquet tables are the hand-off: clips -> preprocess/faces/face_features.
     assert read_table(data_dir, "clips").height == 3
@@ -167,9 +169,10 @@ def test_pipeline_runs_the_stages_as_named_subflows_with_artifacts(
     before = {p: p.stat().st_mtime_ns for t in ("clips", "preprocess")
               for p in shard_paths(DataLayout(data_dir), t)}
     again = pipeline_flow(params)
-    assert again["snapshot"] == snapshot
-    assert again["ingest"]["shards_skipped"] == again["ingest"]["shards"] == 2
-    assert again["preprocess"]["shards_skipped"] == 2 and again["preprocess"]["shards_done"] == 0
+    assert again.manifest_snapshot == snapshot
+    ingest, preprocess = again.results["ingest"], again.results["preprocess"]
+    assert ingest.shards_skipped == ingest.shards == 2
+    assert preprocess.shards_skipped == 2 and preprocess.shards_run == 0
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
@@ -181,7 +184,8 @@ def test_pipeline_trains_evaluates_and_promotes_with_mlflow_links(
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.pipeline import MODEL_STAGES, PipelineParams, pipeline_flow
+    from flows.params import STAGES, PipelineParams
+    from flows.pipeline import pipeline_flow
     from s2f.train.synthetic import SyntheticCorpus, build
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -192,41 +196,46 @@ def test_pipeline_trains_evaluates_and_promotes_with_mlflow_links(
     layout = DataLayout(tmp_path / "data").ensure()
     build(layout, SyntheticCorpus(identities=12, clips_per_identity=2, test_identities=4, dim=8,
                                   seconds=1.5, shard_size=8))
-    params = PipelineParams(data_dir=layout.root, stages=MODEL_STAGES, decoder_steps=2,
+    model_stages = [s.name for s in STAGES if s.tracked]
+    params = PipelineParams(data_dir=layout.root, stages=model_stages, decoder_steps=2,
                             train_steps=2, bootstrap=10)
     with pytest.raises(ValueError, match="track"):
         params.model_copy(update={"track": False}).stage_params()
     state = pipeline_flow(params, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
-    assert [r["stage"] for r in result["stages"]] == MODEL_STAGES
-    assert result["snapshot"].startswith("face_features-")
-    train_run = result["train"]["run_id"]
+    assert [r.stage for r in result.stages] == model_stages
+    assert result.manifest_snapshot.startswith("face_features-")
+    train_run = result.results["train"].run_id
     assert mlflow.get_run(train_run).info.status == "FINISHED"
-    assert result["promote"]["decision"] in {"promoted", "rejected", "unchanged"}
+    decision = result.results["promote"].decision
+    assert decision in {"promoted", "rejected", "unchanged"}
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     links = {a.key: a for a in artifacts}["pipeline-mlflow"].data
-    assert f"runs:/{train_run}" in links and f"runs:/{result['train-decoder']['run_id']}" in links
-    assert result["promote"]["decision"] in links and uri in links
+    assert f"runs:/{train_run}" in links
+    assert f"runs:/{result.results['train-decoder'].run_id}" in links
+    assert decision in links and uri in links
+    # Every model stage's row names its MLflow run, the promotion gate's too.
+    assert f"runs:/{result.results['promote'].run_id}" in links
 
     # What `s2f demo` does after training: faces for a few test voices, then the report's
     # inputs: the evaluation as stored, the model card from MLflow, and the places.
-    from flows.pipeline import demo_evaluation, demo_places, predict_demo_voices, save_model_card
+    from flows.demo import demo_evaluation, demo_places, predict_demo_voices, save_model_card
     from s2f.evaluation.record import read_evaluations
 
     predicted = predict_demo_voices(layout, n=2)
     pngs = sorted(str(p) for p in (layout.root / "predictions").glob("*.png"))
     assert sorted(p.image_path for p in predicted) == pngs and len(pngs) == 2
-    row = demo_evaluation(layout, result["evaluate"])
+    row = demo_evaluation(layout, result.results["evaluate"])
     name, version = row["model_name"], row["model_version"]
     stored = read_evaluations(layout)[-1]  # the table's row (test, written after dev)
     assert {k: v for k, v in row.items() if k != "metrics"} == {
         k: v for k, v in stored.items() if k != "metrics"}
     assert row["metrics"] == pytest.approx(stored["metrics"], nan_ok=True)  # NaN: tiny pools
-    assert row["role"] == "test" and result["evaluate"]["seeds"][0]["model_version"] == version
+    assert row["role"] == "test" and result.results["evaluate"].seeds[0].model_version == version
     card = save_model_card(layout, row)
     assert card == layout.root / "reports" / f"model_card-{name}-v{version}.md"
     text = card.read_text()  # the card the evaluate stage logged and set as the description

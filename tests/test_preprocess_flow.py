@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 from typing import Any
@@ -108,8 +107,8 @@ def test_flow_writes_tables_resumes_and_redoes_changed_shards(
     shard1 = _write_clips(layout, 1, [_row(media["noface"], "vp9", 4)])
     params = PreprocessParams(data_dir=data_dir)
     summary = preprocess_flow(params)
-    assert summary["counts"] == {"ok": 2, "decode_failed": 1, "no_face": 1}
-    assert (summary["shards_done"], summary["shards_skipped"]) == (2, 0)
+    assert summary.counts == {"ok": 2, "decode_failed": 1, "no_face": 1}
+    assert (summary.shards_run, summary.shards_skipped) == (2, 0)
     out0 = layout.shard_path("preprocess", "unit", 0)
     decoders = {r["video_decoder"] for r in pq.read_table(out0).to_pylist() if r["status"] == "ok"}
     assert decoders == {"dali-cpu", "pyav"}
@@ -121,15 +120,15 @@ def test_flow_writes_tables_resumes_and_redoes_changed_shards(
 
     mtimes = {p: p.stat().st_mtime_ns for p in layout.root.glob("tables/preprocess/unit/*")}
     again = preprocess_flow(params)
-    assert (again["shards_done"], again["shards_skipped"]) == (0, 2)
-    assert again["counts"] == summary["counts"]
+    assert (again.shards_run, again.shards_skipped) == (0, 2)
+    assert again.counts == summary.counts
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
     # A changed input shard is redone; the other is skipped.
     _write_clips(layout, 1, [_row(media["noface"], "vp9", 4), _row(media["vp9"], "vp9", 15)])
     third = preprocess_flow(params)
-    assert (third["shards_done"], third["shards_skipped"]) == (1, 1)
-    assert third["counts"] == {"ok": 3, "decode_failed": 1, "no_face": 1}
+    assert (third.shards_run, third.shards_skipped) == (1, 1)
+    assert third.counts == {"ok": 3, "decode_failed": 1, "no_face": 1}
     assert shard0.exists() and shard1.exists()
 
     from prefect.client.orchestration import get_client
@@ -146,23 +145,22 @@ def test_flow_writes_tables_resumes_and_redoes_changed_shards(
 
 def test_cli_refuses_vggface_without_weights(capsys: pytest.CaptureFixture[str],
                                              data_dir: Path) -> None:
-    from flows.preprocess import run_from_cli
+    from flows.cli import main
 
-    args = argparse.Namespace(data_dir=data_dir, frames=3, detector="hog", encoder="vggface",
-                              vggface_weights=None)
-    assert run_from_cli(args) == 2
-    assert "--vggface-weights" in capsys.readouterr().out
+    # Refused while the parameters are built: before Prefect or a flow run starts.
+    assert main(["preprocess", "--data-dir", str(data_dir), "--encoder", "vggface"]) == 2
+    assert "--vggface-weights" in capsys.readouterr().err
 
 
 def test_cli_prints_counts_and_table_paths(prefect_server: None, data_dir: Path,
                                            media: dict[str, Path],
                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.params import PreprocessParams
     from flows.preprocess import run_from_cli
 
     _write_clips(DataLayout(data_dir).ensure(), 0, [_row(media["vp9"], "vp9", 1)])
-    args = argparse.Namespace(data_dir=data_dir, frames=3, detector="hog",
-                              encoder="dlib-resnet", vggface_weights=None)
-    assert run_from_cli(args) == 0
+    assert run_from_cli(PreprocessParams(data_dir=data_dir, frames=3, detector="hog",
+                                         encoder="dlib-resnet")) == 0
     out = capsys.readouterr().out
     assert "ok" in out and str(DataLayout(data_dir).table_dir("face_features")) in out
 

@@ -158,7 +158,7 @@ def test_batchnorm_swaps_keep_the_weights() -> None:
 
 
 def test_set_flags_parse_as_json_or_text() -> None:
-    from flows.train import parse_overrides
+    from flows.params import parse_overrides
 
     assert parse_overrides(["batch_size=64", "channels=[4,8]", "bf16=false", "run_name=a=b"]) \
         == {"batch_size": 64, "channels": [4, 8], "bf16": False, "run_name": "a=b"}

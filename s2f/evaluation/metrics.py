@@ -22,6 +22,10 @@ from typing import Literal
 
 import numpy as np
 
+# Bootstrap resamples of every confidence interval, unless a caller says otherwise (the CLI's
+# and the flows' `--bootstrap` default too).
+DEFAULT_BOOTSTRAP = 1000
+
 RECALL_KS = (1, 2, 5, 10, 20, 50)
 
 
@@ -102,7 +106,7 @@ def retrieval_recall(ranks: np.ndarray, pool_size: int,
 
 
 def bootstrap_ci(values: np.ndarray, statistic: Callable[[np.ndarray], float] = np.mean,
-                 n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+                 n_boot: int = DEFAULT_BOOTSTRAP, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of `statistic` over per-sample `values`."""
     values = np.asarray(values)
     if len(values) == 0:

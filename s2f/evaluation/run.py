@@ -41,6 +41,7 @@ from s2f.evaluation.data import (
     training_features,
 )
 from s2f.evaluation.landmarks import detect_landmarks
+from s2f.evaluation.metrics import DEFAULT_BOOTSTRAP
 from s2f.evaluation.record import (
     EvaluationResult,
     find_test_row,
@@ -252,7 +253,7 @@ def _score_reconstructions(layout: DataLayout, es: EvalSet, decoder: LoadedModel
 def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
                    decoder_uri: str | None = DEFAULT_DECODER_URI,
                    identities_path: Path | None = None, seconds: Sequence[float] = SECONDS,
-                   n_boot: int = 1000, grid_size: int = 8, max_reconstructions: int = 1000,
+                   n_boot: int = DEFAULT_BOOTSTRAP, grid_size: int = 8, max_reconstructions: int = 1000,
                    device: str = "cpu", record: bool = True, seed: int = 0,
                    role: EvalRole = "test", kind: str = "model",
                    encoder: LoadedModel | None = None) -> EvaluationResult:

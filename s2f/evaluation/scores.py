@@ -69,7 +69,7 @@ def similarity_scores(pred: np.ndarray, true: np.ndarray, method: str, seconds: 
 
 
 def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, method: str,
-                     seconds: float | None, n_boot: int = 1000, seed: int = 0
+                     seconds: float | None, n_boot: int = metrics.DEFAULT_BOOTSTRAP, seed: int = 0
                      ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """recall@K against the per-identity pool, each with a bootstrap CI over voices."""
     ranks = metrics.retrieval_ranks(pred, pool, target)
@@ -88,7 +88,7 @@ def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, met
 
 
 def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
-                           seconds: float | None, n_boot: int = 1000, seed: int = 0,
+                           seconds: float | None, n_boot: int = metrics.DEFAULT_BOOTSTRAP, seed: int = 0,
                            max_pool: int = PAPER_MAX_POOL
                            ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """The paper's retrieval protocol (supplementary material): the database is the true

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from s2f.evaluation.data import DEFAULT_DEV_FRACTION, current_split_snapshot_id
+from s2f.evaluation.metrics import DEFAULT_BOOTSTRAP
 from s2f.evaluation.record import latest_evaluation, use_experiment
 from s2f.registry.inference import DEFAULT_FACE_ENCODER, ModelResolutionError
 from s2f.registry.names import (
@@ -45,6 +46,7 @@ from s2f.registry.names import (
     VOICE_ENCODER_NAME,
     model_uri,
 )
+from s2f.release import DEFAULT_MIN_DIVERSITY
 from storage.layout import DataLayout
 
 EXPERIMENT = "speech2face-promotion"
@@ -171,9 +173,9 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, margin: 
 
 
 def promote(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME, margin: float = 0.0,
-            min_diversity: float = 0.2, allow_different_data: bool = False,
+            min_diversity: float = DEFAULT_MIN_DIVERSITY, allow_different_data: bool = False,
             evaluate_missing: bool = True, decoder_uri: str | None = None,
-            n_boot: int = 1000) -> PromotionResult:
+            n_boot: int = DEFAULT_BOOTSTRAP) -> PromotionResult:
     """Run the gate on `model_name@challenger` vs `@champion`; moves the aliases if it passes.
     `decoder_uri` (for evaluations it has to run) defaults to the decoder's challenger."""
     import mlflow
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m s2f.release.promote")
     p.add_argument("data_dir", type=Path)
     p.add_argument("--margin", type=float, default=0.0)
-    p.add_argument("--min-diversity", type=float, default=0.2)
+    p.add_argument("--min-diversity", type=float, default=DEFAULT_MIN_DIVERSITY)
     args = p.parse_args(argv)
     layout = DataLayout(args.data_dir)
     os.environ.setdefault("MLFLOW_TRACKING_URI", layout.mlflow_tracking_uri)

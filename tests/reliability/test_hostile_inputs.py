@@ -124,9 +124,9 @@ def test_hostile_manifest_and_media_through_the_flow(
     data_dir = tmp_path / "data"
     summary = ingest_flow(IngestParams(manifests=[hostile["manifest"]], media_root=hostile["media"],
                                        data_dir=data_dir, shard_size=7))
-    assert summary["failed_shards"] == []
+    assert summary.failed_shards == []
     frame = check_clips(data_dir, {"hostile_train": hostile["manifest"]})
-    assert frame.height == len(hostile["expected"]) == summary["rows"]
+    assert frame.height == len(hostile["expected"]) == summary.clips
     got = dict(zip(frame["line_no"], frame["status"], strict=True))
     for line_no, status in hostile["expected"].items():
         if status is not None:  # damaged media: any recorded status (checked by check_clips)

@@ -180,8 +180,9 @@ def _stage_cli(stage: str, data_dir: Path) -> list[str]:
 @pytest.mark.slow
 def test_second_preprocess_and_train_are_refused(prefect_server: None, faces: dict,
                                                  tmp_path: Path) -> None:
+    from flows.params import TrainDecoderParams, TrainParams
     from flows.preprocess import PreprocessParams, preprocess_flow
-    from flows.train import TrainDecoderParams, TrainParams, train_decoder_flow, train_flow
+    from flows.train import train_decoder_flow, train_flow
     from s2f.preprocess.shards import OUTPUT_TABLES
 
     from .stage_helpers import ingest_clips

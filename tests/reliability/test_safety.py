@@ -110,7 +110,7 @@ def test_manifest_ids_go_through_validation_in_the_flow(prefect_server: None, sp
     summary = ingest_flow(IngestParams(
         manifests=[manifest], media_root=tmp_path / "media", data_dir=tmp_path / "data",
         download=True, url_template=spy, download_retries=0))
-    assert summary["counts"] == {"invalid_row": 4, "download_failed": 1}
+    assert summary.counts == {"invalid_row": 4, "download_failed": 1}
     frame = check_clips(tmp_path / "data", {"unsafe_train": manifest})
     assert frame.filter(pl.col("status") == "download_failed")["youtube_id"].to_list() == [
         "--exec-befo"]

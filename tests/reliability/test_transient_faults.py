@@ -90,7 +90,7 @@ def test_download_retried_with_backoff_then_recorded(prefect_server: None,
                           download=True, url_template=template, download_retries=2,
                           download_retry_delay_s=FIRST_DELAY_S, shard_size=2)
     summary = ingest_flow(params)
-    assert summary["counts"] == {"ok": 2, "download_failed": 2}
+    assert summary.counts == {"ok": 2, "download_failed": 2}
     frame = check_clips(data_dir, {"dl_train": manifest})
     failed = frame.filter(pl.col("status") == "download_failed")
     assert all("503" in e and "alwaysdown_" in e for e in failed["error"])
@@ -164,6 +164,6 @@ def test_full_disk_fails_clearly_and_keeps_earlier_shards(
 
     monkeypatch.setattr(os, "fsync", disk.real)  # space freed
     summary = ingest_flow(params)
-    assert summary["shards_skipped"] == len(written) and summary["failed_shards"] == []
+    assert summary.shards_skipped == len(written) and summary.failed_shards == []
     frame = check_clips(data_dir, {"disk_train": manifest})
     assert frame.height == 15 and (frame["status"] == "ok").sum() == 14
