@@ -10,14 +10,12 @@ import torch
 
 from s2f.media.audio import spectrogram
 from s2f.registry.inference import load_registered_model
+from s2f.registry.names import CHALLENGER, FACE_DECODER_NAME, VOICE_ENCODER_NAME
 from s2f.train.config import DecoderTrainConfig, TrainConfig
 from s2f.train.decoder import train_face_decoder
 from s2f.train.synthetic import SyntheticCorpus, build
 from s2f.train.tracking import (
-    CHALLENGER,
     EXPERIMENT,
-    FACE_DECODER_MODEL,
-    VOICE_ENCODER_MODEL,
     input_fingerprint,
 )
 from s2f.train.voice import train_voice_encoder
@@ -47,7 +45,7 @@ def test_runs_are_tracked_and_models_registered(tmp_path: Path,
         assert mlflow.get_tracking_uri() == layout.mlflow_tracking_uri
         client = MlflowClient()
         assert dec.model_version == "1" and voice.model_version == "1"
-        for name in (VOICE_ENCODER_MODEL, FACE_DECODER_MODEL):
+        for name in (VOICE_ENCODER_NAME, FACE_DECODER_NAME):
             assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == "1"
             assert "Never use it to identify" in client.get_model_version(name, "1").description
         run = client.get_run(voice.run_id)
@@ -60,7 +58,7 @@ def test_runs_are_tracked_and_models_registered(tmp_path: Path,
         assert {"plots/loss.png", "plots/faces.png"} <= arts
         exp = client.get_experiment_by_name(EXPERIMENT)
         assert exp.artifact_location.startswith(layout.mlflow_artifacts.as_uri())
-        uri = f"models:/{VOICE_ENCODER_MODEL}@{CHALLENGER}"
+        uri = f"models:/{VOICE_ENCODER_NAME}@{CHALLENGER}"
         enc = load_registered_model(uri).module
         wave = torch.randn(2, 16000)
         spec = spectrogram(wave, TrainConfig(seconds=1.0).audio_config())
@@ -71,7 +69,7 @@ def test_runs_are_tracked_and_models_registered(tmp_path: Path,
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(pyfunc.predict(spec.numpy())),
                                        voice.model(spec))
-        face = mlflow.pyfunc.load_model(f"models:/{FACE_DECODER_MODEL}@{CHALLENGER}")
+        face = mlflow.pyfunc.load_model(f"models:/{FACE_DECODER_NAME}@{CHALLENGER}")
         assert face.predict(torch.randn(2, 8).numpy()).shape == (2, 3, 32, 32)
     finally:
         mlflow.set_tracking_uri(previous)

@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 
 from s2f.evaluation.scores import Scores
 from s2f.registry.inference import ModelRef
+from s2f.registry.names import use_experiment as use_mlflow_experiment
 from storage.io import read_shard, rows_to_table, shard_paths, write_table_atomic
 from storage.layout import DataLayout, safe_name
 from storage.schemas import EVALUATIONS
@@ -89,16 +90,8 @@ def new_evaluation_id() -> str:
 
 
 def use_experiment(name: str, artifact_root: Path | None) -> None:
-    """Make `name` the active experiment, creating it with its artifacts under
-    `artifact_root/name` (absolute, in the data directory) when it does not exist yet: with a
-    SQLite store the default would be ./mlruns of whatever the current directory is."""
-    import mlflow
-
-    if artifact_root is not None and mlflow.get_experiment_by_name(name) is None:
-        location = Path(artifact_root).resolve() / name
-        location.mkdir(parents=True, exist_ok=True)
-        mlflow.create_experiment(name, artifact_location=location.as_uri())
-    mlflow.set_experiment(name)
+    """Make `name` the active experiment, its artifacts under `artifact_root/name`."""
+    use_mlflow_experiment(name, artifact_root / name if artifact_root is not None else None)
 
 
 def log_to_mlflow(result: EvaluationResult, artifact_root: Path | None = None) -> str:

@@ -1,11 +1,15 @@
-"""Names shared by training, evaluation, promotion and inference: registered models, aliases.
+"""Names shared by training, evaluation, promotion and inference: registered models, aliases,
+and the one way an MLflow experiment is chosen (`use_experiment`).
 
-Kept free of heavy imports so that flows and the CLI can use them at import time.
+Kept free of heavy imports (mlflow is imported inside `use_experiment`) so that flows and the
+CLI can use them at import time.
 
     python -m s2f.registry.names      # prints the default model URIs
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 VOICE_ENCODER_NAME = "speech2face-voice-encoder"
 FACE_DECODER_NAME = "speech2face-face-decoder"
@@ -14,6 +18,19 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 def model_uri(name: str, alias: str) -> str:
     return f"models:/{name}@{alias}"
+
+
+def use_experiment(name: str, artifact_location: Path | None) -> None:
+    """Make `name` the active MLflow experiment, creating it with its artifacts at
+    `artifact_location` (absolute, in the data directory) when it does not exist yet: with a
+    SQLite store the default would be ./mlruns of whatever the current directory is."""
+    import mlflow
+
+    if artifact_location is not None and mlflow.get_experiment_by_name(name) is None:
+        location = Path(artifact_location).resolve()
+        location.mkdir(parents=True, exist_ok=True)
+        mlflow.create_experiment(name, artifact_location=location.as_uri())
+    mlflow.set_experiment(name)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ from s2f.registry.inference import (
     load_registered_model,
     model_uri,
 )
+from s2f.registry.names import use_experiment
 from storage.layout import DataLayout
 
 PYFUNC_NAME = "speech2face-pyfunc"
+SERVING_EXPERIMENT = "speech2face-serving"
 CODE_PATH = Path(__file__).with_name("pyfunc_model.py")
 
 
@@ -36,8 +38,6 @@ def log_pyfunc_model(encoder_uri: str = model_uri(VOICE_ENCODER_NAME, "champion"
     """Log (and register) the pyfunc model in a new run; returns MLflow's ModelInfo.
     `layout`: keep the run's artifacts under its MLflow artifact directory."""
     import mlflow
-
-    from s2f.evaluation.record import use_experiment
 
     enc = load_registered_model(encoder_uri)
     dec = load_registered_model(decoder_uri)
@@ -51,7 +51,8 @@ def log_pyfunc_model(encoder_uri: str = model_uri(VOICE_ENCODER_NAME, "champion"
               "decoder_uri": decoder_uri, "decoder_name": dec.ref.name,
               "decoder_version": dec.ref.version, "encoder": enc.face_encoder,
               "window": audio.window, "compression": audio.compression, "seconds": seconds}
-    use_experiment("speech2face-serving", layout.mlflow_artifacts if layout else None)
+    use_experiment(SERVING_EXPERIMENT,
+                   layout.mlflow_artifacts / SERVING_EXPERIMENT if layout else None)
     with mlflow.start_run(run_name=f"pyfunc {enc.ref.label()} + {dec.ref.label()}"):
         return mlflow.pyfunc.log_model(
             name="speech2face", python_model=str(CODE_PATH), artifacts=artifacts,

@@ -27,6 +27,7 @@ import torch
 
 from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig, to_mean_shape
 from s2f.models.losses import face_decoder_loss_terms
+from s2f.registry.names import FACE_DECODER_NAME
 from s2f.train import checkpoint
 from s2f.train.checkpoint import RunResult
 from s2f.train.config import DecoderTrainConfig, resolve_device
@@ -34,7 +35,6 @@ from s2f.train.face_data import FaceSet, load_face_set
 from s2f.train.readback import Terms, host_floats
 from s2f.train.runner import KeptWeights, run
 from s2f.train.tracking import (
-    FACE_DECODER_MODEL,
     NullTracker,
     git_commit,
     input_fingerprint,
@@ -184,7 +184,7 @@ class DecoderTrainer:
 
     def registration(self) -> tuple[str, np.ndarray, str, str]:
         """(artifact name, example input, registered name, model card)."""
-        return ("face_decoder", self.train.features[:2].numpy(), FACE_DECODER_MODEL,
+        return ("face_decoder", self.train.features[:2].numpy(), FACE_DECODER_NAME,
                 model_card("face decoder", "Maps a face feature to a frontal face image "
                            "(Cole et al. 2017).", self.cfg.model_dump_json()))
 

@@ -25,13 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from s2f.registry.names import CHALLENGER, use_experiment
 from storage.io import read_extra, shard_paths
 from storage.layout import DataLayout
 
 EXPERIMENT = "speech2face"
-VOICE_ENCODER_MODEL = "speech2face-voice-encoder"
-FACE_DECODER_MODEL = "speech2face-face-decoder"
-CHALLENGER = "challenger"
 PYFUNC_CODE = Path(__file__).resolve().parents[1] / "registry" / "pyfunc_weights.py"
 
 MODEL_CARD = """# {name}
@@ -174,10 +172,7 @@ class MlflowTracker(NullTracker):
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
         self.mlflow = mlflow
-        if artifact_location is not None and mlflow.get_experiment_by_name(experiment) is None:
-            # absolute, under the data directory (the default would be ./mlruns of the cwd)
-            mlflow.create_experiment(experiment, artifact_location=artifact_location.as_uri())
-        mlflow.set_experiment(experiment)
+        use_experiment(experiment, artifact_location)
         self.run = mlflow.start_run(run_name=run_name)
         self.run_id = self.run.info.run_id
 

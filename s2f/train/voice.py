@@ -52,6 +52,7 @@ from s2f.media.audio import spectrogram
 from s2f.models.face_decoder import FaceDecoder
 from s2f.models.losses import speech2face_loss, speech2face_loss_terms
 from s2f.models.voice_encoder import VoiceEncoder
+from s2f.registry.names import VOICE_ENCODER_NAME
 from s2f.train.checkpoint import (
     LAST,
     RunResult,
@@ -70,7 +71,6 @@ from s2f.train.prefetch import prefetched
 from s2f.train.readback import Terms, host_floats
 from s2f.train.runner import KeptWeights, run
 from s2f.train.tracking import (
-    VOICE_ENCODER_MODEL,
     NullTracker,
     git_commit,
     input_fingerprint,
@@ -348,7 +348,7 @@ class VoiceTrainer:
     def registration(self) -> tuple[str, np.ndarray, str, str]:
         """(artifact name, example input, registered name, model card)."""
         spec = spectrogram(self.train.load(self.train.plan(0)[0][:2]).waves, self.audio)
-        return ("voice_encoder", spec.numpy(), VOICE_ENCODER_MODEL,
+        return ("voice_encoder", spec.numpy(), VOICE_ENCODER_NAME,
                 model_card("voice encoder", "Maps 16 kHz speech (compressed complex STFT) to a "
                            "face feature; decode it with the face decoder to draw a face.",
                            self.cfg.model_dump_json()))
