@@ -57,9 +57,12 @@ def run_demo_from_cli(params: DemoParams) -> int:
               if p.error is None and p.image_path] if "train" in results else []
     evaluated = results.get("evaluate")
     evaluated = evaluated if isinstance(evaluated, EvaluateSummary) else None
-    row = demo_evaluation(layout, evaluated)
+    from s2f.evaluation.record import read_evaluations
+
+    stored = {r["evaluation_id"]: r for r in read_evaluations(layout)}
+    row = demo_evaluation(stored, evaluated)
     card = save_model_card(layout, row)
-    seed_rows, control_row = demo_seed_rows(layout, summary)
+    seed_rows, control_row = demo_seed_rows(stored, summary)
     promoted = results.get("promote")
     report = demo_report(row, promoted.model_dump() if promoted else None,
                          demo_places(layout, flow_run_id, row, images, card),
@@ -82,8 +85,9 @@ def demo_pipeline_params(params: DemoParams, layout: DataLayout) -> PipelinePara
     corpus_dir = layout.demo_corpus_dir
     config = CorpusConfig(out=corpus_dir, identities=params.identities,
                           clips_per_identity=params.clips_per_identity, seed=params.seed)
-    print(demo_plan(params, corpus_is_complete(config)), flush=True)
-    if corpus_is_complete(config):
+    exists = corpus_is_complete(config)
+    print(demo_plan(params, exists), flush=True)
+    if exists:
         print(f"demo corpus: reusing {corpus_dir}")
     else:
         print(f"demo corpus: building {params.identities} identities × "
@@ -123,25 +127,19 @@ def demo_plan(params: DemoParams, corpus_exists: bool) -> str:
                      params.seeds, control)
 
 
-def demo_evaluation(layout: DataLayout, returned: EvaluateSummary | None
+def demo_evaluation(by_id: dict[str, dict[str, Any]], returned: EvaluateSummary | None
                     ) -> dict[str, Any] | None:
-    """The demo's evaluation as stored: its row of the `evaluations` table (the evaluate flow's
-    row only if it cannot be read back)."""
-    from s2f.evaluation.record import read_evaluations
-
+    """The demo's evaluation as stored: its row of the `evaluations` table (`by_id`: the rows
+    by evaluation id; the evaluate flow's row only if it cannot be read back)."""
     if returned is None:
         return None
-    stored = [r for r in read_evaluations(layout)
-              if r["evaluation_id"] == returned.evaluation_id]
-    return stored[-1] if stored else returned.row
+    return by_id.get(returned.evaluation_id, returned.row)
 
 
-def demo_seed_rows(layout: DataLayout, summary: PipelineSummary
+def demo_seed_rows(by_id: dict[str, dict[str, Any]], summary: PipelineSummary
                    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """This run's test rows of every seed's version and of the shuffled control, as stored."""
-    from s2f.evaluation.record import read_evaluations
-
-    by_id = {r["evaluation_id"]: r for r in read_evaluations(layout)}
+    """This run's test rows of every seed's version and of the shuffled control, as stored
+    (`by_id`: the `evaluations` rows by evaluation id)."""
     evaluated, trained = summary.results.get("evaluate"), summary.results.get("train")
     seeds = [by_id[s.test_evaluation_id] for s in
              (evaluated.seeds if isinstance(evaluated, EvaluateSummary) else [])

@@ -229,7 +229,8 @@ def test_pipeline_trains_evaluates_and_promotes_with_mlflow_links(
     predicted = predict_demo_voices(layout, n=2)
     pngs = sorted(str(p) for p in (layout.root / "predictions").glob("*.png"))
     assert sorted(p.image_path for p in predicted) == pngs and len(pngs) == 2
-    row = demo_evaluation(layout, result.results["evaluate"])
+    row = demo_evaluation({r["evaluation_id"]: r for r in read_evaluations(layout)},
+                          result.results["evaluate"])
     name, version = row["model_name"], row["model_version"]
     stored = read_evaluations(layout)[-1]  # the table's row (test, written after dev)
     assert {k: v for k, v in row.items() if k != "metrics"} == {

@@ -130,17 +130,17 @@ def _seed(encoder: LoadedModel) -> int | None:
         return None
 
 
-def oracle_predictions(layout: DataLayout, es: EvalSet, identities_path: Path,
-                       dev_fraction: float) -> np.ndarray | None:
+def oracle_predictions(es: EvalSet, identities_path: Path, train_ids: list[str],
+                       train_feats: np.ndarray) -> np.ndarray | None:
     """The oracle ceiling's prediction for each clip of `es`: ridge from the identity's exact
     voice settings (`scores.voice_design`) to the face feature, fitted on the train role's
-    clips. None when the identities table has no voice settings (not the demo corpus)."""
+    clips (`train_ids`, `train_feats`: `training_features`). None when the identities table
+    has no voice settings (not the demo corpus)."""
     table = load_identities(identities_path)
     try:
         voice_design(table)
     except ValueError:
         return None
-    train_ids, train_feats = training_features(layout, es.encoder, dev_fraction)
     by_video = table.unique("youtube_id", keep="first")
 
     def design_of(ids: list[str], cats: dict[str, list[str]] | None = None
@@ -211,11 +211,11 @@ def _score_controls(layout: DataLayout, es: EvalSet, identities_path: Path | Non
                     dev_fraction: float, pool: np.ndarray, target: np.ndarray, n_boot: int,
                     seed: int, scored: _Scored) -> list[str]:
     """Score the mean training face and (with voice settings) the oracle; returns their names."""
-    mean_face = training_features(layout, es.encoder, dev_fraction)[1].mean(axis=0)
+    train_ids, train_feats = training_features(layout, es.encoder, dev_fraction)  # read once
     controls: list[tuple[str, np.ndarray]] = [
-        ("mean_face", np.broadcast_to(mean_face, es.features.shape))]
+        ("mean_face", np.broadcast_to(train_feats.mean(axis=0), es.features.shape))]
     oracle = None if identities_path is None else oracle_predictions(
-        layout, es, identities_path, dev_fraction)
+        es, identities_path, train_ids, train_feats)
     if oracle is not None:
         controls.append(("oracle", oracle))
     for method, control in controls:
