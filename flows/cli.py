@@ -1,6 +1,7 @@
 """`s2f`: the command line of the speech2face pipeline.
 
     s2f demo            [--data-dir DIR]        corpus -> ingest -> preprocess -> ... end to end
+    s2f real-pairs      --pairs DIR             real voice-face pairs -> train, evaluate, report
     s2f demo-corpus     --out DIR               build the offline demo corpus (faces + voices)
     s2f pipeline        --data-dir DIR ...      the chosen stages as one Prefect run (Dask optional)
     s2f ingest          --manifest CSV ...      validate an AVSpeech manifest, probe media, cut audio
@@ -112,6 +113,25 @@ COMMANDS: tuple[Command, ...] = (
              Flag("config"), Flag("decoder_steps"), Flag("train_steps"), Flag("bootstrap"),
              Flag("runner.kind", "--runner"), Flag("runner.dask_address", "--dask-address"),
              Flag("runner.dask_workers", "--dask-workers"))),
+    Command("real-pairs", P.RealPairsParams, "flows.real_pairs:run_real_pairs_from_cli",
+            "train and score on real voice-face pairs, beside the paper's reconstructions",
+            "With --pairs DIR (a directory laid out like the Speech2Face project page: "
+            "avspeech_res/, voxceleb/, retrieve/; a clone of the page's repository works as it "
+            "is): ingest the pairs into the clips table split by person (stratified by gender), "
+            "preprocess the faces, train the face decoder and the voice encoder (N seeds and "
+            "the shuffled-voice control at the same steps), evaluate on dev (picks the seed) and "
+            "test (once), promote, and print the report: our rows beside the paper's own "
+            "reconstructions (Face_exg0, Face_f2f) scored the same way, the mean face, the "
+            "F0-only ridge, gender-only, the control and chance, with gender and age agreement "
+            "(saved under DATA_DIR/reports with a contact sheet). With --score-on OTHER_DIR: "
+            "score DATA_DIR's champion (else challenger) on every pair of OTHER_DIR, all as "
+            "test. The data is read where it is, never copied into a release.",
+            (Flag("pairs"), Flag("score_on"), Flag("data_dir"), Flag("seeds"),
+             Flag("split_seed"), Flag("config"), Flag("decoder_steps"), Flag("train_steps"),
+             Flag("control_steps"), Flag("device"), Flag("margin"), Flag("min_diversity"),
+             Flag("bootstrap"),
+             Flag("shuffled_control", "--no-control", const=False,
+                  help="skip the shuffled-voice control (saves its training time)"))),
     Command("demo-corpus", P.DemoCorpusParams, "flows.cli:run_demo_corpus",
             "build the offline demo corpus of talking-head clips",
             "Synthesise AVSpeech-like talking-head clips offline: real photographs morphed into "

@@ -1,4 +1,6 @@
-"""Prefect flow `ingest`: AVSpeech manifests -> `clips` table (one row per manifest line).
+"""Prefect flows `ingest` (AVSpeech manifests -> `clips`, one row per manifest line) and
+`ingest-pairs` (a directory of real voice-face pairs laid out like the Speech2Face project page
+-> the same `clips` table, one row per pair: `s2f.ingest.pairs`; `s2f real-pairs` runs it).
 
     s2f ingest --manifest avspeech_train.csv --manifest avspeech_test.csv \\
                --media-root media/ --data-dir s2f-data [--download] [--shard-size 256]
@@ -39,7 +41,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 from tqdm import tqdm
 
-from flows.params import IngestParams
+from flows.params import IngestPairsParams, IngestParams
 from flows.summaries import IngestSummary
 from s2f.ingest.download import download_video
 from s2f.ingest.manifest import ManifestPlan, ShardPlan, plan_manifests
@@ -188,3 +190,70 @@ def run_from_cli(params: IngestParams) -> int:
         print(f"  {status:<16} {n}")
     print(f"details: s2f status --data-dir {params.data_dir}")
     return 0
+
+
+# -- the real voice-face pairs source --------------------------------------------------------
+
+@task(name="plan-pairs", cache_policy=NO_CACHE)
+def plan_pairs(pairs: Path, seed: int, fractions: tuple[float, float, float],
+               shard_size: int) -> list[Any]:
+    """List the pairs directory (no decoding), split it by person, cut it into shards."""
+    from s2f.ingest.pairs import assign_splits, plan_pair_shards, scan_pairs
+
+    records = scan_pairs(pairs)
+    assign_splits(records, seed=seed, fractions=fractions)
+    return plan_pair_shards(records, shard_size)
+
+
+@task(name="ingest-pairs-shard", cache_policy=NO_CACHE)
+def ingest_pair_shard_task(shard: Any, data_dir: Path) -> ShardResult:
+    from s2f.ingest.pairs import ingest_pair_shard
+
+    return ingest_pair_shard(shard, DataLayout(data_dir))
+
+
+@flow(name="ingest-pairs", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def ingest_pairs_flow(params: IngestPairsParams) -> IngestSummary:
+    """Ingest a directory laid out like the Speech2Face project page (`s2f.ingest.pairs`) into
+    `clips`: one row per stem, split by person, audio cut to FLAC; same statuses, shards and
+    skip rules as manifest ingest. Raises StageLocked if another ingest holds the data dir."""
+    from s2f.ingest.pairs import remove_stale_pair_shards
+
+    layout = DataLayout(params.data_dir).ensure()
+    logger = get_run_logger()
+    with stage_lock(layout, "ingest"):
+        removed = remove_stale_temps([layout.table_dir("clips"), layout.root / "audio"])
+        if removed:
+            logger.info("removed %d temporary files of killed runs", len(removed))
+        shards = plan_pairs(params.pairs, params.split_seed, params.split_fractions,
+                            params.shard_size)
+        remove_stale_pair_shards(layout, shards)
+        logger.info("%s: %d pairs shards", params.pairs, len(shards))
+        futures = ingest_pair_shard_task.map(shards, unmapped(layout.root))
+        counts: Counter[str] = Counter()
+        results: list[ShardResult] = []
+        failed: list[str] = []
+        with tqdm(total=len(shards), desc="ingest pairs", unit="shard", file=sys.stderr) as bar:
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except Exception as exc:  # a full disk, a bug: report after the rest
+                    failed.append(f"{type(exc).__name__}: {exc}")
+                    logger.error("pairs shard failed: %s", exc)
+                else:
+                    results.append(result)
+                    counts.update(result.counts)
+                bar.update(1)
+    create_table_artifact(_status_table(counts), key="ingest-status-counts",
+                          description=f"clips rows by status after ingesting {params.pairs}")
+    summary = IngestSummary(
+        counts={k: int(v) for k, v in sorted(counts.items())}, clips=int(sum(counts.values())),
+        lines=int(sum(counts.values())), blank_lines=0,
+        shards_run=sum(not r.skipped for r in results),
+        shards_skipped=sum(r.skipped for r in results),
+        tables=sorted({str(layout.table_dir("clips") / r.manifest) for r in results}),
+        failed_shards=failed)
+    logger.info("ingest-pairs summary: %s", summary.model_dump())
+    if failed:
+        raise RuntimeError(f"{len(failed)} shards failed (re-run to retry them): {failed[:3]}")
+    return summary

@@ -320,6 +320,59 @@ class DemoCorpusParams(CorpusSizeParams):
     out: Path = Field(description="output directory")
 
 
+class IngestPairsParams(DataDirParams):
+    """`ingest_pairs_flow`: a directory laid out like the Speech2Face project page -> `clips`."""
+
+    pairs: Path = Field(description="directory with avspeech_res/, voxceleb/ and/or retrieve/ "
+                                    "(a clone of the page's repository, or the shared copy)")
+    split_seed: int = Field(0, description="seed of the person split (train/dev/test)")
+    split_fractions: tuple[float, float, float] = Field(
+        (0.7, 0.1, 0.2), description="train, dev, test fractions of the persons (test only: "
+                                     "0 0 1, for scoring another directory)")
+    shard_size: int = Field(256, ge=1, le=100_000, description="pairs per shard")
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs_is_dir(cls, path: Path) -> Path:
+        if not path.is_dir():
+            raise ValueError(f"pairs directory not found: {path}")
+        return path.resolve()
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, f: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(f) < 0 or abs(sum(f) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be >= 0 and sum to 1, not {f}")
+        return f
+
+
+class RealPairsParams(DataDirParams, StepsParams, GateParams, SeedsParams, BootstrapParams):
+    """`s2f real-pairs`: train and score on real voice-face pairs, or score on another dir."""
+
+    pairs: Path | None = Field(None, description="pairs directory to train and evaluate on "
+                                                 "(the page's layout: avspeech_res/, voxceleb/, "
+                                                 "retrieve/)")
+    score_on: Path | None = Field(None, description="instead: score this data dir's champion "
+                                                    "(else challenger) on every pair of this "
+                                                    "directory, all as test")
+    split_seed: int = Field(0, description="seed of the person split")
+    config: Literal["small", "paper"] = Field("small", description="model preset (default "
+                                                                   "small: CPU-sized)")
+    shuffled_control: bool = Field(True, description="train and score the shuffled-voice "
+                                                     "control (same steps as the model)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="training device")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RealPairsParams:
+        if (self.pairs is None) == (self.score_on is None):
+            raise ValueError("give exactly one of --pairs DIR (train and evaluate) and "
+                             "--score-on DIR (score this data dir's model on another directory)")
+        for path in (self.pairs, self.score_on):
+            if path is not None and not path.is_dir():
+                raise ValueError(f"pairs directory not found: {path}")
+        return self
+
+
 class DemoParams(DataDirParams, CorpusSizeParams, StepsParams, GateParams, SeedsParams):
     shuffled_control: bool = Field(True, description="train and score the shuffled-voice "
                                                      "control")

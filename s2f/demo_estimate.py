@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 # The default demo as measured (README, `time .venv/bin/s2f demo`, 2 idle x86_64 cores, no GPU,
 # 10 min 41 s wall): 400 identities × 1 clip, decoder 400 steps, voice encoder 800 steps (one
@@ -79,6 +80,46 @@ def estimate(identities: int, clips_per_identity: int, corpus_exists: bool,
             "voice": (seeds * steps + control) / REF_TRAIN_STEPS,
             "evaluate": models * clips / REF_CLIPS, "start-up and the rest": 1.0}
     return DemoEstimate({k: REF_SECONDS[k] * work[k] * speed for k in REF_SECONDS}, speed)
+
+
+# `s2f real-pairs` on the shared copy of the page (1,030 pairs + 398 faces), measured the same
+# way: seconds per pair and per image beyond the demo's per-stage costs.
+PAIRS_SECONDS_PER_IMAGE = 0.08      # preprocess: one face image through detect/align/embed
+PAIRS_EVAL_SECONDS_PER_CLIP = 1.0   # evaluation extras per scored clip (4 images + demographics)
+
+
+def count_pairs(pairs_dir: Path) -> tuple[int, int]:
+    """(voice-face pairs, face images) of a directory in the page's layout, by listing."""
+    audio = sum(1 for f in ("avspeech_res", "voxceleb") for p in (pairs_dir / f / "Wav").glob("*")
+                if p.suffix.lower() in (".wav", ".flac"))
+    faces = sum(1 for p in pairs_dir.glob("*/Face_ori/*") if p.is_file())
+    return audio, faces
+
+
+def real_pairs_estimate(pairs_dir: Path, preset: str, decoder_steps: int | None,
+                        train_steps: int, seeds: int, control_steps: int,
+                        step_seconds: float | None = None) -> str:
+    """The run time of `s2f real-pairs` here, as text: the demo's per-stage costs scaled by the
+    pairs' count and this machine's quick timing (the small preset only; `paper` says so)."""
+    from s2f.progress import format_duration
+
+    if preset != "small":
+        return "not estimated for the paper preset (a GPU run: minutes per 1,000 steps)"
+    speed = (step_seconds if step_seconds is not None else quick_timing()) / REF_STEP_SECONDS
+    pairs, faces = count_pairs(pairs_dir)
+    models = seeds + (control_steps > 0)
+    test = 0.2 * pairs
+    seconds = speed * (REF_SECONDS["ingest"] * pairs / REF_CLIPS
+                       + PAIRS_SECONDS_PER_IMAGE * faces
+                       + REF_SECONDS["decoder"] * (decoder_steps or REF_DECODER_STEPS)
+                       / REF_DECODER_STEPS
+                       + REF_SECONDS["voice"] * (seeds * train_steps + control_steps)
+                       / REF_TRAIN_STEPS
+                       + models * (REF_SECONDS["evaluate"] * pairs / REF_CLIPS
+                                   + PAIRS_EVAL_SECONDS_PER_CLIP * test)
+                       + REF_SECONDS["start-up and the rest"])
+    return (f"~{format_duration(seconds)} for {pairs} pairs and {faces} face images "
+            f"(a quick timing: {speed:.1f}x the reference machine's step time)")
 
 
 def plan_text(est: DemoEstimate, identities: int, clips_per_identity: int,

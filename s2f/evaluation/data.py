@@ -6,9 +6,14 @@ says which rows are train, dev and test: test is the manifest's test split (neve
 never read by a decision), dev is the part of the training split that validation reads (the
 promotion gate reads dev too).
 
-Identity: the YouTube video id (AVSpeech has no speaker labels), or, when the demo corpus's
-`identities.parquet` is available, the corpus identity that owns the video (several videos may
-show one identity). `EvalSet.identity_source` records which one was used.
+Identity: the clips table's `person_id` where it has one (the real pairs source: a VoxCeleb
+name, an AVSpeech video), else the YouTube video id (AVSpeech has no speaker labels), or, when
+the demo corpus's `identities.parquet` is available, the corpus identity that owns the video
+(several videos may show one identity). `EvalSet.identity_source` records which one was used.
+
+Distractors: faces without a voice (`face_only` clips: the real pairs source's extra faces) of
+the scored role join its retrieval pools (`distractor_features`); the pairs source puts a
+distractor in test only when its person is in no other split.
 
 Snapshot id: sha256 of the sorted test clip keys (first 16 hex digits). Two evaluations are
 comparable only when their snapshot ids are equal; the hash of the feature bytes is kept
@@ -82,13 +87,48 @@ def _features_hash(keys: list[str], features: np.ndarray) -> str:
 
 
 def _ok_clips(layout: DataLayout) -> pl.DataFrame:
-    paths = shard_paths(layout, "clips")
-    if not paths:
+    from s2f.train.data import ok_clips
+
+    if not shard_paths(layout, "clips"):
         raise EvaluationDataError(f"{layout.root}: no clips table; run `s2f ingest` first")
-    return (pl.scan_parquet([str(p) for p in paths])
-            .filter((pl.col("status") == "ok") & pl.col("audio_path").is_not_null())
-            .select("clip_key", "youtube_id", "split", "audio_path")
-            .unique("clip_key", keep="first", maintain_order=True).collect())
+    return ok_clips(layout).unique("clip_key", keep="first", maintain_order=True).collect()
+
+
+# What the real pairs source (`s2f.ingest.pairs`) adds to a clip: its true face image, the
+# paper's reconstructions and the page's demographic labels. Null for video clips.
+PAIR_COLUMNS = ("face_image_path", "paper_s2f_path", "paper_f2f_path", "gender", "age_band",
+                "ethnicity")
+
+
+def clip_details(layout: DataLayout, clip_keys: list[str]) -> pl.DataFrame:
+    """clip_key + `PAIR_COLUMNS` of `clip_keys`, in that order (nulls where the clips table has
+    no such column or value)."""
+    from storage.schemas import CLIPS
+
+    lf = pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")],
+                         missing_columns="insert")
+    have = set(lf.collect_schema().names())
+    lf = lf.with_columns([pl.lit(None, pl.String).alias(c) for c in PAIR_COLUMNS
+                          if c not in have and c in CLIPS.names])
+    found = (lf.filter(pl.col("clip_key").is_in(pl.Series(clip_keys).implode()))
+             .select("clip_key", *PAIR_COLUMNS).unique("clip_key", keep="first").collect())
+    return pl.DataFrame({"clip_key": clip_keys}).join(found, on="clip_key", how="left",
+                                                      maintain_order="left")
+
+
+def distractor_features(layout: DataLayout, encoder: str, role: str
+                        ) -> tuple[list[str], np.ndarray]:
+    """(clip keys, K×D features) of the faces without a voice (`face_only` clips) of `role`'s
+    split: extra entries of the role's retrieval pools. Empty when there are none."""
+    lf = pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")])
+    rows = (lf.filter((pl.col("status") == "face_only") & (pl.col("split") == role))
+            .select("clip_key").unique().collect())
+    if rows.height == 0 or not shard_paths(layout, "face_features"):
+        return [], np.zeros((0, 0), np.float32)
+    feats = _features(layout, encoder, rows["clip_key"]).sort("clip_key")
+    if feats.height == 0:
+        return [], np.zeros((0, 0), np.float32)
+    return feats["clip_key"].to_list(), _to_matrix(feats["feature"])
 
 
 def _features(layout: DataLayout, encoder: str, keys: pl.Series | None = None) -> pl.DataFrame:
@@ -154,6 +194,9 @@ def load_eval_set(layout: DataLayout, encoder: str, identities_path: Path | None
             f"{clips.height} {role} clips")
     source = "youtube_id"
     identities = df["youtube_id"].to_list()
+    if df["person_id"].is_not_null().any():
+        identities = df.select(pl.coalesce("person_id", "youtube_id"))["person_id"].to_list()
+        source = "person_id"
     if identities_path is not None:
         ids = load_identities(identities_path).select("youtube_id", "identity")
         df = df.join(ids, on="youtube_id", how="left")
@@ -183,15 +226,27 @@ def current_split_snapshot_id(layout: DataLayout, encoder: str, role: EvalRole =
     return split_snapshot_id(clips.join(feats, on="clip_key")["clip_key"].to_list())
 
 
-def training_features(layout: DataLayout, encoder: str,
-                      dev_fraction: float = DEFAULT_DEV_FRACTION) -> tuple[list[str], np.ndarray]:
-    """(youtube ids, N×D true features) of the train role's clips (dev excluded)."""
+def training_set(layout: DataLayout, encoder: str,
+                 dev_fraction: float = DEFAULT_DEV_FRACTION) -> pl.DataFrame:
+    """The train role's clips (dev excluded) with their true features, sorted by clip key:
+    clip_key, youtube_id, person_id, split, audio_path, feature."""
     train = role_clips(layout, "train", dev_fraction)
     feats = _features(layout, encoder, train["clip_key"])
     if feats.height == 0:
         raise EvaluationDataError(f"{layout.root}: no train features of encoder {encoder!r}")
-    df = train.join(feats, on="clip_key", how="inner").sort("clip_key")
-    return df["youtube_id"].to_list(), _to_matrix(df["feature"])
+    return train.join(feats, on="clip_key", how="inner").sort("clip_key")
+
+
+def training_features(layout: DataLayout, encoder: str,
+                      dev_fraction: float = DEFAULT_DEV_FRACTION) -> tuple[list[str], np.ndarray]:
+    """(youtube ids, N×D true features) of the train role's clips (dev excluded)."""
+    df = training_set(layout, encoder, dev_fraction)
+    return df["youtube_id"].to_list(), feature_matrix(df)
+
+
+def feature_matrix(df: pl.DataFrame) -> np.ndarray:
+    """The `feature` column of a frame as an N×D float32 matrix."""
+    return _to_matrix(df["feature"])
 
 
 def training_mean_feature(layout: DataLayout, encoder: str,

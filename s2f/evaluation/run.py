@@ -3,10 +3,15 @@
 `evaluate_model` loads both models from MLflow, predicts features from 3 s and 6 s of each
 clip's audio, scores them (`scores`), draws the figures (`figures`), logs the run to MLflow and
 appends a row to the `evaluations` table (`record`). Beside the model it scores, in the same
-way, the controls that need no training: the mean-face baseline (`mean_face_`) and, on the demo
-corpus, the oracle ceiling (`oracle_`: ridge from the identity's exact espeak settings to the
-face feature, fitted on the train identities). Retrieval is scored twice: per identity
-(`recall_at_K`, SF2F's protocol) and with the paper's protocol (`paper_recall_at_K_<distance>`).
+way, the controls that need no training: the mean-face baseline (`mean_face_`), the F0-only
+ridge (`f0_ridge_`: the clip's median F0 → face feature, fitted on train; `acoustic`) and, on the
+demo corpus, the oracle ceiling (`oracle_`: ridge from the identity's exact espeak settings to
+the face feature, fitted on the train identities). Retrieval is scored twice: per identity
+(`recall_at_K`, SF2F's protocol) and with the paper's protocol (`paper_recall_at_K_<distance>`);
+faces without a voice of the scored split (distractors) join both pools. On real voice-face
+pairs (clips with a true face image) `s2f.evaluation.pairs` adds the paper's reconstructions
+beside ours as image-level rows, the gender-only control, demographic agreement and a contact
+sheet.
 
 Test is read once: `evaluate_model(role="test")` refuses a model version (or a control's
 training run) that already has a test row on this snapshot (`TestAlreadyScored`); `evaluate`
@@ -28,20 +33,25 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from s2f.evaluation import figures
+from s2f.evaluation import figures, pairs
+from s2f.evaluation.acoustic import f0_ridge, median_f0_of
 from s2f.evaluation.data import (
     DEFAULT_DEV_FRACTION,
     EvalRole,
     EvalSet,
     EvaluationDataError,
+    clip_details,
     default_identities_path,
+    distractor_features,
     face_crops,
+    feature_matrix,
     load_eval_set,
     load_identities,
-    training_features,
+    training_set,
 )
 from s2f.evaluation.landmarks import detect_landmarks
 from s2f.evaluation.metrics import DEFAULT_BOOTSTRAP
+from s2f.evaluation.pairs import has_face_images
 from s2f.evaluation.record import (
     EvaluationResult,
     find_test_row,
@@ -157,6 +167,23 @@ def oracle_predictions(es: EvalSet, identities_path: Path, train_ids: list[str],
 
 
 @dataclass
+class _Pools:
+    """What a prediction is ranked against: the per-identity pool (identity means, then the
+    distractor faces) with each clip's entry in it, and the distractors for the paper's pool."""
+
+    identity_pool: np.ndarray
+    target: np.ndarray
+    distractors: np.ndarray
+
+    @classmethod
+    def of(cls, es: EvalSet, distractors: np.ndarray) -> _Pools:
+        _, pool, target = es.identity_pool()
+        if len(distractors):
+            pool = np.concatenate([pool, distractors.astype(pool.dtype)])
+        return cls(pool, target, distractors)
+
+
+@dataclass
 class _Scored:
     """The scores gathered so far: flat metrics and the rows of each score table."""
 
@@ -165,16 +192,19 @@ class _Scored:
     recall: list[dict[str, object]] = field(default_factory=list)
     paper: list[dict[str, object]] = field(default_factory=list)
 
-    def add(self, pred: np.ndarray, es: EvalSet, pool: np.ndarray, target: np.ndarray,
-            method: str, seconds: float | None, n_boot: int, seed: int) -> None:
-        """Similarity, identity retrieval and the paper's retrieval of one prediction."""
+    def add(self, pred: np.ndarray, es: EvalSet, pools: _Pools, method: str,
+            seconds: float | None, n_boot: int, seed: int) -> None:
+        """Similarity, identity retrieval and the paper's retrieval of one prediction (its
+        NaN rows, clips it has no prediction for, left out)."""
         f, r = similarity_scores(pred, es.features, method, seconds)
         self.flat.update(f)
         self.similarity += r
-        f, r = retrieval_scores(pred, pool, target, method, seconds, n_boot, seed)
+        f, r = retrieval_scores(pred, pools.identity_pool, pools.target, method, seconds,
+                                n_boot, seed)
         self.flat.update(f)
         self.recall += r
-        f, r = paper_retrieval_scores(pred, es.features, method, seconds, n_boot, seed)
+        f, r = paper_retrieval_scores(pred, es.features, method, seconds, n_boot, seed,
+                                      distractors=pools.distractors)
         self.flat.update(f)
         self.paper += r
 
@@ -189,8 +219,8 @@ def _refuse_second_test(layout: DataLayout, encoder: LoadedModel, es: EvalSet, k
             f"snapshot {es.split_snapshot_id}: the test split is scored once per version", done)
 
 
-def _score_model(encoder: LoadedModel, es: EvalSet, waves: list[np.ndarray], pool: np.ndarray,
-                 target: np.ndarray, seconds: Sequence[float], n_boot: int, seed: int,
+def _score_model(encoder: LoadedModel, es: EvalSet, waves: list[np.ndarray], pools: _Pools,
+                 seconds: Sequence[float], n_boot: int, seed: int,
                  scored: _Scored, bar: Progress) -> dict[float, np.ndarray]:
     """Encode the voices at each input length and score the predictions; returns them."""
     preds: dict[float, np.ndarray] = {}
@@ -201,32 +231,46 @@ def _score_model(encoder: LoadedModel, es: EvalSet, waves: list[np.ndarray], poo
                 f"{encoder.ref.label()} predicts {pred.shape[1]}-D features but the test "
                 f"features of {es.encoder!r} are {es.features.shape[1]}-D")
         preds[s] = pred
-        scored.add(pred, es, pool, target, "model", s, n_boot, seed)
+        scored.add(pred, es, pools, "model", s, n_boot, seed)
         scored.flat.update(diversity_scores(pred, es.features, s))
         bar.update(1, done=f"encoded and scored {s:g} s of speech")
     return preds
 
 
-def _score_controls(layout: DataLayout, es: EvalSet, identities_path: Path | None,
-                    dev_fraction: float, pool: np.ndarray, target: np.ndarray, n_boot: int,
-                    seed: int, scored: _Scored) -> list[str]:
-    """Score the mean training face and (with voice settings) the oracle; returns their names."""
-    train_ids, train_feats = training_features(layout, es.encoder, dev_fraction)  # read once
+def _score_controls(train_layout: DataLayout, es: EvalSet, identities_path: Path | None,
+                    train: pl.DataFrame, pools: _Pools, n_boot: int, seed: int,
+                    scored: _Scored) -> list[str]:
+    """Score the mean training face, the F0-only ridge and (with voice settings) the oracle;
+    returns their names. `train`: `training_set` of `train_layout` (read once)."""
+    train_ids, train_feats = train["youtube_id"].to_list(), feature_matrix(train)
     controls: list[tuple[str, np.ndarray]] = [
         ("mean_face", np.broadcast_to(train_feats.mean(axis=0), es.features.shape))]
+    train_f0 = median_f0_of([train_layout.resolve(p) for p in train["audio_path"].to_list()])
+    f0_pred, f0_info = f0_ridge(train_f0, train_feats, median_f0_of(es.audio_paths))
+    scored.flat.update(f0_info)
+    controls.append(("f0_ridge", f0_pred))
     oracle = None if identities_path is None else oracle_predictions(
         es, identities_path, train_ids, train_feats)
     if oracle is not None:
         controls.append(("oracle", oracle))
     for method, control in controls:
-        scored.add(control, es, pool, target, method, None, n_boot, seed)
+        scored.add(control, es, pools, method, None, n_boot, seed)
     return [m for m, _ in controls]
+
+
+@dataclass
+class _Decoded:
+    """Our decoder's images of the true (F2F) and predicted (S2F) features of `subset`."""
+
+    subset: np.ndarray
+    f2f: np.ndarray
+    s2f: np.ndarray
 
 
 def _score_reconstructions(layout: DataLayout, es: EvalSet, decoder: LoadedModel,
                            voice_pred: np.ndarray, max_reconstructions: int, grid_size: int,
                            seed: int, flat: dict[str, float], figs: dict[str, Any]
-                           ) -> tuple[list[dict[str, object]], int]:
+                           ) -> tuple[list[dict[str, object]], _Decoded]:
     """Decode true and predicted features of up to `max_reconstructions` clips: landmark and
     image errors, craniofacial correlations (rows returned), the face grid figure."""
     rng = np.random.default_rng(seed)
@@ -247,7 +291,50 @@ def _score_reconstructions(layout: DataLayout, es: EvalSet, decoder: LoadedModel
     figs["face_grid"] = figures.face_grid(
         [f"{es.identities[i]}" for i in rows], [crops.get(es.clip_keys[i]) for i in rows],
         rec_true.images[[pos[i] for i in rows]], rec_voice.images[[pos[i] for i in rows]])
-    return cranio_rows, len(subset)
+    return cranio_rows, _Decoded(subset, rec_true.images, rec_voice.images)
+
+
+def _score_pairs(train_layout: DataLayout, es: EvalSet, details: pl.DataFrame,
+                 train: pl.DataFrame,
+                 decoded: _Decoded | None, pools: _Pools, n_boot: int, seed: int,
+                 scored: _Scored, figs: dict[str, Any]) -> list[str]:
+    """On real pairs: the gender-only control, the image-level rows of every reconstruction
+    (ours and the paper's), demographic agreement and the contact sheet
+    (`s2f.evaluation.pairs`). Returns the names of the rows added."""
+    dim = es.features.shape[1]
+    true_paths = details["face_image_path"].to_list()
+    true_images = pairs.load_images(true_paths)
+    true_demo = pairs.classify_paths(true_paths)
+    train_details = clip_details(train_layout, train["clip_key"].to_list())
+    train_paths = train_details["face_image_path"].to_list()
+    train_demo = pairs.classify_paths(train_paths)
+    train_gender, _ = pairs.speaker_gender(train_details["gender"].to_list(), train_demo.gender)
+    eval_gender, from_classifier = pairs.speaker_gender(details["gender"].to_list(),
+                                                       true_demo.gender)
+    scored.flat["gender_source_classifier"] = float(from_classifier)
+    rows = {"gender_only": pairs.gender_only(train_gender, feature_matrix(train), eval_gender)}
+    paper_s2f = pairs.load_images(details["paper_s2f_path"].to_list())
+    s2f_paths, f2f_paths = details["paper_s2f_path"].to_list(), details["paper_f2f_path"].to_list()
+    rows["paper_s2f_image"] = pairs.path_features(s2f_paths, dim)
+    rows["paper_f2f_image"] = pairs.path_features(f2f_paths, dim)
+    demo_sets = {"paper_s2f": pairs.classify_paths(s2f_paths),
+                 "paper_f2f": pairs.classify_paths(f2f_paths)}
+    ours: dict[int, np.ndarray] = {}
+    if decoded is not None:
+        for name, images in (("our_s2f", decoded.s2f), ("our_f2f", decoded.f2f)):
+            full: list[np.ndarray | None] = [None] * len(es)
+            for j, i in enumerate(decoded.subset):
+                full[int(i)] = images[j]
+            rows[f"{name}_image"] = pairs.image_features(full, dim)
+            demo_sets[name] = pairs.classify(full)
+        ours = {int(i): decoded.s2f[j] for j, i in enumerate(decoded.subset)}
+    for method, pred in rows.items():
+        scored.add(pred, es, pools, method, None, n_boot, seed)
+    flat, demo_figs = pairs.demographic_scores(demo_sets, true_demo, details, n_boot, seed)
+    scored.flat.update(flat)
+    figs.update(demo_figs)
+    figs["contact_sheet"] = pairs.contact_sheet(es, true_images, paper_s2f, ours)
+    return list(rows)
 
 
 def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
@@ -256,11 +343,14 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
                    n_boot: int = DEFAULT_BOOTSTRAP, grid_size: int = 8, max_reconstructions: int = 1000,
                    device: str = "cpu", record: bool = True, seed: int = 0,
                    role: EvalRole = "test", kind: str = "model",
-                   encoder: LoadedModel | None = None) -> EvaluationResult:
+                   encoder: LoadedModel | None = None,
+                   train_layout: DataLayout | None = None) -> EvaluationResult:
     """Score `model_uri` (+ `decoder_uri`; None skips the reconstruction metrics) on the `role`
     split of `layout`. `identities_path` None: the demo corpus's identities.parquet if present,
     else YouTube ids are the identities. `record`: log to MLflow and write the table row.
     `encoder`: an already loaded model (an unregistered control), used instead of the URI.
+    `train_layout`: where the controls' train split is (default `layout`; another data dir when
+    scoring a model on data it was not trained beside: `s2f real-pairs --score-on`).
     Raises `TestAlreadyScored` for a second test evaluation of one version (or control run)."""
     if PRIMARY_SECONDS not in seconds:
         raise ValueError(f"seconds must include {PRIMARY_SECONDS} (the promotion gate's input)")
@@ -271,26 +361,38 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     if role == "test":
         _refuse_second_test(layout, encoder, es, kind)
     names, pool, target = es.identity_pool()
-    bar = Progress(1 + len(seconds) + 2 + (decoder_uri is not None), f"evaluate "
+    pools = _Pools.of(es, distractor_features(layout, es.encoder, role)[1])
+    details = clip_details(layout, es.clip_keys)
+    on_pairs = has_face_images(details)
+    bar = Progress(1 + len(seconds) + 2 + (decoder_uri is not None) + on_pairs, f"evaluate "
                    f"{encoder.ref.label()} on {len(es)} {role} clips", "phase", every_seconds=30)
     waves = [load_audio(p) for p in es.audio_paths]
     bar.update(1, done=f"read {len(waves)} {role} voices")
 
     scored = _Scored()
-    preds = _score_model(encoder, es, waves, pool, target, seconds, n_boot, seed, scored, bar)
-    controls = _score_controls(layout, es, identities_path, dev_fraction, pool, target, n_boot,
-                               seed, scored)
+    scored.flat["n_distractors"] = float(len(pools.distractors))
+    preds = _score_model(encoder, es, waves, pools, seconds, n_boot, seed, scored, bar)
+    train_layout = train_layout or layout
+    train = training_set(train_layout, es.encoder, dev_fraction)
+    controls = _score_controls(train_layout, es, identities_path, train, pools, n_boot, seed,
+                               scored)
     bar.update(1, done="scored the controls: " + ", ".join(controls))
 
     cranio_rows: list[dict[str, object]] = []
     figs = {"recall_at_k": figures.recall_curves(frame(scored.recall, RECALL_SCHEMA))}
     decoder: LoadedModel | None = None
+    decoded: _Decoded | None = None
     if decoder_uri is not None:
         decoder = load_registered_model(decoder_uri, device)
-        cranio_rows, n_decoded = _score_reconstructions(
+        cranio_rows, decoded = _score_reconstructions(
             layout, es, decoder, preds[PRIMARY_SECONDS], max_reconstructions, grid_size, seed,
             scored.flat, figs)
-        bar.update(1, done=f"decoded and measured {n_decoded} faces with {decoder.ref.label()}")
+        bar.update(1, done=f"decoded and measured {len(decoded.subset)} faces with "
+                           f"{decoder.ref.label()}")
+    if on_pairs:
+        added = _score_pairs(train_layout, es, details, train, decoded, pools, n_boot, seed,
+                             scored, figs)
+        bar.update(1, done="real pairs: " + ", ".join(added))
 
     voice_rows: list[dict[str, object]] = []
     if identities_path is not None:

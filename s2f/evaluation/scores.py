@@ -56,12 +56,21 @@ class Scores:
     paper_recall: pl.DataFrame | None = None  # method, seconds, distance, k, recall, CIs, chance
 
 
+def valid_rows(pred: np.ndarray) -> np.ndarray:
+    """The rows of a prediction that exist: a control or a reconstruction without a feature
+    for some clips (unknown gender, no face found in the image) has NaN rows there, and those
+    clips are left out of its scores (`<method>_n_queries` says how many were scored)."""
+    return np.isfinite(pred).all(axis=1)
+
+
 def similarity_scores(pred: np.ndarray, true: np.ndarray, method: str, seconds: float | None
                       ) -> tuple[dict[str, float], list[dict[str, object]]]:
-    sim = metrics.feature_similarity(pred, true)
+    valid = valid_rows(pred)
+    sim = metrics.feature_similarity(pred[valid], true[valid])
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
     flat = {f"{prefix}{k}{suffix}": v for k, v in sim.items()}
+    flat[f"{prefix}n_queries{suffix}"] = float(valid.sum())
     rows = [{"method": method, "seconds": seconds, "metric": name,
              "mean": sim[f"{name}_mean"], "std": sim[f"{name}_std"]}
             for name in ("cosine_deg", "l2", "l1")]
@@ -71,8 +80,11 @@ def similarity_scores(pred: np.ndarray, true: np.ndarray, method: str, seconds: 
 def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, method: str,
                      seconds: float | None, n_boot: int = metrics.DEFAULT_BOOTSTRAP, seed: int = 0
                      ) -> tuple[dict[str, float], list[dict[str, object]]]:
-    """recall@K against the per-identity pool, each with a bootstrap CI over voices."""
-    ranks = metrics.retrieval_ranks(pred, pool, target)
+    """recall@K against the per-identity pool, each with a bootstrap CI over voices (NaN rows
+    of `pred` left out: `valid_rows`). The pool may hold more entries than identities
+    (distractor faces)."""
+    valid = valid_rows(pred)
+    ranks = metrics.retrieval_ranks(pred[valid], pool, target[valid])
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
     flat: dict[str, float] = {f"{prefix}median_rank{suffix}": float(np.median(ranks) + 1)}
@@ -89,21 +101,28 @@ def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, met
 
 def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
                            seconds: float | None, n_boot: int = metrics.DEFAULT_BOOTSTRAP, seed: int = 0,
-                           max_pool: int = PAPER_MAX_POOL
+                           max_pool: int = PAPER_MAX_POOL, distractors: np.ndarray | None = None
                            ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """The paper's retrieval protocol (supplementary material): the database is the true
     features of up to `max_pool` test clips (a seeded random subset when there are more, all
     otherwise), one query per clip (its prediction), ranked by L2, L1 and cosine separately;
     recall@1/2/5/10 with chance K / pool and a bootstrap CI over queries. Metric names:
-    `[method_]paper_recall_at_<K>_<distance>[_<s>s]`, `paper_chance_at_<K>`, `paper_pool_size`."""
+    `[method_]paper_recall_at_<K>_<distance>[_<s>s]`, `paper_chance_at_<K>`, `paper_pool_size`.
+    `distractors` (faces without a voice) join the database after the subset is drawn; NaN rows
+    of `pred` are not queried (`valid_rows`) but their true faces stay in the database."""
     n = len(true)
     keep = np.arange(n) if n <= max_pool else np.sort(
         np.random.default_rng(seed).permutation(n)[:max_pool])
     pool, queries = true[keep], pred[keep]
     target = np.arange(len(keep))
+    asked = valid_rows(queries)
+    queries, target = queries[asked], target[asked]
+    if distractors is not None and len(distractors):
+        pool = np.concatenate([pool, np.asarray(distractors, pool.dtype)])
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
-    flat: dict[str, float] = {"paper_pool_size": float(len(keep))}
+    flat: dict[str, float] = {"paper_pool_size": float(len(pool)),
+                              f"{prefix}paper_n_queries{suffix}": float(asked.sum())}
     rows: list[dict[str, object]] = []
     for distance in ("l2", "l1", "cosine"):
         ranks = metrics.distance_ranks(queries, pool, target, distance)  # type: ignore[arg-type]

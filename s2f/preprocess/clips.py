@@ -47,6 +47,7 @@ from s2f.faces.align import (
 from s2f.faces.detect import NEAR_MISS_FLOOR, Face, FaceDetector
 from s2f.faces.features import FaceEncoder, encoder_for_this_thread
 from s2f.faces.search import clip_faces
+from s2f.media.image import IMAGE_DECODER, array_clip, decode_image
 from s2f.media.video import ClipRequest, DaliFrameDecoder, DecodedClip, DecodeError, decode_clips
 from storage.io import rows_to_table
 from storage.schemas import FACES, PREPROCESS, face_features_schema
@@ -54,6 +55,9 @@ from storage.schemas import FACES, PREPROCESS, face_features_schema
 log = logging.getLogger(__name__)
 
 FACE_SEARCHES = ("track", "full")
+# Clips statuses whose faces are preprocessed: `face_only` is a face image without audio (a
+# retrieval distractor of the real pairs source, `s2f.ingest.pairs`).
+PREPROCESSED_STATUSES = ("ok", "face_only")
 CODE_VERSION = 1  # bump when outputs change for the same inputs: finished shards are redone
 
 
@@ -156,13 +160,13 @@ def preprocess_clips(rows: Sequence[Mapping[str, Any]], config: PreprocessConfig
                                                  vggface_weights=config.vggface_weights,
                                                  device=str(device))
     dali = dali or DaliFrameDecoder(gpu=gpu, batch_size=config.dali_batch)
-    ok_rows = [r for r in rows if r.get("status") == "ok" and r.get("clip_key")]
+    ok_rows = [r for r in rows if r.get("status") in PREPROCESSED_STATUSES and r.get("clip_key")]
     status_rows: list[dict[str, Any]] = []
     face_rows: list[dict[str, Any]] = []
     feature_rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(ok_rows), desc=desc, unit="clip", disable=not progress, leave=False)
     for chunk in _chunks(ok_rows, config.chunk_clips):
-        decoded = decode_clips([_request(r) for r in chunk], config.frames, gpu=gpu, dali=dali)
+        decoded = _decode_chunk(chunk, config.frames, gpu, dali)
         reps: list[tuple[str, np.ndarray]] = []
         for row, result in zip(chunk, decoded, strict=True):
             key = str(row["clip_key"])
@@ -203,6 +207,55 @@ def preprocess_clips(rows: Sequence[Mapping[str, Any]], config: PreprocessConfig
                             rows_to_table(feature_rows, face_features_schema(encoder.dim)))
 
 
+def _decode_chunk(chunk: Sequence[Mapping[str, Any]], frames: int, gpu: bool,
+                  dali: DaliFrameDecoder) -> list[DecodedClip | DecodeError]:
+    """Each row's frames, in order: a video's K frames (`decode_clips`), or the one frame of a
+    row that has a still face image (`face_image_path`: the real pairs source)."""
+    videos = [r for r in chunk if not r.get("face_image_path")]
+    decoded = iter(decode_clips([_request(r) for r in videos], frames, gpu=gpu, dali=dali)
+                   if videos else [])
+    return [decode_image(str(r["clip_key"]), str(r["face_image_path"]))
+            if r.get("face_image_path") else next(decoded) for r in chunk]
+
+
+@dataclass
+class ImageFeatures:
+    """Face features of a list of images through the preprocessing path: `features` N×D
+    (NaN rows where no face was found), `found` per image, `reasons` (None where found)."""
+
+    features: np.ndarray
+    found: np.ndarray
+    reasons: list[str | None]
+
+
+def embed_images(images: Sequence[np.ndarray], config: PreprocessConfig | None = None, *,
+                 encoder: FaceEncoder | None = None, detector: FaceDetector | None = None
+                 ) -> ImageFeatures:
+    """Detect, align and embed the face of each H×W×3 uint8 image (a reconstruction, a face
+    image) exactly as preprocessing does a video frame; hint: the image centre."""
+    config = config or PreprocessConfig()
+    device = torch.device("cuda" if config.gpu else "cpu")
+    detector = detector or FaceDetector.for_this_thread(config.detector)
+    encoder = encoder or encoder_for_this_thread(config.encoder,
+                                                 vggface_weights=config.vggface_weights,
+                                                 device=str(device))
+    crops: list[np.ndarray] = []
+    found = np.zeros(len(images), bool)
+    reasons: list[str | None] = []
+    for n, image in enumerate(images):
+        clip = array_clip(str(n), image)
+        faces, crop = _faces_of_clip(clip, (0.5, 0.5), detector, device, config.face_search)
+        found[n] = bool(faces)
+        reasons.append(None if faces else _no_face_reason(clip, (0.5, 0.5), detector,
+                                                          config.face_search))
+        if faces:
+            crops.append(crop[0])
+    features = np.full((len(images), encoder.dim), np.nan, np.float32)
+    if crops:
+        features[found] = np.asarray(encoder.encode(np.stack(crops)), np.float32)
+    return ImageFeatures(features, found, reasons)
+
+
 def _faces_of_clip(decoded: DecodedClip, hint: tuple[float, float] | None,
                    detector: FaceDetector, device: torch.device, search: str
                    ) -> tuple[list[tuple[int, Face]], np.ndarray]:
@@ -229,6 +282,8 @@ def _no_face_reason(decoded: DecodedClip, hint: tuple[float, float] | None,
     detector score of its frames, which a face must have above 0."""
     times = ", ".join(f"{t:.2f}" for t in decoded.times_s)
     where = f"hint x={hint[0]:.3f} y={hint[1]:.3f}" if hint else "no hint"
+    what = ("the image" if decoded.decoder == IMAGE_DECODER
+            else f"{len(decoded.times_s)} frames at {times} s")
     scores = [s for frame in _frames_numpy(decoded) if (s := detector.best_score(frame)) is not None]
     if scores:
         best = f"best {detector.kind} score {max(scores):.3f} (a face needs > 0)"
@@ -236,7 +291,7 @@ def _no_face_reason(decoded: DecodedClip, hint: tuple[float, float] | None,
         best = f"no hog window scored above {NEAR_MISS_FLOOR:g} (a face needs > 0)"
     else:
         best = f"no {detector.kind} detection at any score"
-    return (f"no face in {len(decoded.times_s)} frames at {times} s ({search} search, {where}); "
+    return (f"no face in {what} ({search} search, {where}); "
             f"{best}")
 
 

@@ -62,11 +62,22 @@ def is_dev(youtube_id: str, dev_fraction: float) -> bool:
     return h / 2**160 < dev_fraction
 
 
+def ok_clips(layout: DataLayout) -> pl.LazyFrame:
+    """The clips with status ok and cut audio: clip_key, youtube_id, person_id, split,
+    audio_path. `person_id` (the real pairs source's person) is null where the clips table has
+    none (AVSpeech rows, shards written before the column existed)."""
+    clips = pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")],
+                            missing_columns="insert")
+    if "person_id" not in clips.collect_schema().names():
+        clips = clips.with_columns(pl.lit(None, pl.String).alias("person_id"))
+    return (clips.filter((pl.col("status") == "ok") & pl.col("audio_path").is_not_null())
+            .select("clip_key", "youtube_id", "person_id", "split", "audio_path"))
+
+
 def pair_index(layout: DataLayout, encoder: str, role: Role, dev_fraction: float) -> pl.DataFrame:
-    """clip_key, youtube_id, audio_path, shard, row for one role, sorted by (shard, row)."""
-    clips = (pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")])
-             .filter((pl.col("status") == "ok") & pl.col("audio_path").is_not_null())
-             .select("clip_key", "youtube_id", "split", "audio_path").collect())
+    """clip_key, youtube_id, person_id, audio_path, shard, row for one role, sorted by
+    (shard, row)."""
+    clips = ok_clips(layout).collect()
     parts = []
     for i, p in enumerate(shard_paths(layout, "face_features")):
         keys = pl.read_parquet(p, columns=["clip_key", "encoder"]).with_row_index("row")
@@ -75,7 +86,8 @@ def pair_index(layout: DataLayout, encoder: str, role: Role, dev_fraction: float
                                        pl.col("row").cast(pl.Int64)))
     if not parts or clips.height == 0:
         return pl.DataFrame(schema={"clip_key": pl.String, "youtube_id": pl.String,
-                                    "audio_path": pl.String, "shard": pl.Int64, "row": pl.Int64})
+                                    "person_id": pl.String, "audio_path": pl.String,
+                                    "shard": pl.Int64, "row": pl.Int64})
     idx = pl.concat(parts).unique("clip_key", keep="first").join(clips, on="clip_key", how="inner")
     return select_role(idx, role, dev_fraction).drop("split").sort("shard", "row")
 
@@ -83,8 +95,9 @@ def pair_index(layout: DataLayout, encoder: str, role: Role, dev_fraction: float
 def select_role(df: pl.DataFrame, role: Role, dev_fraction: float) -> pl.DataFrame:
     """The rows of `role`. test: the manifest's test split. dev: the dev manifest's rows if
     `df` has any, else the train rows whose identity `is_dev`; train: the other train rows.
-    `df` needs `split` and `youtube_id`; an `identity_id` column, where not null, is the
-    identity (else the youtube id is). Hashes once per distinct identity, then joins."""
+    `df` needs `split` and `youtube_id`; an `identity_id` or `person_id` column, where not
+    null, is the identity (else the youtube id is). Hashes once per distinct identity, then
+    joins."""
     if role == "test":
         return df.filter(pl.col("split") == "test")
     if (df["split"] == "dev").any():
@@ -99,11 +112,15 @@ def select_role(df: pl.DataFrame, role: Role, dev_fraction: float) -> pl.DataFra
     return train.filter(pl.col("_dev") if role == "dev" else ~pl.col("_dev")).drop("_identity", "_dev")
 
 
+IDENTITY_SOURCES = ("identity_id", "person_id")  # in order of precedence, before youtube_id
+
+
 def identity_of(df: pl.DataFrame) -> pl.Expr:
-    """The identity of a row: `identity_id` where the table has one, else the youtube id."""
-    if "identity_id" in df.columns:
-        return pl.coalesce(pl.col("identity_id"), pl.col("youtube_id"))
-    return pl.col("youtube_id")
+    """The identity of a row: `identity_id` (demo corpus) or `person_id` (the real pairs
+    source's person: a VoxCeleb name, an AVSpeech video) where the table has one and it is not
+    null, else the youtube id (AVSpeech has no speaker labels: one video, one speaker)."""
+    return pl.coalesce(*[pl.col(c) for c in IDENTITY_SOURCES if c in df.columns],
+                       pl.col("youtube_id"))
 
 
 def voice_derangement(identities: list[str], seed: int) -> dict[str, str]:

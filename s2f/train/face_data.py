@@ -10,7 +10,8 @@ normalised [-1, 1] frame.
 Memory: crops are decoded once, resized to the decoder's image size and kept as uint8 (64×64:
 12 KB a face). Fine for the demo and for ~10^5 faces; beyond that stream it like `data.py`.
 Split: `data.select_role`, as the voice pairs (dev manifest, else dev carved from train by
-identity); manifest test rows are never used.
+identity); manifest test rows are never used. Faces without a voice (`face_only`: the real pairs
+source's distractors of train persons) train the decoder too: it needs no voice.
 
     python -m s2f.train.face_data DATA_DIR      # prints the set's sizes
 """
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 from s2f.faces.align import CROP_SIZE, apply_affine, decode_jpeg, similarity_to_template
 from s2f.models.face_decoder import pixels_to_normalized
+from s2f.preprocess.clips import PREPROCESSED_STATUSES
 from s2f.train.data import Role, select_role
 from storage.io import shard_paths
 from storage.layout import DataLayout
@@ -56,7 +58,8 @@ def crop_landmarks(frame_landmarks: np.ndarray) -> np.ndarray:
 def load_face_set(layout: DataLayout, encoder: str, role: Role, dev_fraction: float,
                   image_size: int) -> FaceSet:
     clips = (pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")])
-             .filter(pl.col("status") == "ok").select("clip_key", "youtube_id", "split"))
+             .filter(pl.col("status").is_in(PREPROCESSED_STATUSES))
+             .select("clip_key", "youtube_id", "split"))
     feats = (pl.scan_parquet([str(p) for p in shard_paths(layout, "face_features")])
              .filter(pl.col("encoder") == encoder).select("clip_key", "feature")
              .unique("clip_key", keep="first"))

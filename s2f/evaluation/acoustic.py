@@ -1,0 +1,77 @@
+"""Acoustic baselines: what one number measured on the voice predicts of the face.
+
+The F0-only ridge (`f0_ridge_`) stands beside every model number, on every corpus (the demo's,
+AVSpeech, the real pairs): the clip's median F0 (`s2f.corpus.voice.median_f0`: normalised
+autocorrelation on voiced frames) is regressed onto the face feature with the same closed-form
+ridge as the oracle (`scores.oracle_ridge`), fitted on the train role's clips only and applied
+to the scored role's. A model that does not beat it has learnt pitch, and pitch is mostly
+gender. Input: log F0 (pitch perception and the male/female gap are multiplicative); a clip
+with no voiced frame takes the train median, and how many did is kept as a metric.
+
+Median F0 is measured once per audio file and process (keyed by path, size and mtime): a
+pipeline run scores dev and test, for the model and the control, on the same train clips.
+
+    python -m s2f.evaluation.acoustic AUDIO...     # prints each file's median F0
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from s2f.evaluation.scores import oracle_ridge
+from s2f.media.audio import SAMPLE_RATE, load_audio
+
+
+@lru_cache(maxsize=1 << 20)
+def _median_f0(path: str, size: int, mtime_ns: int) -> float:
+    from s2f.corpus.voice import median_f0
+
+    return median_f0(load_audio(path), SAMPLE_RATE)
+
+
+def median_f0_of(paths: Sequence[Path | str]) -> np.ndarray:
+    """Median F0 (Hz) of each audio file, NaN where no frame is voiced or the file is gone."""
+    out = np.full(len(paths), np.nan)
+    for n, path in enumerate(paths):
+        try:
+            st = Path(path).stat()
+        except OSError:
+            continue
+        out[n] = _median_f0(str(path), st.st_size, st.st_mtime_ns)
+    return out
+
+
+def f0_ridge(train_f0: np.ndarray, train_features: np.ndarray, eval_f0: np.ndarray
+             ) -> tuple[np.ndarray, dict[str, float]]:
+    """The F0-only ridge's prediction for each scored clip, and what went into it (how many
+    clips had no voiced frame on each side). Fitted on train only."""
+    voiced = np.isfinite(train_f0) & (train_f0 > 0)
+    if voiced.sum() < 2:
+        raise ValueError("the F0 ridge needs at least two voiced train clips")
+    fill = float(np.median(train_f0[voiced]))
+
+    def design(f0: np.ndarray) -> np.ndarray:
+        f0 = np.where(np.isfinite(f0) & (f0 > 0), f0, fill)
+        return np.log(f0)[:, None]
+
+    pred = oracle_ridge(design(train_f0), train_features, design(eval_f0))
+    info = {"f0_ridge_train_unvoiced": float((~voiced).sum()),
+            "f0_ridge_eval_unvoiced": float((~(np.isfinite(eval_f0) & (eval_f0 > 0))).sum()),
+            "f0_ridge_train_median_hz": fill}
+    return pred, info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    for path, f0 in zip(args, median_f0_of(args), strict=True):
+        print(f"{path}\t{f0:.1f} Hz")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
