@@ -126,14 +126,27 @@ def read_shard(path: Path, table: str, columns: list[str] | None = None) -> pa.T
     renamed = RENAMED_COLUMNS.get(table, {})
     data = pq.read_table(path)
     data = data.rename_columns([renamed.get(c, c) for c in data.column_names])
+    data = _with_added_columns(data, table)
     return data.select(columns) if columns is not None else data
+
+
+def _with_added_columns(data: pa.Table, table: str) -> pa.Table:
+    """A shard written before `storage.schemas.ADDED_COLUMNS` gained its columns, as nulls."""
+    from storage.schemas import ADDED_COLUMNS, TABLES
+
+    for name in ADDED_COLUMNS.get(table, ()):
+        if name not in data.column_names:
+            field = TABLES[table].field(name)
+            data = data.append_column(field, pa.nulls(data.num_rows, field.type))
+    return data
 
 
 def scan(layout: DataLayout, table: str, schema: pa.Schema | None = None) -> pl.LazyFrame:
     """Lazy scan of every shard of a table; an empty frame with the schema if there are none.
     Shards written before a column rename (`storage.schemas.RENAMED_COLUMNS`) are scanned one
-    by one and renamed, so old and new shards read as one table."""
-    from storage.schemas import RENAMED_COLUMNS, TABLES
+    by one and renamed, so old and new shards read as one table; shards written before a
+    table gained columns (`storage.schemas.ADDED_COLUMNS`) read them as nulls."""
+    from storage.schemas import ADDED_COLUMNS, RENAMED_COLUMNS, TABLES
 
     paths = shard_paths(layout, table)
     if not paths:
@@ -141,6 +154,11 @@ def scan(layout: DataLayout, table: str, schema: pa.Schema | None = None) -> pl.
             schema = TABLES[table]
         return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
     renamed = RENAMED_COLUMNS.get(table)
+    if table in ADDED_COLUMNS:
+        # The full schema, with nulls for columns an older shard lacks: without it polars takes
+        # the first shard's columns and refuses a later shard with more.
+        full = pl.from_arrow(TABLES[table].empty_table()).schema  # type: ignore[union-attr]
+        return pl.scan_parquet([str(p) for p in paths], schema=full, missing_columns="insert")
     if not renamed:
         return pl.scan_parquet([str(p) for p in paths])
     return pl.concat([pl.scan_parquet(str(p)).rename(renamed, strict=False) for p in paths],

@@ -25,29 +25,41 @@ def _schema(name: str, doc: str, fields: list[pa.Field]) -> pa.Schema:
 # Clip statuses written by ingestion. Later stages write their own status tables.
 CLIP_STATUSES = {
     "ok": "media found, streams probed, audio segment written as FLAC",
-    "invalid_row": "the manifest line is not a valid AVSpeech row (reason in `error`)",
+    "invalid_row": "the manifest line is not a valid AVSpeech row, or a pairs directory's file "
+                   "stem or index.html row does not parse (reason in `error`)",
     "duplicate": "same clip key (youtube_id, start, end in ms) as an earlier manifest line of "
-                 "the run (which one in `error`)",
+                 "the run, or as an earlier stem of a pairs directory (which one in `error`)",
     "split_conflict": "the video (youtube_id) is also in another split's manifest: one speaker "
                       "may be in one split only (both manifest lines, file:line, in `error`)",
     "missing_media": "no <media-root>/<id>.(mp4|webm|mkv) and no download asked for",
     "download_failed": "yt-dlp could not fetch the video after retries",
-    "corrupt_media": "the file is empty, truncated or not a media container",
+    "corrupt_media": "the file is empty, truncated or not a media container; pairs: audio "
+                     "with no samples, NaN/inf samples or silence (which, in `error`)",
     "no_audio": "the container has no audio stream",
     "no_video": "the container has no video stream",
     "out_of_range": "the segment lies (partly) past the end of the media",
     "decode_failed": "the audio segment could not be decoded",
     "error": "an unexpected error while reading the media (message in `error`)",
+    "face_only": "a pairs directory's face image with no audio (`retrieve/`): a retrieval "
+                 "distractor, never trained on or scored as a voice",
+    "missing_face": "a pairs directory's stem has audio (`Wav/`) but no true face (`Face_ori/`)",
+    "missing_audio": "a pairs directory's true face (`Face_ori/`) has no audio (`Wav/`) in a "
+                     "folder of pairs (avspeech_res, voxceleb)",
 }
 
-CLIPS = _schema("clips", "One row per manifest line: validation, media probe and the cut audio.", [
-    _f("clip_key", pa.string(), "youtube_id + start/end in ms; null for lines that do not parse"),
-    _f("manifest", pa.string(), "manifest name (CSV file stem)", nullable=False),
-    _f("split", pa.string(), "train | dev | test: the manifest name's last word or `s2f ingest --split`", nullable=False),
-    _f("line_no", pa.int64(), "1-based line number in the manifest", nullable=False),
+CLIPS = _schema("clips", "One row per manifest line (or per file stem of a pairs directory, "
+                "s2f.ingest.pairs): validation, media probe and the cut audio.", [
+    _f("clip_key", pa.string(), "youtube_id + start/end in ms (VoxCeleb pairs: `vox_` + the "
+       "stem without its 4 figure digits); null for lines that do not parse"),
+    _f("manifest", pa.string(), "manifest name (CSV file stem; `pairs_<folder>` for a pairs "
+       "directory's folder)", nullable=False),
+    _f("split", pa.string(), "train | dev | test: the manifest name's last word or `s2f ingest "
+       "--split`; pairs: by person, seeded (s2f.ingest.pairs.assign_splits)", nullable=False),
+    _f("line_no", pa.int64(), "1-based line number in the manifest; pairs: 1-based position of "
+       "the stem in the folder's sorted listing", nullable=False),
     _f("youtube_id", pa.string(), "11-character YouTube id"),
-    _f("start_s", pa.float64(), "segment start in seconds"),
-    _f("end_s", pa.float64(), "segment end in seconds"),
+    _f("start_s", pa.float64(), "segment start in seconds (VoxCeleb pairs: 0)"),
+    _f("end_s", pa.float64(), "segment end in seconds (VoxCeleb pairs: the audio's duration)"),
     _f("hint_x", pa.float32(), "face centre x, normalised to [0, 1]"),
     _f("hint_y", pa.float32(), "face centre y, normalised to [0, 1]"),
     _f("status", pa.string(), "one of CLIP_STATUSES", nullable=False),
@@ -62,6 +74,20 @@ CLIPS = _schema("clips", "One row per manifest line: validation, media probe and
     _f("fps", pa.float32(), "average video frame rate"),
     _f("media_duration_s", pa.float64(), "duration of the whole media file"),
     _f("audio_samples", pa.int64(), "samples in the FLAC (16 kHz mono)"),
+    # Pairs directories (s2f.ingest.pairs) fill these; video ingestion leaves them null.
+    _f("person_id", pa.string(), "the person: VoxCeleb the name (`Donald_Glover`), AVSpeech and "
+       "retrieve the youtube id; splits, identity pools and controls use it where set"),
+    _f("face_image_path", pa.string(), "absolute path of the true face image (`Face_ori/`)"),
+    _f("paper_s2f_path", pa.string(), "absolute path of the page's `Face_exg0/` image: the "
+       "paper's Speech2Face reconstruction from the speech"),
+    _f("paper_f2f_path", pa.string(), "absolute path of the page's `Face_f2f/` image: the "
+       "paper's face decoder applied to the true face's feature"),
+    _f("gender", pa.string(), "male | female, from the page's index.html (VoxCeleb)"),
+    _f("age_band", pa.string(), "age band as the page writes it (`<20`, `20-39`, `40-59`, "
+       "`>=60`), `Age: ` stripped"),
+    _f("ethnicity", pa.string(), "ethnicity as the page writes it (`Non-Hispanic white`, ...)"),
+    _f("native_speaker", pa.bool_(), "native English speaker, from the page's `Native` / "
+       "`Non-native`"),
 ])
 
 PREPROCESS_STATUSES = {
@@ -148,6 +174,14 @@ TABLES: dict[str, pa.Schema] = {
 # and takes new shards beside its old ones.
 RENAMED_COLUMNS: dict[str, dict[str, str]] = {
     "evaluations": {"test_snapshot_id": "split_snapshot_id"},
+}
+
+# Nullable columns added to a table since data was first written: table -> names. Readers
+# (`storage.io.read_shard`, `storage.io.scan`) give older shards these columns as nulls, so a data
+# directory with video clips ingested before them still reads as one table beside new shards.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "clips": ("person_id", "face_image_path", "paper_s2f_path", "paper_f2f_path", "gender",
+              "age_band", "ethnicity", "native_speaker"),
 }
 
 STATUS_VOCABULARY: dict[str, dict[str, str]] = {"clips": CLIP_STATUSES, "preprocess": PREPROCESS_STATUSES}
