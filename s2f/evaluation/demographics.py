@@ -18,7 +18,7 @@ printing beside the rate of always answering the most common band (`agreement()[
   (no offline ethnicity classifier exists; see its docstring for what it is and is not).
 - `page_labels(index_html)`: the project page's VoxCeleb labels (gender, age band, ...) by stem.
 
-    python -m s2f.evaluation.demographics DIR [LABELS_INDEX_HTML] [--shrink 64]
+    python -m s2f.evaluation.demographics DIR [LABELS_INDEX_HTML] [--shrink 64] [--against TRUE_DIR]
     # e.g. DIR=../shared/data/speech2face-page/voxceleb/Face_exg0, LABELS=.../voxceleb/index.html
 """
 
@@ -376,6 +376,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shrink", type=int, default=None, metavar="SIDE",
                         help="resize each image to SIDE×SIDE first (e.g. 64: how the classifier "
                              "does on decoder-sized outputs, which it then upsamples)")
+    parser.add_argument("--against", type=Path, default=None, metavar="TRUE_DIR",
+                        help="also compare with the classifier's outputs on the images of the same "
+                             "stems in TRUE_DIR (the paper's Fig. 4: reconstruction vs true face)")
     return parser.parse_args(argv)
 
 
@@ -400,7 +403,21 @@ def main(argv: list[str] | None = None) -> int:
         rows = [labels.get(stem, {}) for stem in stems]
         _print_agreement("gender", demo.gender, [r.get("gender") for r in rows], GENDERS)
         _print_agreement("age band", demo.age_band, [r.get("age_band") for r in rows], AGE_BANDS)
+    if args.against:
+        _print_against(stems, demo, args.against)
     return 0
+
+
+def _print_against(stems: list[str], demo: Demographics, true_dir: Path) -> None:
+    true_stems, true_images = _read_dir(true_dir)
+    on_true = classify_faces(true_images)
+    where = {stem: i for i, stem in enumerate(true_stems)}
+    pick = [where.get(stem) for stem in stems]
+    gender = [None if j is None else on_true.gender[j] for j in pick]
+    band = [None if j is None else on_true.age_band[j] for j in pick]
+    _print_agreement(f"gender vs the classifier on {true_dir.name}", demo.gender, gender, GENDERS)
+    _print_agreement(f"age band vs the classifier on {true_dir.name}", demo.age_band, band,
+                     AGE_BANDS)
 
 
 if __name__ == "__main__":
