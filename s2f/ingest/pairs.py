@@ -188,7 +188,9 @@ def _parse_labels(pieces: list[str]) -> tuple[Labels | None, str | None]:
     missing = [k for k in ("gender", "native_speaker", "age_band", "ethnicity") if k not in found]
     if unknown or missing:
         parts = [f"no {', '.join(missing)}"] if missing else []
-        parts += [f"not a label: {quote(u)}" for u in unknown]
+        if unknown:  # the row is quoted whole after this: name the first stray part briefly
+            more = f" (+{len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            parts.append(f"not a label: {unknown[0][:40]!r}{more}")
         return None, "; ".join(parts)
     return Labels(**found), None
 
@@ -304,18 +306,26 @@ def _file_status(folder: str, audio: Path | None, face: Path | None, stem: str
     return "ok", None
 
 
+def _blank(folder: str, line_no: int) -> dict[str, Any]:
+    """Every `clips` column, null, for one stem of a folder (status ok until told otherwise)."""
+    record: dict[str, Any] = dict.fromkeys(CLIPS.names)
+    record.update({"manifest": manifest_of(folder), "line_no": line_no, "status": "ok",
+                   _STEM: None, _FOLDER: folder})
+    return record
+
+
 def _record(folder: str, folder_dir: Path, line_no: int, stem: str, audio: Path | None,
             face: Path | None) -> dict[str, Any]:
     """One record from the listing alone (no labels, no duplicates yet)."""
-    record: dict[str, Any] = {
-        "manifest": manifest_of(folder), "split": None, "line_no": line_no, "status": "ok",
-        "error": None, "hint_x": HINT, "hint_y": HINT, "video_path": None,
+    record = _blank(folder, line_no)
+    record.update({
+        "hint_x": HINT, "hint_y": HINT,
         "media_path": str(audio.resolve()) if audio else None,
         "face_image_path": str(face.resolve()) if face else None,
         "paper_s2f_path": _image(folder_dir, "Face_exg0", stem),
         "paper_f2f_path": _image(folder_dir, "Face_f2f", stem),
-        _STEM: stem, _FOLDER: folder,
-    }
+        _STEM: stem,
+    })
     parsed = parse_stem(folder, stem)
     if isinstance(parsed, str):
         record["status"], record["error"] = "invalid_row", parsed
@@ -349,9 +359,8 @@ def _apply_index(records: list[dict[str, Any]], rows: list[IndexRow], folder: st
         record = by_stem.get(row.stem) if row.stem is not None else None
         if record is None:
             if row.problem is not None:
-                records.append({"manifest": manifest_of(folder), "split": None,
-                                "line_no": next_line, "status": "invalid_row",
-                                "error": row.problem, _STEM: None, _FOLDER: folder})
+                records.append({**_blank(folder, next_line), "status": "invalid_row",
+                                "error": row.problem})
                 next_line += 1
             continue
         if row.labels is not None:
@@ -416,7 +425,7 @@ def _person_strata(records: list[dict[str, Any]]) -> dict[str | None, list[str]]
     votes: dict[str, Counter[str]] = defaultdict(Counter)
     for record in records:
         person = record.get("person_id")
-        if person is None or record[_FOLDER] == DISTRACTOR_FOLDER:
+        if person is None or record["manifest"] == manifest_of(DISTRACTOR_FOLDER):
             continue
         votes[person].update([record["gender"]] if record.get("gender") else [])
     strata: dict[str | None, list[str]] = defaultdict(list)
