@@ -360,6 +360,17 @@ def test_a_directory_without_the_folders_names_them(tmp_path: Path) -> None:
     assert pairs.main([str(tmp_path), str(tmp_path / "data")]) == 2
 
 
+def test_a_clone_of_the_page_repository_works_as_it_is(page: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "speech2face.github.io"
+    for folder, parent in (("avspeech_res", "figures"), ("voxceleb", "figures"),
+                           ("retrieve", "supplemental")):
+        shutil.copytree(page / folder, clone / parent / folder)
+    records, flat = scan_pairs(clone), scan_pairs(page)
+    assert [(r["manifest"], r["status"], r["clip_key"]) for r in records] == [
+        (r["manifest"], r["status"], r["clip_key"]) for r in flat]
+    assert "/figures/voxceleb/Wav/" in by_stem(records)[vox_stem("Al_Pha")]["media_path"]
+
+
 def test_command_prints_counts(page: Path, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     assert pairs.main([str(page), str(tmp_path / "data")]) == 0

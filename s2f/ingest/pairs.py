@@ -66,6 +66,9 @@ FOLDER_CONTENTS = {
     "retrieve": "Face_ori/ only: further true faces, retrieval distractors",
 }
 DISTRACTOR_FOLDER = "retrieve"
+# Where a folder may sit under the root: itself, or as in a clone of the page's repository
+# (figures/avspeech_res, figures/voxceleb, supplemental/retrieve).
+CLONE_PARENTS = (".", "figures", "supplemental")
 # Bump when the records a shard produces would change for the same inputs.
 PAIRS_VERSION = 1
 TABLE = "clips"
@@ -335,8 +338,20 @@ def _record(folder: str, folder_dir: Path, line_no: int, stem: str, audio: Path 
     return record
 
 
-def _scan_folder(root: Path, folder: str) -> list[dict[str, Any]]:
-    folder_dir = root / folder
+def find_folders(root: Path) -> dict[str, Path]:
+    """folder name -> its directory: `root/<folder>`, else where a clone of the page's
+    repository keeps it (`root/figures/<folder>`, `root/supplemental/<folder>`)."""
+    found = {}
+    for folder in PAIRS_FOLDERS:
+        for parent in CLONE_PARENTS:
+            candidate = root / parent / folder
+            if candidate.is_dir():
+                found[folder] = candidate
+                break
+    return found
+
+
+def _scan_folder(folder_dir: Path, folder: str) -> list[dict[str, Any]]:
     faces = _listing(folder_dir / "Face_ori", IMAGE_EXTENSIONS)
     audio = {} if folder == DISTRACTOR_FOLDER else _listing(folder_dir / "Wav", AUDIO_EXTENSIONS)
     stems = sorted(s for s in set(faces) | set(audio) if not _is_assistant(s))
@@ -387,22 +402,23 @@ def _mark_duplicates(records: list[dict[str, Any]]) -> None:
 def _layout_message(root: Path) -> str:
     folders = "; ".join(f"{name}/ ({what})" for name, what in FOLDER_CONTENTS.items())
     return (f"{root} has none of the folders of a Speech2Face project page directory: "
-            f"{folders}. Point at the directory holding them (a clone of the page's "
-            f"repository, or ../shared/data/speech2face-page)")
+            f"{folders} (looked for in it and under its figures/ and supplemental/, where a "
+            f"clone of the page's repository has them). Point at the directory holding them: "
+            f"a clone of the page's repository, or ../shared/data/speech2face-page")
 
 
 def scan_pairs(root: Path) -> list[dict[str, Any]]:
     """One `clips` record per stem found in `Wav/` or `Face_ori/` of each folder present
-    (avspeech_res, voxceleb, retrieve), in folder then listing order, with every column known
+    (avspeech_res, voxceleb, retrieve; `find_folders`), in folder then listing order, with every column known
     before decoding and status ok / face_only / missing_face / missing_audio / duplicate /
     invalid_row; `split` is None until `assign_splits`. The page's voice-assistant rows
     (`Zz_Alexa`, `Zz_Google`, `Zz_Siri`: no human face) are skipped. Raises PairsLayoutError
     when `root` has none of PAIRS_FOLDERS."""
     root = Path(root).expanduser()
-    present = [f for f in PAIRS_FOLDERS if (root / f).is_dir()]
+    present = find_folders(root)
     if not present:
         raise PairsLayoutError(_layout_message(root))
-    records = [r for folder in present for r in _scan_folder(root, folder)]
+    records = [r for folder, where in present.items() for r in _scan_folder(where, folder)]
     _mark_duplicates(records)
     return records
 
