@@ -19,6 +19,9 @@ The directory (a clone of the page's repository, `.wav` audio, or the shared cop
                    group, the person is the Name
     retrieve/      Face_ori/<stem>.jpg only: true faces with no audio, retrieval distractors
 
+A clone of the page's repository keeps them as figures/avspeech_res, figures/voxceleb and
+supplemental/retrieve: `find_folders` looks there too, so the clone works as it is.
+
 The folder listing is the truth (IDs.txt is not read). Each stem found in `Wav/` or `Face_ori/`
 becomes one record of manifest `pairs_<folder>`, `line_no` its position in the sorted listing:
 `ok` (audio and face), `missing_face` / `missing_audio` (one of the two), `face_only`
