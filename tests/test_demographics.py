@@ -206,3 +206,16 @@ def test_command_line_prints_predictions_and_agreement(tmp_path: Path,
     assert "0000Man_0\tmale" in out and "0001Man_1\tmale" in out
     assert "gender: agreement 1.000 [1.000, 1.000]  majority 1.000  n 2  coverage 1.000" in out
     assert "age band: agreement" in out
+
+
+def test_boxes_scale_with_upsampling_and_nan_rows_detect() -> None:
+    """A box in the 64 px image's coordinates is scaled with the upsampling (a box left
+    unscaled would cover only the top-left corner of the upsampled image and miss the face)."""
+    tom = _faces("Tom_Cruise_avp_2014_4.jpg")[0]
+    small = _crop(tom["file"], tom["box"], side=64, margin=0.35)
+    inset = 64 * 0.35 / 1.7  # the face box inside the crop made with that margin
+    boxes = np.array([[inset, inset, 64 - inset, 64 - inset], [np.nan] * 4])
+    d = dg.classify_faces(np.stack([small, small]), boxes)
+    assert d.gender == ["male", "male"]
+    assert d.face_found == [True, True]
+    assert abs(d.age[0] - d.age[1]) < 15

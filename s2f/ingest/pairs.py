@@ -19,6 +19,9 @@ The directory (a clone of the page's repository, `.wav` audio, or the shared cop
                    group, the person is the Name
     retrieve/      Face_ori/<stem>.jpg only: true faces with no audio, retrieval distractors
 
+A clone of the page's repository keeps them as figures/avspeech_res, figures/voxceleb and
+supplemental/retrieve: `find_folders` looks there too, so the clone works as it is.
+
 The folder listing is the truth (IDs.txt is not read). Each stem found in `Wav/` or `Face_ori/`
 becomes one record of manifest `pairs_<folder>`, `line_no` its position in the sorted listing:
 `ok` (audio and face), `missing_face` / `missing_audio` (one of the two), `face_only`
@@ -66,6 +69,9 @@ FOLDER_CONTENTS = {
     "retrieve": "Face_ori/ only: further true faces, retrieval distractors",
 }
 DISTRACTOR_FOLDER = "retrieve"
+# Where a folder may sit under the root: itself, or as in a clone of the page's repository
+# (figures/avspeech_res, figures/voxceleb, supplemental/retrieve).
+CLONE_PARENTS = (".", "figures", "supplemental")
 # Bump when the records a shard produces would change for the same inputs.
 PAIRS_VERSION = 1
 TABLE = "clips"
@@ -188,7 +194,9 @@ def _parse_labels(pieces: list[str]) -> tuple[Labels | None, str | None]:
     missing = [k for k in ("gender", "native_speaker", "age_band", "ethnicity") if k not in found]
     if unknown or missing:
         parts = [f"no {', '.join(missing)}"] if missing else []
-        parts += [f"not a label: {quote(u)}" for u in unknown]
+        if unknown:  # the row is quoted whole after this: name the first stray part briefly
+            more = f" (+{len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            parts.append(f"not a label: {unknown[0][:40]!r}{more}")
         return None, "; ".join(parts)
     return Labels(**found), None
 
@@ -304,18 +312,26 @@ def _file_status(folder: str, audio: Path | None, face: Path | None, stem: str
     return "ok", None
 
 
+def _blank(folder: str, line_no: int) -> dict[str, Any]:
+    """Every `clips` column, null, for one stem of a folder (status ok until told otherwise)."""
+    record: dict[str, Any] = dict.fromkeys(CLIPS.names)
+    record.update({"manifest": manifest_of(folder), "line_no": line_no, "status": "ok",
+                   _STEM: None, _FOLDER: folder})
+    return record
+
+
 def _record(folder: str, folder_dir: Path, line_no: int, stem: str, audio: Path | None,
             face: Path | None) -> dict[str, Any]:
     """One record from the listing alone (no labels, no duplicates yet)."""
-    record: dict[str, Any] = {
-        "manifest": manifest_of(folder), "split": None, "line_no": line_no, "status": "ok",
-        "error": None, "hint_x": HINT, "hint_y": HINT, "video_path": None,
+    record = _blank(folder, line_no)
+    record.update({
+        "hint_x": HINT, "hint_y": HINT,
         "media_path": str(audio.resolve()) if audio else None,
         "face_image_path": str(face.resolve()) if face else None,
         "paper_s2f_path": _image(folder_dir, "Face_exg0", stem),
         "paper_f2f_path": _image(folder_dir, "Face_f2f", stem),
-        _STEM: stem, _FOLDER: folder,
-    }
+        _STEM: stem,
+    })
     parsed = parse_stem(folder, stem)
     if isinstance(parsed, str):
         record["status"], record["error"] = "invalid_row", parsed
@@ -325,8 +341,20 @@ def _record(folder: str, folder_dir: Path, line_no: int, stem: str, audio: Path 
     return record
 
 
-def _scan_folder(root: Path, folder: str) -> list[dict[str, Any]]:
-    folder_dir = root / folder
+def find_folders(root: Path) -> dict[str, Path]:
+    """folder name -> its directory: `root/<folder>`, else where a clone of the page's
+    repository keeps it (`root/figures/<folder>`, `root/supplemental/<folder>`)."""
+    found = {}
+    for folder in PAIRS_FOLDERS:
+        for parent in CLONE_PARENTS:
+            candidate = root / parent / folder
+            if candidate.is_dir():
+                found[folder] = candidate
+                break
+    return found
+
+
+def _scan_folder(folder_dir: Path, folder: str) -> list[dict[str, Any]]:
     faces = _listing(folder_dir / "Face_ori", IMAGE_EXTENSIONS)
     audio = {} if folder == DISTRACTOR_FOLDER else _listing(folder_dir / "Wav", AUDIO_EXTENSIONS)
     stems = sorted(s for s in set(faces) | set(audio) if not _is_assistant(s))
@@ -349,9 +377,8 @@ def _apply_index(records: list[dict[str, Any]], rows: list[IndexRow], folder: st
         record = by_stem.get(row.stem) if row.stem is not None else None
         if record is None:
             if row.problem is not None:
-                records.append({"manifest": manifest_of(folder), "split": None,
-                                "line_no": next_line, "status": "invalid_row",
-                                "error": row.problem, _STEM: None, _FOLDER: folder})
+                records.append({**_blank(folder, next_line), "status": "invalid_row",
+                                "error": row.problem})
                 next_line += 1
             continue
         if row.labels is not None:
@@ -378,22 +405,23 @@ def _mark_duplicates(records: list[dict[str, Any]]) -> None:
 def _layout_message(root: Path) -> str:
     folders = "; ".join(f"{name}/ ({what})" for name, what in FOLDER_CONTENTS.items())
     return (f"{root} has none of the folders of a Speech2Face project page directory: "
-            f"{folders}. Point at the directory holding them (a clone of the page's "
-            f"repository, or ../shared/data/speech2face-page)")
+            f"{folders} (looked for in it and under its figures/ and supplemental/, where a "
+            f"clone of the page's repository has them). Point at the directory holding them: "
+            f"a clone of the page's repository, or ../shared/data/speech2face-page")
 
 
 def scan_pairs(root: Path) -> list[dict[str, Any]]:
     """One `clips` record per stem found in `Wav/` or `Face_ori/` of each folder present
-    (avspeech_res, voxceleb, retrieve), in folder then listing order, with every column known
+    (avspeech_res, voxceleb, retrieve; `find_folders`), in folder then listing order, with every column known
     before decoding and status ok / face_only / missing_face / missing_audio / duplicate /
     invalid_row; `split` is None until `assign_splits`. The page's voice-assistant rows
     (`Zz_Alexa`, `Zz_Google`, `Zz_Siri`: no human face) are skipped. Raises PairsLayoutError
     when `root` has none of PAIRS_FOLDERS."""
     root = Path(root).expanduser()
-    present = [f for f in PAIRS_FOLDERS if (root / f).is_dir()]
+    present = find_folders(root)
     if not present:
         raise PairsLayoutError(_layout_message(root))
-    records = [r for folder in present for r in _scan_folder(root, folder)]
+    records = [r for folder, where in present.items() for r in _scan_folder(where, folder)]
     _mark_duplicates(records)
     return records
 
@@ -416,7 +444,7 @@ def _person_strata(records: list[dict[str, Any]]) -> dict[str | None, list[str]]
     votes: dict[str, Counter[str]] = defaultdict(Counter)
     for record in records:
         person = record.get("person_id")
-        if person is None or record[_FOLDER] == DISTRACTOR_FOLDER:
+        if person is None or record["manifest"] == manifest_of(DISTRACTOR_FOLDER):
             continue
         votes[person].update([record["gender"]] if record.get("gender") else [])
     strata: dict[str | None, list[str]] = defaultdict(list)
