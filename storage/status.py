@@ -52,7 +52,9 @@ def clip_status_lazy(layout: DataLayout,
                               pl.col("error").alias("_stage_error"))
                       .unique("clip_key", keep="any"))
         frame = frame.join(stage_rows, on="clip_key", how="left", maintain_order="left")
-        reached = (pl.col("status") == "ok") & pl.col("_stage_status").is_not_null()
+        # face_only: a face without a voice (the real pairs' distractors) is preprocessed too
+        reached = (pl.col("status").is_in(["ok", "face_only"])
+                   & pl.col("_stage_status").is_not_null())
         frame = frame.with_columns(
             pl.when(reached).then(pl.lit(name)).otherwise(pl.col("stage")).alias("stage"),
             pl.when(reached).then(pl.col("_stage_status")).otherwise(pl.col("status"))

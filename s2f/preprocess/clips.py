@@ -6,7 +6,8 @@ The library behind `s2f preprocess` (flows/preprocess.py adds only orchestration
     tables = preprocess_clips(rows, PreprocessConfig(frames=3))   # rows: dicts of the clips table
     tables.preprocess, tables.faces, tables.face_features          # pyarrow Tables
 
-Per clip (only clips whose ingestion status is "ok"): K frames at 25/50/75 % of the segment
+Per clip (only clips whose ingestion status is "ok", or "face_only": a still face image without
+audio, `PREPROCESSED_STATUSES`): K frames at 25/50/75 % of the segment
 (`s2f.media.video`), the face nearest the manifest hint in each frame (`s2f.faces.detect`; found
 coarse-first on the middle frame and tracked on the others, `s2f.faces.search`), a
 similarity alignment to the 68-point template and a 224x224 crop (`s2f.faces.align`, on the
@@ -149,7 +150,8 @@ def preprocess_clips(rows: Sequence[Mapping[str, Any]], config: PreprocessConfig
                      encoder: FaceEncoder | None = None, detector: FaceDetector | None = None,
                      dali: DaliFrameDecoder | None = None,
                      progress: bool = True, desc: str = "preprocess") -> PreprocessTables:
-    """Preprocess clips-table rows (only status "ok" rows are taken). Never raises per clip."""
+    """Preprocess clips-table rows (only `PREPROCESSED_STATUSES` rows are taken); a row with a
+    `face_image_path` is that one still image (the real pairs source). Never raises per clip."""
     from tqdm import tqdm
 
     config = config or PreprocessConfig()

@@ -27,7 +27,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from s2f.preprocess.clips import PreprocessConfig, PreprocessTables, preprocess_clips
+from s2f.preprocess.clips import (
+    PREPROCESSED_STATUSES,
+    PreprocessConfig,
+    PreprocessTables,
+    preprocess_clips,
+)
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 _DALI: dict[tuple[bool, int], Any] = {}  # per worker process: DALI pipeline build is slow
@@ -80,7 +85,7 @@ def preprocess_parallel(rows: Sequence[Mapping[str, Any]], config: PreprocessCon
     """`preprocess_clips(rows, config)` split over `config.workers` processes (0: all cores)."""
     from tqdm import tqdm
 
-    ok = [dict(r) for r in rows if r.get("status") == "ok" and r.get("clip_key")]
+    ok = [dict(r) for r in rows if r.get("status") in PREPROCESSED_STATUSES and r.get("clip_key")]
     workers = resolve_workers(config)
     # Even chunks so both cores finish together; never more than chunk_clips (memory).
     size = max(1, min(config.chunk_clips, math.ceil(len(ok) / max(1, workers))))
