@@ -120,9 +120,8 @@ def scored_models() -> tuple[str, str]:
 def run_real_pairs_from_cli(params: RealPairsParams) -> int:
     """`s2f real-pairs`: 0 when the run finished (whatever the gate decided), 1 when a stage
     failed, 2 when the pairs directory has none of the page's folders."""
-    from s2f.ingest.pairs import PairsLayoutError, scan_pairs
-
     from flows.demo import quiet_mlflow_logs
+    from s2f.ingest.pairs import PairsLayoutError, scan_pairs
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     quiet_mlflow_logs()

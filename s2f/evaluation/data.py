@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from storage.io import shard_paths
+from storage.io import scan, shard_paths
 from storage.layout import DataLayout
 
 EvalRole = Literal["dev", "test"]
@@ -101,16 +101,8 @@ PAIR_COLUMNS = ("face_image_path", "paper_s2f_path", "paper_f2f_path", "gender",
 
 
 def clip_details(layout: DataLayout, clip_keys: list[str]) -> pl.DataFrame:
-    """clip_key + `PAIR_COLUMNS` of `clip_keys`, in that order (nulls where the clips table has
-    no such column or value)."""
-    from storage.schemas import CLIPS
-
-    lf = pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")],
-                         missing_columns="insert")
-    have = set(lf.collect_schema().names())
-    lf = lf.with_columns([pl.lit(None, pl.String).alias(c) for c in PAIR_COLUMNS
-                          if c not in have and c in CLIPS.names])
-    found = (lf.filter(pl.col("clip_key").is_in(pl.Series(clip_keys).implode()))
+    """clip_key + `PAIR_COLUMNS` of `clip_keys`, in that order (nulls where a clip has none)."""
+    found = (scan(layout, "clips").filter(pl.col("clip_key").is_in(pl.Series(clip_keys).implode()))
              .select("clip_key", *PAIR_COLUMNS).unique("clip_key", keep="first").collect())
     return pl.DataFrame({"clip_key": clip_keys}).join(found, on="clip_key", how="left",
                                                       maintain_order="left")
@@ -120,8 +112,7 @@ def distractor_features(layout: DataLayout, encoder: str, role: str
                         ) -> tuple[list[str], np.ndarray]:
     """(clip keys, K×D features) of the faces without a voice (`face_only` clips) of `role`'s
     split: extra entries of the role's retrieval pools. Empty when there are none."""
-    lf = pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")])
-    rows = (lf.filter((pl.col("status") == "face_only") & (pl.col("split") == role))
+    rows = (scan(layout, "clips").filter((pl.col("status") == "face_only") & (pl.col("split") == role))
             .select("clip_key").unique().collect())
     if rows.height == 0 or not shard_paths(layout, "face_features"):
         return [], np.zeros((0, 0), np.float32)
@@ -274,7 +265,7 @@ def data_summary(layout: DataLayout) -> dict[str, object]:
     if not paths:
         return {"manifests": [], "rows": 0, "status_counts": {}, "split_counts": {},
                 "split_videos": {}, "train_snapshot_id": None}
-    clips = pl.scan_parquet([str(p) for p in paths]).select(
+    clips = scan(layout, "clips").select(
         "clip_key", "manifest", "status", "split", "youtube_id").collect()
     ok = clips.filter(pl.col("status") == "ok")
     return {

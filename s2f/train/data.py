@@ -50,7 +50,7 @@ import torch
 
 from s2f.media.audio import AudioConfig, crop_fixed, load_audio
 from s2f.train.distributed import rank_slice
-from storage.io import shard_paths
+from storage.io import scan, shard_paths
 from storage.layout import DataLayout
 
 Role = Literal["train", "dev", "test"]
@@ -65,12 +65,9 @@ def is_dev(youtube_id: str, dev_fraction: float) -> bool:
 def ok_clips(layout: DataLayout) -> pl.LazyFrame:
     """The clips with status ok and cut audio: clip_key, youtube_id, person_id, split,
     audio_path. `person_id` (the real pairs source's person) is null where the clips table has
-    none (AVSpeech rows, shards written before the column existed)."""
-    clips = pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")],
-                            missing_columns="insert")
-    if "person_id" not in clips.collect_schema().names():
-        clips = clips.with_columns(pl.lit(None, pl.String).alias("person_id"))
-    return (clips.filter((pl.col("status") == "ok") & pl.col("audio_path").is_not_null())
+    none (AVSpeech rows; shards written before the column existed read it as null)."""
+    return (scan(layout, "clips")
+            .filter((pl.col("status") == "ok") & pl.col("audio_path").is_not_null())
             .select("clip_key", "youtube_id", "person_id", "split", "audio_path"))
 
 

@@ -31,7 +31,7 @@ from s2f.faces.align import CROP_SIZE, apply_affine, decode_jpeg, similarity_to_
 from s2f.models.face_decoder import pixels_to_normalized
 from s2f.preprocess.clips import PREPROCESSED_STATUSES
 from s2f.train.data import Role, select_role
-from storage.io import shard_paths
+from storage.io import scan, shard_paths
 from storage.layout import DataLayout
 
 
@@ -57,7 +57,7 @@ def crop_landmarks(frame_landmarks: np.ndarray) -> np.ndarray:
 
 def load_face_set(layout: DataLayout, encoder: str, role: Role, dev_fraction: float,
                   image_size: int) -> FaceSet:
-    clips = (pl.scan_parquet([str(p) for p in shard_paths(layout, "clips")])
+    clips = (scan(layout, "clips")
              .filter(pl.col("status").is_in(PREPROCESSED_STATUSES))
              .select("clip_key", "youtube_id", "split"))
     feats = (pl.scan_parquet([str(p) for p in shard_paths(layout, "face_features")])
