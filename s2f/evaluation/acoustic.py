@@ -46,13 +46,19 @@ def median_f0_of(paths: Sequence[Path | str]) -> np.ndarray:
     return out
 
 
+MIN_VOICED_TRAIN = 2  # a ridge on one input needs two distinct points
+
+
 def f0_ridge(train_f0: np.ndarray, train_features: np.ndarray, eval_f0: np.ndarray
-             ) -> tuple[np.ndarray, dict[str, float]]:
-    """The F0-only ridge's prediction for each scored clip, and what went into it (how many
-    clips had no voiced frame on each side). Fitted on train only."""
+             ) -> tuple[np.ndarray | None, dict[str, float]]:
+    """The F0-only ridge's prediction for each scored clip (None when fewer than
+    `MIN_VOICED_TRAIN` train clips are voiced: nothing to fit; `f0_ridge_train_voiced` says
+    so), and what went into it. Fitted on train only."""
     voiced = np.isfinite(train_f0) & (train_f0 > 0)
-    if voiced.sum() < 2:
-        raise ValueError("the F0 ridge needs at least two voiced train clips")
+    info = {"f0_ridge_train_voiced": float(voiced.sum()),
+            "f0_ridge_eval_unvoiced": float((~(np.isfinite(eval_f0) & (eval_f0 > 0))).sum())}
+    if voiced.sum() < MIN_VOICED_TRAIN:
+        return None, info
     fill = float(np.median(train_f0[voiced]))
 
     def design(f0: np.ndarray) -> np.ndarray:
@@ -60,10 +66,7 @@ def f0_ridge(train_f0: np.ndarray, train_features: np.ndarray, eval_f0: np.ndarr
         return np.log(f0)[:, None]
 
     pred = oracle_ridge(design(train_f0), train_features, design(eval_f0))
-    info = {"f0_ridge_train_unvoiced": float((~voiced).sum()),
-            "f0_ridge_eval_unvoiced": float((~(np.isfinite(eval_f0) & (eval_f0 > 0))).sum()),
-            "f0_ridge_train_median_hz": fill}
-    return pred, info
+    return pred, {**info, "f0_ridge_train_median_hz": fill}
 
 
 def main(argv: list[str] | None = None) -> int:

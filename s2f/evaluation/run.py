@@ -248,7 +248,8 @@ def _score_controls(train_layout: DataLayout, es: EvalSet, identities_path: Path
     train_f0 = median_f0_of([train_layout.resolve(p) for p in train["audio_path"].to_list()])
     f0_pred, f0_info = f0_ridge(train_f0, train_feats, median_f0_of(es.audio_paths))
     scored.flat.update(f0_info)
-    controls.append(("f0_ridge", f0_pred))
+    if f0_pred is not None:  # None: no voiced train clip (synthetic tones); the metric says so
+        controls.append(("f0_ridge", f0_pred))
     oracle = None if identities_path is None else oracle_predictions(
         es, identities_path, train_ids, train_feats)
     if oracle is not None:
