@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from s2f.ingest.prior import PriorClips
 from storage.layout import clip_key, safe_name
 
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
@@ -278,12 +279,14 @@ def _key_digest(key: str) -> bytes:
     return hashlib.blake2b(key.encode(), digest_size=16).digest()
 
 
-def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None
-                   ) -> list[ManifestPlan]:
+def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
+                   prior: PriorClips | None = None) -> list[ManifestPlan]:
     """One streaming pass over every manifest: shard boundaries (byte offsets), for every
     later copy of a clip key the line of its first copy (first in the order given), and the
     lines of videos that appear in two splits (`split_conflict`). `split`: every manifest's
-    split (None: each one's name says it, `split_of`).
+    split (None: each one's name says it, `split_of`). `prior`: the rows earlier runs wrote
+    for other manifests (`s2f.ingest.prior.read_prior_clips`): they come first, so a key or a
+    video already in the data directory makes this run's copy a duplicate or a conflict.
 
     Memory: 16 bytes of hash + 10 bytes of position per valid line (about 26 MB per million
     lines), independent of line length, plus one small entry per distinct video."""
@@ -302,6 +305,17 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None
     manifest_idx = array.array("H")
     line_nos = array.array("q")
     plans: list[ManifestPlan] = []
+    earlier = prior.manifests if prior is not None else []
+    if set(earlier) & set(names):
+        raise ValueError(f"prior clips include this run's manifests: {set(earlier) & set(names)}")
+    earlier_idx = {m: len(paths) + i for i, m in enumerate(earlier)}
+    for row in prior.rows if prior is not None else []:
+        name_idx = earlier_idx[row[0]]
+        claims.setdefault(row[2], {}).setdefault(row[3], (name_idx, row[1]))
+        if row[5] and row[4]:
+            digests += _key_digest(row[4])
+            manifest_idx.append(name_idx)
+            line_nos.append(row[1])
     for m_idx, (path, name) in enumerate(zip(paths, names, strict=True)):
         plan = ManifestPlan(manifest=name, path=Path(path).resolve())
         m_split = splits[m_idx]
@@ -334,14 +348,18 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None
                                       np.frombuffer(manifest_idx, dtype=np.uint16),
                                       np.frombuffer(line_nos, dtype=np.int64))
         for (m_idx, line_no), (first_m, first_line) in duplicates.items():
+            if m_idx >= len(paths):
+                continue  # between earlier runs' rows: already decided when they were written
             plan = plans[m_idx]
             shard = plan.shards[(line_no - 1) // shard_size]
-            shard.duplicates[line_no] = (names[first_m], first_line)
-    files = [Path(p).name for p in paths]
+            shard.duplicates[line_no] = (
+                names[first_m] if first_m < len(paths) else
+                f"{earlier[first_m - len(paths)]} (ingested earlier)", first_line)
+    files = [Path(p).name for p in paths] + [f"{m} (ingested earlier)" for m in earlier]
     for youtube_id, by_split in claims.items():
         if len(by_split) > 1:
             where = {sp: f"{files[m]}:{n}" for sp, (m, n) in by_split.items()}
-            for m_idx, shard_idx in shards_of[youtube_id]:
+            for m_idx, shard_idx in shards_of.get(youtube_id, ()):
                 plans[m_idx].shards[shard_idx].conflicts[youtube_id] = where
     return plans
 
