@@ -305,17 +305,7 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
     manifest_idx = array.array("H")
     line_nos = array.array("q")
     plans: list[ManifestPlan] = []
-    earlier = prior.manifests if prior is not None else []
-    if set(earlier) & set(names):
-        raise ValueError(f"prior clips include this run's manifests: {set(earlier) & set(names)}")
-    earlier_idx = {m: len(paths) + i for i, m in enumerate(earlier)}
-    for row in prior.rows if prior is not None else []:
-        name_idx = earlier_idx[row[0]]
-        claims.setdefault(row[2], {}).setdefault(row[3], (name_idx, row[1]))
-        if row[5] and row[4]:
-            digests += _key_digest(row[4])
-            manifest_idx.append(name_idx)
-            line_nos.append(row[1])
+    earlier = _seed_prior(prior or PriorClips(), names, claims, digests, manifest_idx, line_nos)
     for m_idx, (path, name) in enumerate(zip(paths, names, strict=True)):
         plan = ManifestPlan(manifest=name, path=Path(path).resolve())
         m_split = splits[m_idx]
@@ -362,6 +352,23 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
             for m_idx, shard_idx in shards_of.get(youtube_id, ()):
                 plans[m_idx].shards[shard_idx].conflicts[youtube_id] = where
     return plans
+
+
+def _seed_prior(prior: PriorClips, names: list[str], claims: dict[str, dict[str, tuple[int, int]]],
+                digests: bytearray, manifest_idx: array.array, line_nos: array.array) -> list[str]:
+    """Earlier runs' rows first in reading order (indices after this run's manifests): their
+    videos' splits and their first copies of clip keys. Returns their manifests' names."""
+    earlier = prior.manifests
+    if set(earlier) & set(names):
+        raise ValueError(f"prior clips include this run's manifests: {set(earlier) & set(names)}")
+    earlier_idx = {m: len(names) + i for i, m in enumerate(earlier)}
+    for manifest, line_no, youtube_id, split, key, first_copy in prior.rows:
+        claims.setdefault(youtube_id, {}).setdefault(split, (earlier_idx[manifest], line_no))
+        if first_copy and key:
+            digests += _key_digest(key)
+            manifest_idx.append(earlier_idx[manifest])
+            line_nos.append(line_no)
+    return earlier
 
 
 def conflict_reason(youtube_id: str, manifest_file: str, line_no: int, split: str,
