@@ -44,8 +44,9 @@ from tqdm import tqdm
 from flows.params import IngestPairsParams, IngestParams
 from flows.summaries import IngestSummary
 from s2f.ingest.download import download_video
-from s2f.ingest.manifest import ManifestPlan, ShardPlan, plan_manifests
+from s2f.ingest.manifest import ManifestPlan, ShardPlan, manifest_name_of, plan_manifests
 from s2f.ingest.media import MediaError, find_media
+from s2f.ingest.prior import read_prior_clips
 from s2f.ingest.shard import ShardResult, ingest_shard, remove_stale_shards
 from storage.io import remove_stale_temps
 from storage.layout import DataLayout
@@ -54,9 +55,16 @@ from storage.schemas import CLIP_STATUSES
 
 
 @task(name="plan-ingest", cache_policy=NO_CACHE)
-def plan_ingest(manifests: list[Path], shard_size: int, split: str | None = None
-                ) -> list[ManifestPlan]:
-    return plan_manifests(manifests, shard_size, split)
+def plan_ingest(manifests: list[Path], shard_size: int, split: str | None = None,
+                data_dir: Path | None = None) -> list[ManifestPlan]:
+    """Plan the run against the whole data directory: earlier runs' clips of other manifests
+    decide duplicates and split conflicts too (`s2f.ingest.prior`)."""
+    prior = None
+    if data_dir is not None:
+        prior = read_prior_clips(data_dir, {manifest_name_of(p) for p in manifests})
+        for shard in prior.unreadable:
+            get_run_logger().warning("clips shard not read for the cross-run checks: %s", shard)
+    return plan_manifests(manifests, shard_size, split, prior)
 
 
 @task(name="download-video", cache_policy=NO_CACHE)
@@ -119,7 +127,8 @@ def _ingest(params: IngestParams) -> IngestSummary:
     if params.download:
         params.media_root.mkdir(parents=True, exist_ok=True)
 
-    plans: list[ManifestPlan] = plan_ingest(params.manifests, params.shard_size, params.split)
+    plans: list[ManifestPlan] = plan_ingest(params.manifests, params.shard_size, params.split,
+                                            layout.root)
     for plan in plans:
         removed = remove_stale_shards(layout, plan.manifest, len(plan.shards))
         if removed:

@@ -29,6 +29,8 @@ from s2f.registry.names import (
     CHALLENGER,
     CHAMPION,
     FACE_DECODER_NAME,
+    MAX_PREDICT_SECONDS,
+    MIN_PREDICT_SECONDS,
     VOICE_ENCODER_NAME,
 )
 from s2f.registry.names import model_uri as registry_uri  # `model_uri` is a field name below
@@ -309,7 +311,8 @@ class PredictParams(DataDirParams):
     out: Path = Field(description="output directory")
     model_uri: str = Field(registry_uri(VOICE_ENCODER_NAME, CHAMPION), description="voice encoder")
     decoder_uri: str = Field(registry_uri(FACE_DECODER_NAME, CHAMPION), description="face decoder")
-    seconds: float = Field(6.0, gt=0, description="input length; shorter speech is repeated")
+    seconds: float = Field(6.0, ge=MIN_PREDICT_SECONDS, le=MAX_PREDICT_SECONDS,
+                           description="input length; shorter speech is repeated")
 
 
 class StatusParams(DataDirParams):

@@ -267,3 +267,53 @@ def test_fuzz_one_record_per_non_blank_line(lines: list, newline: bytes, bom: bo
         if record["status"] == "ok":
             assert 0 <= record["start_s"] < record["end_s"]
             assert 0 <= record["hint_x"] <= 1 and 0 <= record["hint_y"] <= 1
+
+
+def _ingest_run(manifests: list[Path], layout, media: Path) -> None:
+    """One ingest run as the flow plans it: against what the data directory already holds."""
+    from flows.ingest import plan_ingest
+    from s2f.ingest.shard import ingest_shard
+
+    for plan in plan_ingest.fn(manifests, 2, None, layout.root):
+        for shard in plan.shards:
+            ingest_shard(shard, layout, media)
+
+
+def test_later_runs_see_the_whole_data_directory(tmp_path: Path) -> None:
+    """Issue 24: a test manifest holding a train video, ingested in a later run, put the video
+    in both roles; the same rows under a renamed manifest were ok again. Each is decided
+    against every existing clips table now, and re-running the first manifest changes nothing."""
+    import polars as pl
+
+    from storage.io import scan
+    from storage.layout import DataLayout
+    from storage.status import clip_status
+
+    layout = DataLayout(tmp_path / "data").ensure()
+    media = tmp_path / "media"
+    media.mkdir()
+    train = tmp_path / "run1_train.csv"
+    train.write_text("SHAREDvideo,1,2,0.5,0.5\nAAAAAAAAAAA,1,2,0.5,0.5\nAAAAAAAAAAA,3,4,0.5,0.5\n")
+    _ingest_run([train], layout, media)
+    later_test = tmp_path / "run2_test.csv"
+    later_test.write_text("SHAREDvideo,7,8,0.5,0.5\nCCCCCCCCCCC,1,2,0.5,0.5\n")
+    _ingest_run([later_test], layout, media)
+    renamed = tmp_path / "run3_train.csv"
+    renamed.write_bytes(train.read_bytes())
+    _ingest_run([renamed], layout, media)
+    _ingest_run([train], layout, media)  # a re-run of the first: its own rows are no prior
+    rows = {(m, n): (s, e) for m, n, s, e in clip_status(layout).select(
+        "manifest", "line_no", "status", "error").rows()}
+    assert rows[("run2_test", 1)][0] == "split_conflict"
+    assert "run1_train (ingested earlier):1 (train)" in rows[("run2_test", 1)][1]
+    assert rows[("run2_test", 2)][0] == "missing_media"  # the other video is fine
+    # SHAREDvideo is claimed by train and test now: a conflict wherever it comes, as in one run
+    assert [rows[("run3_train", n)][0] for n in (1, 2, 3)] == [
+        "split_conflict", "duplicate", "duplicate"]
+    assert "duplicate of run1_train (ingested earlier) line 3" in rows[("run3_train", 3)][1]
+    # the re-run of the first manifest ends as one run of all three would have
+    assert [rows[("run1_train", n)][0] for n in (1, 2, 3)] == [
+        "split_conflict", "missing_media", "missing_media"]
+    firsts = scan(layout, "clips").collect().filter(~pl.col("status").is_in(
+        ["duplicate", "split_conflict", "invalid_row"]))
+    assert firsts["clip_key"].n_unique() == firsts.height == 3

@@ -104,3 +104,36 @@ def test_pyfunc_model_serves_base64_audio(models, tmp_path: Path) -> None:
     assert png.size == (64, 64)
     np.testing.assert_allclose(out["feature"][0], models.base[2], rtol=1e-5)
     assert out["model"][0] == "speech2face-voice-encoder v1" and out["notice"][0] == NOTICE
+
+
+def _float_wav(path: Path, samples: np.ndarray, sr: int = 16000) -> Path:
+    """An IEEE-float WAV (format 3), written by hand: float WAVs can carry NaN and infinity."""
+    import struct
+
+    data = samples.astype("<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, sr, sr * 4, 4, 32)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
+                     + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+                     + b"data" + struct.pack("<I", len(data)) + data)
+    return path
+
+
+def test_non_finite_samples_and_bad_seconds_are_refused(models, tmp_path: Path) -> None:
+    """Issue 24: 10 NaN samples gave exit 0, a NaN feature, a black PNG and a sidecar saying
+    5.89 s voiced; `--seconds 1e5` was a 6 GiB MemoryError, 0.001 a RuntimeError."""
+    from flows.params import PredictParams
+
+    wave = _tone(models.bins[2], 1.5)
+    clean = _float_wav(tmp_path / "clean.wav", wave)
+    assert read_speech(clean).size == wave.size  # the hand-made float WAV reads
+    wave[::1000][:10] = np.nan
+    nan = _float_wav(tmp_path / "nan.wav", wave)
+    with pytest.raises(PredictInputError, match="10 of 24000 samples are not finite"):
+        read_speech(nan)
+    (result,) = predict_files([nan], tmp_path / "out")
+    assert "not finite" in (result.error or "") and not list((tmp_path / "out").iterdir())
+    for seconds in (1e5, 0.001):
+        with pytest.raises(ValueError, match="seconds must be between 1 and 60"):
+            predict_files([clean], tmp_path / "out", seconds=seconds)
+        with pytest.raises(ValueError, match="seconds"):
+            PredictParams(audio=[clean], out=tmp_path / "out", seconds=seconds)

@@ -103,3 +103,46 @@ def test_shuffled_features_take_the_partner_identitys_first_clip() -> None:
     for y in videos:
         mine = index["youtube_id"].to_numpy() == y
         assert len(set(row[mine])) == 1 and not set(row[mine]) & set(np.flatnonzero(mine))
+
+
+def _write_clips_and_features(layout, manifests: dict[str, list[tuple[str, str, str]]]) -> None:
+    """Real shards: per manifest (youtube_id, clip_key, split) ok rows, and one feature per key."""
+    from storage.io import rows_to_table, write_table_atomic
+    from storage.schemas import CLIPS, face_features_schema
+
+    keys: set[str] = set()
+    for manifest, rows in manifests.items():
+        table = rows_to_table([{"clip_key": k, "manifest": manifest, "split": sp, "line_no": i,
+                                "youtube_id": y, "status": "ok", "audio_path": f"audio/{k}.flac"}
+                               for i, (y, k, sp) in enumerate(rows, start=1)], CLIPS)
+        write_table_atomic(table, layout.shard_path("clips", manifest, 0))
+        keys |= {k for _, k, _ in rows}
+    feats = rows_to_table([{"clip_key": k, "encoder": "dlib-resnet", "feature": [0.0] * 128,
+                            "l2_norm": 0.0} for k in sorted(keys)], face_features_schema(128))
+    write_table_atomic(feats, layout.shard_path("face_features", "m", 0))
+
+
+def test_pair_index_keeps_one_row_per_clip_key(tmp_path) -> None:
+    """Issue 24: the same rows under a renamed manifest gave 14 training pairs for 7 keys."""
+    from s2f.train.data import pair_index
+    from storage.layout import DataLayout
+
+    layout = DataLayout(tmp_path).ensure()
+    rows = [(f"video{i:06d}", f"video{i:06d}_1000_2000", "train") for i in range(7)]
+    _write_clips_and_features(layout, {"a_train": rows, "a_copy_train": rows})
+    idx = pl.concat([pair_index(layout, "dlib-resnet", r, 0.3) for r in ("train", "dev")])
+    assert idx.height == 7 and idx["clip_key"].n_unique() == 7
+
+
+def test_pair_index_refuses_a_video_in_two_splits(tmp_path) -> None:
+    from s2f.train.data import SplitLeakError, pair_index
+    from storage.layout import DataLayout
+
+    layout = DataLayout(tmp_path).ensure()
+    _write_clips_and_features(layout, {
+        "x_train": [("SHAREDvideo", "SHAREDvideo_1000_2000", "train"),
+                    ("AAAAAAAAAAA", "AAAAAAAAAAA_1000_2000", "train")],
+        "x_test": [("SHAREDvideo", "SHAREDvideo_5000_6000", "test")]})
+    for role in ("train", "test"):
+        with pytest.raises(SplitLeakError, match=r"SHAREDvideo \(test/train\)"):
+            pair_index(layout, "dlib-resnet", role, 0.0)

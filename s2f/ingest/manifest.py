@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from s2f.ingest.prior import PriorClips
 from storage.layout import clip_key, safe_name
 
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
@@ -278,12 +279,14 @@ def _key_digest(key: str) -> bytes:
     return hashlib.blake2b(key.encode(), digest_size=16).digest()
 
 
-def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None
-                   ) -> list[ManifestPlan]:
+def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
+                   prior: PriorClips | None = None) -> list[ManifestPlan]:
     """One streaming pass over every manifest: shard boundaries (byte offsets), for every
     later copy of a clip key the line of its first copy (first in the order given), and the
     lines of videos that appear in two splits (`split_conflict`). `split`: every manifest's
-    split (None: each one's name says it, `split_of`).
+    split (None: each one's name says it, `split_of`). `prior`: the rows earlier runs wrote
+    for other manifests (`s2f.ingest.prior.read_prior_clips`): they come first, so a key or a
+    video already in the data directory makes this run's copy a duplicate or a conflict.
 
     Memory: 16 bytes of hash + 10 bytes of position per valid line (about 26 MB per million
     lines), independent of line length, plus one small entry per distinct video."""
@@ -302,6 +305,7 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None
     manifest_idx = array.array("H")
     line_nos = array.array("q")
     plans: list[ManifestPlan] = []
+    earlier = _seed_prior(prior or PriorClips(), names, claims, digests, manifest_idx, line_nos)
     for m_idx, (path, name) in enumerate(zip(paths, names, strict=True)):
         plan = ManifestPlan(manifest=name, path=Path(path).resolve())
         m_split = splits[m_idx]
@@ -334,16 +338,37 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None
                                       np.frombuffer(manifest_idx, dtype=np.uint16),
                                       np.frombuffer(line_nos, dtype=np.int64))
         for (m_idx, line_no), (first_m, first_line) in duplicates.items():
+            if m_idx >= len(paths):
+                continue  # between earlier runs' rows: already decided when they were written
             plan = plans[m_idx]
             shard = plan.shards[(line_no - 1) // shard_size]
-            shard.duplicates[line_no] = (names[first_m], first_line)
-    files = [Path(p).name for p in paths]
+            shard.duplicates[line_no] = (
+                names[first_m] if first_m < len(paths) else
+                f"{earlier[first_m - len(paths)]} (ingested earlier)", first_line)
+    files = [Path(p).name for p in paths] + [f"{m} (ingested earlier)" for m in earlier]
     for youtube_id, by_split in claims.items():
         if len(by_split) > 1:
             where = {sp: f"{files[m]}:{n}" for sp, (m, n) in by_split.items()}
-            for m_idx, shard_idx in shards_of[youtube_id]:
+            for m_idx, shard_idx in shards_of.get(youtube_id, ()):
                 plans[m_idx].shards[shard_idx].conflicts[youtube_id] = where
     return plans
+
+
+def _seed_prior(prior: PriorClips, names: list[str], claims: dict[str, dict[str, tuple[int, int]]],
+                digests: bytearray, manifest_idx: array.array, line_nos: array.array) -> list[str]:
+    """Earlier runs' rows first in reading order (indices after this run's manifests): their
+    videos' splits and their first copies of clip keys. Returns their manifests' names."""
+    earlier = prior.manifests
+    if set(earlier) & set(names):
+        raise ValueError(f"prior clips include this run's manifests: {set(earlier) & set(names)}")
+    earlier_idx = {m: len(names) + i for i, m in enumerate(earlier)}
+    for manifest, line_no, youtube_id, split, key, first_copy in prior.rows:
+        claims.setdefault(youtube_id, {}).setdefault(split, (earlier_idx[manifest], line_no))
+        if first_copy and key:
+            digests += _key_digest(key)
+            manifest_idx.append(earlier_idx[manifest])
+            line_nos.append(line_no)
+    return earlier
 
 
 def conflict_reason(youtube_id: str, manifest_file: str, line_no: int, split: str,

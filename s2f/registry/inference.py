@@ -13,7 +13,8 @@ Call contract of the modules (see `s2f.models`): the voice encoder maps a spectr
 B×2×T×257 to features B×D and has `cfg.seconds`; the face decoder maps features B×D to
 (texture, landmarks B×68×2, image B×3×S×S).
 
-    python -m s2f.registry.inference models:/speech2face-voice-encoder@champion   # prints what it resolves to
+    python -m s2f.registry.inference models:/speech2face-voice-encoder@champion   # verifies, prints what it resolves to
+    python -m s2f.registry.inference --copy DIR models:/speech2face-pyfunc/1      # a verified copy to serve
 """
 
 from __future__ import annotations
@@ -108,22 +109,32 @@ def _run_params(run_id: str | None) -> dict[str, str]:
 
 
 def load_registered_model(uri: str, device: str | torch.device = "cpu") -> LoadedModel:
-    """Resolve and load a torch model from MLflow, in eval mode on `device`, without pickle:
-    only the model's weights.safetensors and config.json are read (`s2f.registry.weights`); a model in
-    any other form (an `mlflow.pytorch` pickle, altered weights) raises UnsafeModelError."""
+    """Resolve and load a torch model from MLflow, in eval mode on `device`, without pickle and
+    without running stored code: the downloaded model directory must hash to the digest the
+    tracking store recorded (`s2f.registry.store`), then only its weights.safetensors and
+    config.json are read (`s2f.registry.weights`). A model in any other form (an `mlflow.pytorch`
+    pickle, altered files or MLmodel, no recorded digest) raises UnsafeModelError."""
     import tempfile
-
-    import mlflow.artifacts
 
     from s2f.registry.weights import load_model_dir
 
-    ref = resolve_model_uri(uri)
-    # Load the exact version, not the alias: the alias may move while we run.
-    load_uri = f"models:/{ref.name}/{ref.version}" if ref.name else uri
     with tempfile.TemporaryDirectory(prefix="s2f-load-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=load_uri, dst_path=tmp)
-        module, _ = load_model_dir(Path(local), device)
+        local, ref = download_verified(uri, Path(tmp))
+        module, _ = load_model_dir(local, device)
     return LoadedModel(ref, module, _run_params(ref.run_id))
+
+
+def download_verified(uri: str, dst: Path) -> tuple[Path, ModelRef]:
+    """Resolve `uri`, download that exact version (not the alias: it may move while we run)
+    into `dst` and check its files against the digest in the tracking store; returns the local
+    model directory and what the URI resolved to. UnsafeModelError when they differ."""
+    from s2f.registry.store import recorded_digest, verified_download
+
+    ref = resolve_model_uri(uri)
+    model_id = uri[len("models:/"):] if uri.startswith("models:/m-") else None
+    expected = recorded_digest(ref.name, ref.version, model_id)
+    load_uri = f"models:/{ref.name}/{ref.version}" if ref.name else uri
+    return verified_download(load_uri, expected, ref.label(), Path(dst)), ref
 
 
 @torch.no_grad()
@@ -169,8 +180,23 @@ def decode_features(decoder: LoadedModel, features: np.ndarray, batch_size: int 
     return Reconstruction(np.concatenate(lms), np.concatenate(imgs))
 
 
+def load_pyfunc_verified(uri: str, dst: Path) -> Any:
+    """`mlflow.pyfunc.load_model` on a copy in `dst` that was checked against the tracking
+    store's digest first: MLflow follows whatever `MLmodel` says (its `loader_module`, a `code`
+    path), so an altered one must be refused before MLflow reads it."""
+    import mlflow.pyfunc
+
+    local, _ = download_verified(uri, Path(dst))
+    return mlflow.pyfunc.load_model(str(local))
+
+
 def main(argv: list[str] | None = None) -> int:
-    for uri in (sys.argv[1:] if argv is None else argv):
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--copy"]:  # --copy DIR URI: a verified copy, for `mlflow models serve -m DIR`
+        local, ref = download_verified(args[2], Path(args[1]))
+        print(ref.label(), local)
+        return 0
+    for uri in args:
         m = load_registered_model(uri)
         print(m.ref, m.face_encoder, m.audio_config())
     return 0

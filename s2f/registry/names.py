@@ -14,6 +14,10 @@ from pathlib import Path
 VOICE_ENCODER_NAME = "speech2face-voice-encoder"
 FACE_DECODER_NAME = "speech2face-face-decoder"
 CHAMPION, CHALLENGER = "champion", "challenger"
+# `s2f predict --seconds`: the voice encoder's input length. Below 1 s the encoder's pooling has
+# almost nothing to pool (0.001 s was a RuntimeError); 60 s is 10x the paper's 6 s and keeps one
+# spectrogram near 25 MB (1e5 s asked for a 6 GiB array). Here, light, for the CLI's bounds.
+MIN_PREDICT_SECONDS, MAX_PREDICT_SECONDS = 1.0, 60.0
 
 
 def model_uri(name: str, alias: str) -> str:

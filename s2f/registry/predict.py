@@ -34,6 +34,7 @@ from s2f.registry.inference import (
     load_registered_model,
     model_uri,
 )
+from s2f.registry.names import MAX_PREDICT_SECONDS, MIN_PREDICT_SECONDS
 from storage.io import atomic_path
 
 NOTICE = ("Statistical reconstruction from a voice by Speech2Face: an average-looking face with "
@@ -54,8 +55,15 @@ def voiced_seconds(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
     win, hop = int(0.025 * sample_rate), int(0.010 * sample_rate)
     if wave.size < win:
         return 0.0
-    frames = np.lib.stride_tricks.sliding_window_view(wave.astype(np.float64), win)[::hop]
-    rms = np.sqrt(np.mean(frames ** 2, axis=1))
+    # a block of frames at a time: all windows at once in float64 were 40x the wave's memory
+    n_frames = (wave.size - win) // hop + 1
+    block = 4096
+    rms = np.empty(n_frames)
+    for f0 in range(0, n_frames, block):
+        f1 = min(f0 + block, n_frames)
+        chunk = wave[f0 * hop:(f1 - 1) * hop + win].astype(np.float64)
+        frames = np.lib.stride_tricks.sliding_window_view(chunk, win)[::hop]
+        rms[f0:f1] = np.sqrt(np.mean(frames ** 2, axis=1))
     floor = max(10 ** (VOICED_FLOOR_DBFS / 20), float(rms.max()) * 10 ** (-VOICED_RANGE_DB / 20))
     return float(np.count_nonzero(rms > floor)) * hop / sample_rate
 
@@ -73,6 +81,10 @@ def read_speech(path: Path, min_voiced_s: float = 1.0) -> np.ndarray:
         raise PredictInputError(f"{path}: not a readable audio or video file ({exc})") from exc
     except ValueError as exc:  # load_audio: no audio stream / nothing decoded
         raise PredictInputError(str(exc)) from exc
+    bad = int(wave.size - np.count_nonzero(np.isfinite(wave)))
+    if bad:  # a float WAV may hold NaN/inf: they would make a NaN feature and a black face
+        raise PredictInputError(f"{path}: {bad} of {wave.size} samples are not finite "
+                                "(NaN or infinity); not a usable recording")
     voiced = voiced_seconds(wave)
     if voiced < min_voiced_s:
         raise PredictInputError(
@@ -130,7 +142,11 @@ def predict_files(paths: list[Path], out_dir: Path, model_uri: str = DEFAULT_MOD
                   decoder_uri: str = DEFAULT_DECODER_URI, seconds: float = DEFAULT_SECONDS,
                   min_voiced_s: float = 1.0, device: str = "cpu") -> list[Prediction]:
     """Predict a face for each file; a bad file gets `error` set and the others go on.
-    Model problems (unknown URI, mismatched encoder/decoder) raise."""
+    Model problems (unknown URI, mismatched encoder/decoder) raise, and so does a `seconds`
+    outside [MIN_PREDICT_SECONDS, MAX_PREDICT_SECONDS] (ValueError, before any model is loaded)."""
+    if not MIN_PREDICT_SECONDS <= seconds <= MAX_PREDICT_SECONDS:
+        raise ValueError(f"seconds must be between {MIN_PREDICT_SECONDS:g} and "
+                         f"{MAX_PREDICT_SECONDS:g}, not {seconds:g}")
     encoder = load_registered_model(model_uri, device)
     decoder = load_registered_model(decoder_uri, device)
     out_dir = Path(out_dir)
@@ -154,6 +170,10 @@ def _predict_one(src: Path, pred: Prediction, encoder: LoadedModel, decoder: Loa
         pred.error = str(exc)
         return
     feature = encode_waves(encoder, [wave], seconds)
+    if not np.isfinite(feature).all():
+        pred.error = (f"{src}: {encoder.ref.label()} gave a feature with "
+                      f"{int((~np.isfinite(feature)).sum())} non-finite values; no face written")
+        return
     image = decode_features(decoder, feature).images[0]
     stem = _unique_stem(out_dir, src.stem, taken)
     labels = _labels(encoder, decoder, src, seconds, voiced_seconds(wave))

@@ -1,45 +1,52 @@
-"""MLflow pyfunc model (models-from-code) wrapping voice encoder + face decoder for serving.
+"""MLflow loader module (a custom pyfunc flavour) of the served voice -> face pair: installed code.
 
-This file is what MLflow stores and loads (`mlflow.pyfunc.log_model(python_model=<this file>)`,
-see `s2f.registry.serving`); nothing is pickled. The two registered models come in as their MLflow
-model directories and load through `s2f.registry.weights.load_model_dir` (safetensors + JSON config).
+`s2f.registry.serving` logs the pair with `loader_module: s2f.registry.pyfunc_model` and, as
+data (`data/model/`), the two registered models' files (`voice_encoder/`, `face_decoder/`: each
+weights.safetensors + config.json, see `s2f.registry.weights`) and `serving.json` (their names,
+versions and audio settings). MLflow imports this module from the installed package; no code is
+stored with the model, and the files are checked against the digest the tracking store recorded
+(`s2f.registry.store.check_loaded_dir`) before anything is built.
 Input: a pandas DataFrame with a column `audio` of base64-encoded audio files (WAV, FLAC,
 MP3, ... anything PyAV reads). Output, one row per input: `image_png` (base64 PNG of the
 face), `feature` (list of floats), `model`, `decoder`, `notice` (the image is a statistical
 reconstruction, not the speaker's face) and `error` (null when ok; the reason when the input
 had no audio or under 1 s of speech).
+
+    mlflow models serve -m models:/speech2face-pyfunc/1 --env-manager local
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 
+SERVING_CONFIG = "serving.json"
 
-class Speech2FacePyfunc(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
+
+class Speech2FacePyfunc:
+    def __init__(self, data_path: Path) -> None:
         from s2f.registry.inference import LoadedModel, ModelRef
         from s2f.registry.weights import load_model_dir
 
-        cfg = dict(context.model_config or {})
+        cfg = json.loads((data_path / SERVING_CONFIG).read_text())
         self.config = cfg
         self.seconds = float(cfg.get("seconds", 6.0))
         params = {k: str(cfg[k]) for k in ("window", "compression", "encoder") if k in cfg}
         self.encoder = LoadedModel(
             ModelRef(cfg.get("model_uri", ""), cfg.get("model_name"), cfg.get("model_version"),
                      None),
-            load_model_dir(context.artifacts["voice_encoder"])[0], params)
+            load_model_dir(data_path / "voice_encoder")[0], params)
         self.decoder = LoadedModel(
             ModelRef(cfg.get("decoder_uri", ""), cfg.get("decoder_name"),
                      cfg.get("decoder_version"), None),
-            load_model_dir(context.artifacts["face_decoder"])[0])
+            load_model_dir(data_path / "face_decoder")[0])
 
     def _one(self, payload: str) -> dict[str, Any]:
         from PIL import Image
@@ -65,8 +72,7 @@ class Speech2FacePyfunc(mlflow.pyfunc.PythonModel):
         return {"image_png": base64.b64encode(buf.getvalue()).decode(),
                 "feature": feature[0].astype(np.float64).tolist(), "error": None}
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None
-                ) -> pd.DataFrame:
+    def predict(self, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from s2f.registry.predict import NOTICE
 
         if "audio" not in model_input.columns:
@@ -81,4 +87,9 @@ class Speech2FacePyfunc(mlflow.pyfunc.PythonModel):
                                            "error"])
 
 
-mlflow.models.set_model(Speech2FacePyfunc())
+
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> Speech2FacePyfunc:
+    from s2f.registry.store import check_loaded_dir
+
+    check_loaded_dir(Path(data_path))
+    return Speech2FacePyfunc(Path(data_path))

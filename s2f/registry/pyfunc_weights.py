@@ -1,35 +1,36 @@
-"""MLflow pyfunc model (models-from-code) of ONE registered torch model, pickle-free.
+"""MLflow loader module (a custom pyfunc flavour) of ONE registered torch model: installed code.
 
-What each registered model (`speech2face-voice-encoder`, `speech2face-face-decoder`) is in
-MLflow: this file as the model's code and two artifacts, `weights` (weights.safetensors) and
-`config` (config.json), see `s2f.registry.weights`. `mlflow.pyfunc.load_model("models:/...@champion")`
-builds the module with `s2f.registry.weights.load_model_files`; this project must be installed where
-it is loaded. The project's own code (`s2f.registry.inference.load_registered_model`) reads only the
-two artifacts and never runs this stored file.
+Each registered model (`speech2face-voice-encoder`, `speech2face-face-decoder`) is an MLflow
+pyfunc with `loader_module: s2f.registry.pyfunc_weights` and, as its data, the two files of
+`s2f.registry.weights` (weights.safetensors, config.json) under `data/model/`. MLflow imports
+this module from the installed package and calls `_load_pyfunc(data_path)`; nothing is read from
+the artifact store but those two files (and MLflow's own `MLmodel`), and no code is stored
+there. Before building, the model directory's files are checked against the digest the
+tracking store recorded (`s2f.registry.store.check_loaded_dir`).
 
 Input: a float32 array: a spectrogram batch B×2×T×257 for the voice encoder, face features B×D
 for the face decoder. Output: features B×D, or the decoder's face images B×3×S×S in [0, 1].
+
+    python -c "import mlflow; print(mlflow.pyfunc.load_model('models:/speech2face-voice-encoder@champion'))"
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 
+LOADER_MODULE = __name__
 
-class TorchWeightsPyfunc(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
-        from s2f.registry.weights import load_model_files
 
-        self.module, self.meta = load_model_files(context.artifacts["weights"],
-                                                  context.artifacts["config"])
+class TorchWeightsPyfunc:
+    """What `mlflow.pyfunc.load_model` wraps: one torch module, numpy in and out."""
 
-    # np.ndarray: a hint MLflow accepts without inferring a schema from it (the logged tensor
-    # signature is the schema); other hints, or none, make it warn at every load.
-    def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None
-                ) -> np.ndarray:
+    def __init__(self, module: Any, meta: dict[str, Any]) -> None:
+        self.module, self.meta = module, meta
+
+    def predict(self, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
         import torch
 
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
@@ -40,4 +41,9 @@ class TorchWeightsPyfunc(mlflow.pyfunc.PythonModel):
         return out.float().numpy()
 
 
-mlflow.models.set_model(TorchWeightsPyfunc())
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> TorchWeightsPyfunc:
+    from s2f.registry.store import check_loaded_dir
+    from s2f.registry.weights import load_model_dir
+
+    check_loaded_dir(Path(data_path))
+    return TorchWeightsPyfunc(*load_model_dir(Path(data_path)))

@@ -1,9 +1,10 @@
 """Package a voice encoder + face decoder pair as one MLflow pyfunc model for serving.
 
-Models-from-code (`s2f/registry/pyfunc_model.py` is stored as the model's code, nothing is pickled);
-the two torch models come in as artifacts from their registry URIs (each a pickle-free model
-directory: weights.safetensors + config.json, loaded by `s2f.registry.weights`), and their names,
-versions and audio settings go in `model_config`. Registered as `speech2face-pyfunc` by default.
+A custom pyfunc flavour: `loader_module` is the installed `s2f.registry.pyfunc_model`, and the data
+are the two registered models' files (each verified against its recorded digest, then copied:
+weights.safetensors + config.json, loaded by `s2f.registry.weights`) and `serving.json` (their
+names, versions and audio settings). No code and no pickle is stored; the files' digest is
+recorded in the tracking store (`s2f.registry.store`). Registered as `speech2face-pyfunc`.
 
     python -m s2f.registry.serving DATA_DIR [ENCODER_URI [DECODER_URI]]
     mlflow models serve -m models:/speech2face-pyfunc/1 --env-manager local
@@ -20,6 +21,7 @@ from typing import Any
 from s2f.registry.inference import (
     FACE_DECODER_NAME,
     VOICE_ENCODER_NAME,
+    download_verified,
     load_registered_model,
     model_uri,
 )
@@ -28,7 +30,6 @@ from storage.layout import DataLayout
 
 PYFUNC_NAME = "speech2face-pyfunc"
 SERVING_EXPERIMENT = "speech2face-serving"
-CODE_PATH = Path(__file__).with_name("pyfunc_model.py")
 
 
 def log_pyfunc_model(encoder_uri: str = model_uri(VOICE_ENCODER_NAME, "champion"),
@@ -37,15 +38,18 @@ def log_pyfunc_model(encoder_uri: str = model_uri(VOICE_ENCODER_NAME, "champion"
                      layout: DataLayout | None = None) -> Any:
     """Log (and register) the pyfunc model in a new run; returns MLflow's ModelInfo.
     `layout`: keep the run's artifacts under its MLflow artifact directory."""
+    import json
+    import shutil
+    import tempfile
+
     import mlflow
+
+    from s2f.registry.pyfunc_model import SERVING_CONFIG
+    from s2f.registry.store import MODEL_DATA, log_model_data
+    from s2f.registry.weights import CONFIG_FILE, WEIGHTS_FILE, find_model_files
 
     enc = load_registered_model(encoder_uri)
     dec = load_registered_model(decoder_uri)
-    # Pin the exact versions: an alias may move after packaging.
-    artifacts = {"voice_encoder": f"models:/{enc.ref.name}/{enc.ref.version}" if enc.ref.name
-                 else encoder_uri,
-                 "face_decoder": f"models:/{dec.ref.name}/{dec.ref.version}" if dec.ref.name
-                 else decoder_uri}
     audio = enc.audio_config()
     config = {"model_uri": encoder_uri, "model_name": enc.ref.name, "model_version": enc.ref.version,
               "decoder_uri": decoder_uri, "decoder_name": dec.ref.name,
@@ -53,13 +57,22 @@ def log_pyfunc_model(encoder_uri: str = model_uri(VOICE_ENCODER_NAME, "champion"
               "window": audio.window, "compression": audio.compression, "seconds": seconds}
     use_experiment(SERVING_EXPERIMENT,
                    layout.mlflow_artifacts / SERVING_EXPERIMENT if layout else None)
-    with mlflow.start_run(run_name=f"pyfunc {enc.ref.label()} + {dec.ref.label()}"):
-        return mlflow.pyfunc.log_model(
-            name="speech2face", python_model=str(CODE_PATH), artifacts=artifacts,
-            model_config=config, registered_model_name=registered_name,
-            # Explicit requirements: the project itself must be installed where it is served.
-            pip_requirements=["torch", "kornia", "av", "pillow", "numpy", "pandas", "mlflow",
-                               "safetensors"])
+    with tempfile.TemporaryDirectory(prefix="s2f-serve-") as tmp:
+        data = Path(tmp) / MODEL_DATA
+        for part, uri in (("voice_encoder", encoder_uri), ("face_decoder", decoder_uri)):
+            # the exact versions just loaded, verified again: an alias may move after packaging
+            local, _ = download_verified(uri, Path(tmp) / f"dl-{part}")
+            weights, cfg = find_model_files(local)
+            (data / part).mkdir(parents=True)
+            shutil.copyfile(weights, data / part / WEIGHTS_FILE)
+            shutil.copyfile(cfg, data / part / CONFIG_FILE)
+        (data / SERVING_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+        with mlflow.start_run(run_name=f"pyfunc {enc.ref.label()} + {dec.ref.label()}"):
+            return log_model_data(
+                data, "speech2face", "s2f.registry.pyfunc_model", registered_name=registered_name,
+                # Explicit requirements: the project itself must be installed where it is served.
+                pip_requirements=["torch", "kornia", "av", "pillow", "numpy", "pandas", "mlflow",
+                                  "safetensors"])
 
 
 def main(argv: list[str] | None = None) -> int:

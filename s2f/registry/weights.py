@@ -113,15 +113,63 @@ def save_model_dir(module: nn.Module, directory: Path) -> dict[str, Path]:
 
 
 def find_model_files(directory: Path) -> tuple[Path, Path]:
-    """(weights, config) in a saved directory or in an MLflow model directory (`artifacts/`)."""
+    """(weights, config) in a saved directory or in an MLflow model directory (`data/model/`,
+    where `s2f.registry.store` logs them; `artifacts/` in models logged before it)."""
     directory = Path(directory)
-    for d in (directory, directory / "artifacts"):
+    for d in (directory, directory / "data" / "model", directory / "artifacts"):
         if (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file():
             return d / WEIGHTS_FILE, d / CONFIG_FILE
     found = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
     raise UnsafeModelError(
         f"{directory}: no {WEIGHTS_FILE} + {CONFIG_FILE} (found: {', '.join(found[:8]) or 'none'}); "
         "only models saved by s2f.registry.weights are loaded, never pickled ones")
+
+
+# A module may own a little more than its saved tensors (non-persistent buffers); a config that
+# makes it own more than this beyond them is refused before anything is allocated.
+MAX_UNSAVED_BYTES = 64 << 20
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                       torch.float64: "F64", torch.int64: "I64", torch.int32: "I32",
+                       torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def _header(weights: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Tensor name -> (shape, dtype) from the safetensors header alone (no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
+                    for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+    except (SafetensorError, OSError) as exc:
+        raise UnsafeModelError(f"{weights}: not a safetensors file ({exc})") from exc
+
+
+def _build_checked(name: str, cfg: dict[str, Any], weights: Path, config: Path) -> nn.Module:
+    """Build `name` from `cfg` on the `meta` device (no memory), check every tensor's name, shape
+    and dtype against the weights' header and the module's total size, and only then build it
+    for real: a config naming a huge width is refused, not allocated."""
+    build = ARCHITECTURES[name]().build
+    try:
+        with torch.device("meta"):
+            shell = build(cfg)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise UnsafeModelError(f"{config}: not a valid {name} config ({exc})") from exc
+    header = _header(weights)
+    want = {k: (tuple(v.shape), _SAFETENSORS_DTYPES.get(v.dtype, str(v.dtype)))
+            for k, v in shell.state_dict().items()}
+    if want != header:
+        diff = sorted(k for k in set(want) | set(header) if want.get(k) != header.get(k))
+        shown = "; ".join(f"{k}: config {want.get(k)} vs weights {header.get(k)}" for k in diff[:3])
+        raise UnsafeModelError(f"{config}: the config does not match the weights' header "
+                               f"({len(diff)} tensors differ: {shown}); not built")
+    saved = sum(v.numel() * v.element_size() for v in shell.state_dict().values())
+    total = sum(t.numel() * t.element_size()
+                for t in (*shell.parameters(), *shell.buffers()))
+    if total > saved + MAX_UNSAVED_BYTES:
+        raise UnsafeModelError(f"{config}: the config builds {total} bytes of tensors for "
+                               f"{saved} saved; not built")
+    return build(cfg)
 
 
 def load_model_files(weights: Path, config: Path, device: str | torch.device = "cpu"
@@ -145,12 +193,12 @@ def load_model_files(weights: Path, config: Path, device: str | torch.device = "
     if digest != meta.get("sha256"):
         raise UnsafeModelError(f"{weights}: SHA-256 {digest[:12]}… differs from the config's "
                                f"{str(meta.get('sha256'))[:12]}…: the weights were altered")
+    module = _build_checked(name, dict(meta.get("config") or {}), Path(weights), Path(config))
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise UnsafeModelError(f"{weights}: not a safetensors file ({exc})") from exc
     try:
-        module = ARCHITECTURES[name]().build(dict(meta.get("config") or {}))
         module.load_state_dict(state, strict=True)
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise UnsafeModelError(f"{config}: weights do not fit {name} ({exc})") from exc

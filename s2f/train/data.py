@@ -73,8 +73,11 @@ def ok_clips(layout: DataLayout) -> pl.LazyFrame:
 
 def pair_index(layout: DataLayout, encoder: str, role: Role, dev_fraction: float) -> pl.DataFrame:
     """clip_key, youtube_id, person_id, audio_path, shard, row for one role, sorted by
-    (shard, row)."""
-    clips = ok_clips(layout).collect()
+    (shard, row). One row per clip key (the first `ok` row in shard order: ingests before issue
+    24 could write a key twice from two manifests); a video with `ok` rows in two splits is
+    refused (`SplitLeakError`): it would put one speaker on both sides."""
+    clips = ok_clips(layout).collect().unique("clip_key", keep="first", maintain_order=True)
+    check_one_split_per_video(clips)
     parts = []
     for i, p in enumerate(shard_paths(layout, "face_features")):
         keys = pl.read_parquet(p, columns=["clip_key", "encoder"]).with_row_index("row")
@@ -87,6 +90,20 @@ def pair_index(layout: DataLayout, encoder: str, role: Role, dev_fraction: float
                                     "shard": pl.Int64, "row": pl.Int64})
     idx = pl.concat(parts).unique("clip_key", keep="first").join(clips, on="clip_key", how="inner")
     return select_role(idx, role, dev_fraction).drop("split").sort("shard", "row")
+
+
+class SplitLeakError(ValueError):
+    """A video (one speaker) has usable clips in two splits: training would leak it."""
+
+
+def check_one_split_per_video(clips: pl.DataFrame) -> None:
+    """Raise SplitLeakError naming the videos whose `ok` clips are in more than one split."""
+    leaks = (clips.group_by("youtube_id").agg(pl.col("split").unique().sort())
+             .filter(pl.col("split").list.len() > 1).sort("youtube_id"))
+    if leaks.height:
+        shown = ", ".join(f"{y} ({'/'.join(s)})" for y, s in leaks.head(5).iter_rows())
+        raise SplitLeakError(f"{leaks.height} videos have ok clips in two splits: {shown}; "
+                             "re-ingest their manifests (s2f ingest) so that one split keeps them")
 
 
 def select_role(df: pl.DataFrame, role: Role, dev_fraction: float) -> pl.DataFrame:

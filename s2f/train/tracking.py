@@ -2,9 +2,10 @@
 
 Experiment "speech2face". `MLFLOW_TRACKING_URI` is respected; `flows.runtime.configure` sets it
 to the data directory's SQLite store (an absolute URI) when unset. Models are logged without
-pickle (`log_torch_model`): a models-from-code pyfunc (`s2f/registry/pyfunc_weights.py`) whose artifacts
-are the weights in safetensors and a JSON config (`s2f.registry.weights`), with a signature from a
-batch-of-2 example, registered under `speech2face-voice-encoder` / `speech2face-face-decoder`;
+pickle and without code (`log_torch_model`): a pyfunc whose `loader_module` is the installed
+`s2f.registry.pyfunc_weights` and whose data are the weights in safetensors and a JSON config
+(`s2f.registry.weights`), with the files' digest in the tracking store (`s2f.registry.store`),
+with a signature from a batch-of-2 example, registered under `speech2face-voice-encoder` / `speech2face-face-decoder`;
 the new version gets the alias `challenger` (aliases, not the deprecated stages). A model card
 goes with every version.
 
@@ -30,7 +31,6 @@ from storage.io import read_extra, shard_paths
 from storage.layout import DataLayout
 
 EXPERIMENT = "speech2face"
-PYFUNC_CODE = Path(__file__).resolve().parents[1] / "registry" / "pyfunc_weights.py"
 
 MODEL_CARD = """# {name}
 
@@ -94,14 +94,16 @@ def pinned_requirements() -> list[str]:
 
 def log_torch_model(model: torch.nn.Module, name: str, example: np.ndarray,
                     registered_name: str | None) -> Any:
-    """Log `model` in the active MLflow run as a pickle-free pyfunc (`s2f/registry/pyfunc_weights.py`
-    as code, weights.safetensors + config.json as artifacts: `s2f.registry.weights`) and register it
-    under `registered_name` if given; returns MLflow's ModelInfo."""
+    """Log `model` in the active MLflow run as a pickle-free, code-free pyfunc (loader module
+    `s2f.registry.pyfunc_weights`, data weights.safetensors + config.json: `s2f.registry.weights`),
+    its files' digest recorded in the tracking store, and register it under `registered_name`
+    if given; returns MLflow's ModelInfo."""
     import tempfile
 
-    import mlflow
     from mlflow.models import infer_signature
 
+    from s2f.registry.pyfunc_weights import LOADER_MODULE
+    from s2f.registry.store import MODEL_DATA, log_model_data
     from s2f.registry.weights import save_model_dir
 
     model = model.cpu().eval()
@@ -117,33 +119,11 @@ def log_torch_model(model: torch.nn.Module, name: str, example: np.ndarray,
         signature = ModelSignature(Schema([TensorSpec(example.dtype, (-1, 2, -1, example.shape[3]))]),
                                    signature.outputs)
     with tempfile.TemporaryDirectory(prefix="s2f-model-") as tmp:
-        files = save_model_dir(model, Path(tmp))
-        info = mlflow.pyfunc.log_model(
-            name=name, python_model=str(PYFUNC_CODE),
-            artifacts={k: str(v) for k, v in files.items()}, signature=signature,
-            input_example=example, pip_requirements=pinned_requirements())
-    if registered_name is not None:
-        info.registered_model_version = register_quietly(info.model_uri, registered_name)
-    return info
-
-
-def register_quietly(model_uri: str, registered_name: str) -> str:
-    """`mlflow.register_model` without its "Successfully registered model" / "Created version"
-    lines on stderr (they would bury the demo's output): one INFO line of ours instead."""
-    import logging
-
-    import mlflow
-    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
-
-    was = MLFLOW_LOGGING_STREAM.enabled
-    MLFLOW_LOGGING_STREAM.enabled = False  # what mlflow.utils.logging_utils.disable_logging does
-    try:
-        mv = mlflow.register_model(model_uri, registered_name)
-    finally:
-        MLFLOW_LOGGING_STREAM.enabled = was
-    logging.getLogger(__name__).info("registered %s version %s (safetensors + JSON config)",
-                                     registered_name, mv.version)
-    return str(mv.version)
+        save_model_dir(model, Path(tmp) / MODEL_DATA)
+        # no input example: MLflow would load the model to check it before its digest is recorded
+        return log_model_data(Path(tmp) / MODEL_DATA, name, LOADER_MODULE, signature=signature,
+                              pip_requirements=pinned_requirements(),
+                              registered_name=registered_name)
 
 
 class NullTracker:
