@@ -14,9 +14,6 @@ import pytest
 
 from tests.conftest import SHARED_FACES
 
-FACE_PHOTO = SHARED_FACES / "2008_001322.jpg"
-
-
 def _a_face_photo() -> Path:
     """A bundled photo with one clear face (the annotations say where)."""
     for path in sorted(SHARED_FACES.glob("*.jpg")):
@@ -63,10 +60,12 @@ def test_image_rows_go_through_preprocessing(tmp_path: Path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"nope")
     face = _a_face_photo()
-    rows = [{"clip_key": "face", "status": "ok", "face_image_path": str(face)},
-            {"clip_key": "distractor", "status": "face_only", "face_image_path": str(face)},
-            {"clip_key": "noise", "status": "ok", "face_image_path": str(noise)},
-            {"clip_key": "broken", "status": "ok", "face_image_path": str(broken)},
+    centre = {"hint_x": 0.5, "hint_y": 0.5}  # as the pairs source writes
+    rows = [{"clip_key": "face", "status": "ok", "face_image_path": str(face), **centre},
+            {"clip_key": "distractor", "status": "face_only", "face_image_path": str(face),
+             **centre},
+            {"clip_key": "noise", "status": "ok", "face_image_path": str(noise), **centre},
+            {"clip_key": "broken", "status": "ok", "face_image_path": str(broken), **centre},
             {"clip_key": "skipped", "status": "missing_face", "face_image_path": None}]
     tables = preprocess_clips(rows, progress=False)
     status = dict(zip(tables.preprocess["clip_key"].to_pylist(),
