@@ -7,8 +7,8 @@ builds the module with `s2f.registry.weights.load_model_files`; this project mus
 it is loaded. The project's own code (`s2f.registry.inference.load_registered_model`) reads only the
 two artifacts and never runs this stored file.
 
-Input: a float32 array: a spectrogram batch B×2×T×257 for the voice encoder, face features B×D
-for the face decoder. Output: features B×D, or the decoder's face images B×3×S×S in [0, 1].
+Input: a float32 array: a spectrogram batch B×2×T×257 for the voice encoder (the 16 kHz wave
+B×N for the ge2e front-end), face features B×D for the face decoder. Output: features B×D, or the decoder's face images B×3×S×S in [0, 1].
 """
 
 from __future__ import annotations
