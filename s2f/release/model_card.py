@@ -236,15 +236,22 @@ def _face_encoder(evaluation: dict[str, Any], params: dict[str, str]) -> list[st
     ]
 
 
-def _voice_frontend(params: dict[str, str]) -> list[str]:
+def _voice_frontend(params: dict[str, str], compact: bool = False) -> list[str]:
     """Which voice front-end, and for a pretrained one where its weights come from and what
-    they were trained on (the training run's params; runs before issue 28 are `paper`)."""
+    they were trained on (the training run's params; runs before issue 28 are `paper`). The
+    compact card (the registry's 5,000 characters) gets one line."""
     frontend = params.get("voice_frontend", "paper")
+    mode = "fine-tuned" if params.get("ge2e_finetune") == "True" else "frozen"
+    if compact:
+        return [f"Voice front-end: `{frontend}`" + (
+            f" (pretrained GE2E speaker encoder, {mode}, sha256 "
+            f"{params.get('ge2e_weights_sha256', '?')[:12]}…; its training data: see "
+            "`model_card.md`)." if frontend == "ge2e" else " (the paper's CNN, from scratch)."),
+            ""]
     if frontend != "ge2e":
         return ["## Voice front-end",
                 "- `paper`: the paper's CNN over the compressed complex spectrogram, trained "
                 "from scratch on this model's training pairs only.", ""]
-    mode = "fine-tuned" if params.get("ge2e_finetune") == "True" else "frozen"
     return [
         "## Voice front-end",
         f"- `ge2e`: a pretrained GE2E speaker encoder ({mode}) and a trained 2-layer MLP head "
@@ -327,7 +334,7 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
     `data`: `s2f.evaluation.data.data_summary`; `params`: the training run's params."""
     params = params or {}
     lines = [*_header(evaluation), *_use_and_limits(), *_training_data(evaluation, data, params),
-             *_face_encoder(evaluation, params), *_voice_frontend(params),
+             *_face_encoder(evaluation, params), *_voice_frontend(params, compact),
              *_evaluation(evaluation, compact, control),
              *_biases()]
     return "\n".join(lines) + "\n"
