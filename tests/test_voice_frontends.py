@@ -183,6 +183,19 @@ def test_one_training_step_on_cpu(corpus: DataLayout, tmp_path: Path, frontend: 
     assert any(k.startswith("speaker.") for k in changed) == finetune
 
 
+def test_ge2e_run_resumes_to_the_same_weights(corpus: DataLayout, tmp_path: Path) -> None:
+    cfg = tiny(voice_frontend="ge2e", ge2e_finetune=True, standardize_targets=True, steps=4,
+               checkpoint_every=2, ema_decay=0.9)
+    full = train_voice_encoder(cfg, corpus, ckpt_dir=tmp_path / "full")
+    part = train_voice_encoder(cfg, corpus, ckpt_dir=tmp_path / "part", stop_after=2)
+    assert part.step == 2
+    rest = train_voice_encoder(cfg, corpus, ckpt_dir=tmp_path / "part", resume=True)
+    a, b = full.model.state_dict(), rest.model.state_dict()
+    assert rest.step == 4 and "scaler.mean" in a
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+
+
 def test_small_data_options(corpus: DataLayout, tmp_path: Path) -> None:
     cfg = tiny(voice_frontend="ge2e", standardize_targets=True, cosine_weight=0.5,
                test_window_average=True)

@@ -215,7 +215,13 @@ class Ge2eSpeakerEncoder(nn.Module):
         return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        """Waves B×N (16 kHz) → utterance embeddings B×256 (L2-normalised)."""
+        """Waves B×N (16 kHz) → utterance embeddings B×256 (L2-normalised). Always in the
+        parameters' precision: a bf16 autocast (CUDA training) stops at the head, so the
+        pretrained embedding is the one the weights were trained to give."""
+        with torch.autocast(waves.device.type, enabled=False):
+            return self._embed(waves)
+
+    def _embed(self, waves: torch.Tensor) -> torch.Tensor:
         b, n = waves.shape
         starts, padded = partial_starts(n)
         waves = normalize_volume(waves.float())

@@ -193,7 +193,7 @@ class VoiceTrainer:
         # the training forward compiled (CUDA: fuses BatchNorm/ReLU/pool glue between the convs;
         # training windows have one shape, so it compiles once); validation stays eager
         self.train_net: nn.Module = self.net
-        if cfg.torch_compile and self.cuda:
+        if cfg.torch_compile and self.cuda and not self.takes_waves:  # ge2e: an LSTM + tiny head
             self.train_net = cast(nn.Module, torch.compile(self.net))
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=cfg.decay_every,
                                                      gamma=cfg.lr_decay)
