@@ -7,7 +7,8 @@ embed_utterance` and `audio.wav_to_mel_spectrogram`, librosa 0.11.0) on `speechl
 after its `normalize_volume(wav, -30, increase_only=True)`; librosa is not a dependency of the
 project, so the test holds its numbers. Measured agreement of `s2f.models.ge2e`: mel max
 relative difference 2.7e-7 (of the frame's maximum), embedding max absolute difference 1e-7
-(cosine 1.0000000); the tolerances here are 1e-5 relative and 1e-5 absolute.
+(cosine 1.0000000); the tolerances here are 1e-5 of the frame's maximum for the mel and 1e-5
+absolute for the embedding.
 
     pytest -q tests/test_voice_frontends.py
 """
