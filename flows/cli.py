@@ -162,7 +162,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", P.TrainParams, "flows.train:run_train_from_cli",
             "train the voice encoder against the frozen face decoder",
             _TRAIN_DESCRIPTION.format(what="the voice encoder against the frozen face decoder"),
-            (*_TRAIN_FLAGS, Flag("decoder"), Flag("vggface_weights"),
+            (*_TRAIN_FLAGS, Flag("decoder"), Flag("vggface_weights"), Flag("voice_frontend"),
+             Flag("ge2e_head_width"),
+             Flag("ge2e_finetune", const=True, help="also train the pretrained ge2e speaker "
+                                                    "encoder (default: frozen)"),
              Flag("overrides", "--set", append=True, metavar="KEY=VALUE",
                   convert=P.parse_overrides))),
     Command("status", P.StatusParams, "flows.cli:run_status",

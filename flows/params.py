@@ -256,11 +256,27 @@ class TrainParams(TrainDecoderParams):
     decoder_alias: str = Field(CHALLENGER, description="registry alias for decoder=registry")
     vggface_weights: Path | None = Field(None, description="VGG-Face weights: its fc8 turns the "
                                                            "distillation term on")
+    # None: TrainConfig's default (the one source: s2f.train.config, which imports torch)
+    voice_frontend: Literal["paper", "ge2e"] | None = Field(
+        None, description="voice front-end: paper (the paper's CNN, trained from scratch) or "
+                          "ge2e (resemblyzer's pretrained GE2E speaker encoder + a trained MLP "
+                          "head); default: paper")
+    ge2e_head_width: int | None = Field(None, ge=1, le=65_536,
+                                        description="hidden width of the ge2e head (default: "
+                                                    "TrainConfig's, 256)")
+    ge2e_finetune: bool | None = Field(None, description="also train the ge2e speaker encoder "
+                                                         "(default: frozen)")
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="set any TrainConfig field, last (VALUE as JSON when "
                                           "it parses: --set batch_size=64 --set lr=2e-3); "
                                           "repeatable. Multi-GPU: the same flags under "
                                           "torchrun -m flows.torchrun")
+
+
+    def frontend_overrides(self) -> dict[str, Any]:
+        """The front-end flags that were given, as TrainConfig fields."""
+        return {k: v for k in ("voice_frontend", "ge2e_head_width", "ge2e_finetune")
+                if (v := getattr(self, k)) is not None}
 
 
 class TrainSeedsParams(SeedsParams, BootstrapParams):

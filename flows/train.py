@@ -92,6 +92,7 @@ def train_voice(params: TrainParams) -> TrainResult:
         classifier = load_vggface(params.vggface_weights).fc8
     over = _overrides(params)
     over["decoder"] = params.decoder
+    over.update(params.frontend_overrides())
     over.update(params.overrides)
     cfg = TrainConfig.preset_config(params.config, **over)
     return train_voice_encoder(cfg, layout, decoder=decoder, classifier=classifier,

@@ -13,6 +13,11 @@ echo "==> setting up .venv (first run: a few minutes; DALI and dlib's models are
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[dev]"
+# The ge2e voice front-end uses only the pretrained weights file inside resemblyzer's wheel
+# (s2f/models/ge2e.py: found with importlib, loaded with torch.load(weights_only=True), its code
+# never imported). --no-deps: its declared dependencies (librosa + numba, the webrtcvad sdist
+# that needs a C compiler, the old `typing` backport) are not needed for that.
+.venv/bin/python -m pip install -q --no-deps "resemblyzer==0.1.4"
 rm -f .venv/.installed-*
 touch "$stamp"
 echo "==> .venv ready"

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import SHARED_FACES
 
+
 def _a_face_photo() -> Path:
     """A bundled photo with one clear face (the annotations say where)."""
     for path in sorted(SHARED_FACES.glob("*.jpg")):

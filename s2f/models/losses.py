@@ -9,6 +9,9 @@ first-layer units (a norm, as written), likewise the squared L2. The distillatio
 only with a face encoder that has a classification layer (VGG-Face); with dlib's descriptor
 `classifier` is None and the term is reported as off (``distill_on = 0``).
 
+`cosine_weight` > 0 (a small-data option, off by default, not the paper's) adds
+``w · (1 − cos(v_f, v_s))``, logged as ``loss_cosine``.
+
     pytest tests/test_losses.py
 """
 
@@ -29,6 +32,7 @@ class LossConfig:
     lambda2: float = 200.0
     temperature: float = 2.0
     eps: float = 1e-8
+    cosine_weight: float = 0.0
 
 
 def normalized_l2(v_f: torch.Tensor, v_s: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -77,6 +81,10 @@ def speech2face_loss_terms(
         loss = loss + cfg.lambda2 * distill
         terms["loss_distill"] = distill.detach()
         terms["distill_on"] = 1.0
+    if cfg.cosine_weight > 0:
+        cos = (1 - F.cosine_similarity(v_s, v_f, dim=1, eps=cfg.eps)).mean()
+        loss = loss + cfg.cosine_weight * cos
+        terms["loss_cosine"] = cos.detach()
     terms["loss"] = loss.detach()
     return loss, terms
 

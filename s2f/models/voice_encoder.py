@@ -13,6 +13,10 @@ Final activation (`final_activation`): ``relu`` for VGG-Face fc7 taken after its
 ``none`` for dlib's 128-D descriptor (signed). Layer 13 gets ReLU+BN like every other conv
 (before the time pooling).
 
+This is the ``paper`` voice front-end (the default); ``ge2e`` is `s2f.models.ge2e`. Both can end
+in a target scaler (`standardized`) and average 3 s windows at test time
+(`test_window_seconds`): `s2f.models.frontend`.
+
     python -m s2f.models.voice_encoder          # prints every layer's output shape (paper config)
 """
 
@@ -23,6 +27,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from s2f.models.frontend import TargetScaler, window_average
 
 # (kind, channels, stride) in the paper's order; "pool" is maxpool 2×1 along time.
 PAPER_LAYERS: tuple[tuple[str, int, int], ...] = (
@@ -43,6 +49,8 @@ class VoiceEncoderConfig:
     out_dim: int = 4096
     final_activation: Literal["relu", "none"] = "relu"
     num_bins: int = 257
+    standardized: bool = False                # a TargetScaler after fc2 (standardize_targets)
+    test_window_seconds: float | None = None  # eval: average predictions over such windows
 
     @classmethod
     def paper(cls) -> VoiceEncoderConfig:
@@ -106,6 +114,7 @@ class VoiceEncoder(nn.Module):
         self.fc_in = c_in * self.freq_out(cfg)
         self.fc1 = nn.Linear(self.fc_in, cfg.fc_width)
         self.fc2 = nn.Linear(cfg.fc_width, cfg.out_dim)
+        self.scaler = TargetScaler(cfg.out_dim) if cfg.standardized else None
 
     @staticmethod
     def freq_out(cfg: VoiceEncoderConfig) -> int:
@@ -121,10 +130,18 @@ class VoiceEncoder(nn.Module):
         return f
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        if not self.training and self.cfg.test_window_seconds:
+            frames = (round(self.cfg.test_window_seconds * 16000) - 400) // 160 + 1
+            return window_average(self._predict, spec, frames, dim=2)
+        return self._predict(spec)
+
+    def _predict(self, spec: torch.Tensor) -> torch.Tensor:
         x = self.features(spec)               # B×C×T'×F'
         x = x.mean(dim=2)                     # average pool over all time → B×C×F'
         x = torch.relu(self.fc1(x.flatten(1)))
         x = self.fc2(x)
+        if self.scaler is not None:
+            x = self.scaler(x)
         if self.cfg.final_activation == "relu":
             x = torch.relu(x)
         return x

@@ -10,7 +10,8 @@ which say which face encoder the features imitate and which audio settings (wind
 compression) the encoder was trained with.
 
 Call contract of the modules (see `s2f.models`): the voice encoder maps a spectrogram
-B×2×T×257 to features B×D and has `cfg.seconds`; the face decoder maps features B×D to
+B×2×T×257 (or, with `takes_waves`, the ge2e front-end: the 16 kHz wave B×N) to features B×D and
+has `cfg.seconds`; the face decoder maps features B×D to
 (texture, landmarks B×68×2, image B×3×S×S).
 
     python -m s2f.registry.inference models:/speech2face-voice-encoder@champion   # verifies, prints what it resolves to
@@ -146,9 +147,11 @@ def encode_waves(encoder: LoadedModel, waves: list[np.ndarray], seconds: float |
     device = next(encoder.module.parameters(), torch.empty(0)).device
     out: list[np.ndarray] = []
     for i in range(0, len(waves), batch_size):
-        batch = np.stack([fix_length(w, cfg.num_samples) for w in waves[i:i + batch_size]])
-        spec = spectrogram(torch.from_numpy(batch).to(device), cfg)
-        out.append(encoder.module(spec).float().cpu().numpy())
+        batch = torch.from_numpy(np.stack([fix_length(w, cfg.num_samples)
+                                           for w in waves[i:i + batch_size]])).to(device)
+        # the ge2e front-end takes the wave itself (`takes_waves`), the paper's CNN the STFT
+        x = batch if getattr(encoder.module, "takes_waves", False) else spectrogram(batch, cfg)
+        out.append(encoder.module(x).float().cpu().numpy())
     if not out:
         raise ValueError("no waveforms to encode")
     return np.concatenate(out)

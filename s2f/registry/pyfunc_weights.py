@@ -8,8 +8,9 @@ the artifact store but those two files (and MLflow's own `MLmodel`), and no code
 there. Before building, the model directory's files are checked against the digest the
 tracking store recorded (`s2f.registry.store.check_loaded_dir`).
 
-Input: a float32 array: a spectrogram batch B×2×T×257 for the voice encoder, face features B×D
-for the face decoder. Output: features B×D, or the decoder's face images B×3×S×S in [0, 1].
+Input: a float32 array: a spectrogram batch B×2×T×257 for the voice encoder (the 16 kHz wave
+B×N for the ge2e front-end), face features B×D for the face decoder. Output: features B×D, or
+the decoder's face images B×3×S×S in [0, 1].
 
     python -c "import mlflow; print(mlflow.pyfunc.load_model('models:/speech2face-voice-encoder@champion'))"
 """

@@ -61,6 +61,14 @@ def _voice_encoder() -> Architecture:
     return Architecture(VoiceEncoder, lambda m: m.cfg.to_dict(), build)  # type: ignore[operator]
 
 
+def _ge2e_voice_encoder() -> Architecture:
+    from s2f.models.ge2e import Ge2eConfig, Ge2eVoiceEncoder
+
+    # pretrained=False: the speaker encoder's tensors are in the model's own safetensors
+    return Architecture(Ge2eVoiceEncoder, lambda m: m.cfg.to_dict(),  # type: ignore[operator]
+                        lambda cfg: Ge2eVoiceEncoder(Ge2eConfig.from_dict(cfg), pretrained=False))
+
+
 def _face_decoder() -> Architecture:
     from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig
 
@@ -71,6 +79,7 @@ def _face_decoder() -> Architecture:
 # The allow-list: a saved model names one of these; nothing else is ever built.
 ARCHITECTURES: dict[str, Callable[[], Architecture]] = {
     "voice_encoder": _voice_encoder,
+    "ge2e_voice_encoder": _ge2e_voice_encoder,
     "face_decoder": _face_decoder,
 }
 

@@ -236,6 +236,39 @@ def _face_encoder(evaluation: dict[str, Any], params: dict[str, str]) -> list[st
     ]
 
 
+def _voice_frontend(params: dict[str, str], compact: bool = False) -> list[str]:
+    """Which voice front-end, and for a pretrained one where its weights come from and what
+    they were trained on (the training run's params; runs before issue 28 are `paper`). The
+    compact card (the registry's 5,000 characters) gets one line."""
+    frontend = params.get("voice_frontend", "paper")
+    mode = "fine-tuned" if params.get("ge2e_finetune") == "True" else "frozen"
+    if compact:
+        return [f"Voice front-end: `{frontend}`" + (
+            f" (pretrained GE2E speaker encoder, {mode}, sha256 "
+            f"{params.get('ge2e_weights_sha256', '?')[:12]}…; its training data: see "
+            "`model_card.md`)." if frontend == "ge2e" else " (the paper's CNN, from scratch)."),
+            ""]
+    if frontend != "ge2e":
+        return ["## Voice front-end",
+                "- `paper`: the paper's CNN over the compressed complex spectrogram, trained "
+                "from scratch on this model's training pairs only.", ""]
+    return [
+        "## Voice front-end",
+        f"- `ge2e`: a pretrained GE2E speaker encoder ({mode}) and a trained 2-layer MLP head "
+        f"(width {params.get('ge2e_head_width', '?')}) to the face feature.",
+        f"- Pretrained weights: `{params.get('ge2e_weights_file', '?')}` of "
+        f"{params.get('ge2e_package', '?')} {params.get('ge2e_version', '?')} "
+        f"({params.get('ge2e_license', '?')}), sha256 {params.get('ge2e_weights_sha256', '?')}; "
+        "loaded with torch.load(weights_only=True), no code of the package run.",
+        f"- What the speaker encoder was trained on: {params.get('ge2e_trained_on', 'n/a')}",
+        "- For the comparison: the encoder has heard far more speech than this model's "
+        "training pairs (thousands of speakers), possibly including test speakers' voices, "
+        "never their faces; what it adds over the paper CNN is voice knowledge, not "
+        "voice-face pairs. Results of the two front-ends are not from the same amount of data.",
+        "",
+    ]
+
+
 def _evaluation(evaluation: dict[str, Any], compact: bool, control: dict[str, Any] | None
                 ) -> list[str]:
     m: dict[str, float] = evaluation["metrics"]
@@ -301,7 +334,8 @@ def write_model_card(evaluation: dict[str, Any], data: dict[str, Any],
     `data`: `s2f.evaluation.data.data_summary`; `params`: the training run's params."""
     params = params or {}
     lines = [*_header(evaluation), *_use_and_limits(), *_training_data(evaluation, data, params),
-             *_face_encoder(evaluation, params), *_evaluation(evaluation, compact, control),
+             *_face_encoder(evaluation, params), *_voice_frontend(params, compact),
+             *_evaluation(evaluation, compact, control),
              *_biases()]
     return "\n".join(lines) + "\n"
 

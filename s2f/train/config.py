@@ -5,6 +5,14 @@
 evaluation's primary length); `DecoderTrainConfig` trains the face decoder. Presets: `small` (CPU demo:
 3 s, channels /8, D=128 dlib descriptor) and `paper` (the table as written, VGG-Face 4096-D).
 
+Voice front-end (`voice_frontend`): `paper` (the CNN over the spectrogram, trained from scratch,
+the default) or `ge2e` (resemblyzer's pretrained GE2E speaker encoder, frozen unless
+`ge2e_finetune`, and a trained 2-layer MLP head of width `ge2e_head_width`; `s2f.models.ge2e`).
+Small-data options, off by default: `standardize_targets` (the model predicts z-scores of the
+face feature, fitted on train and inverted inside the model), `cosine_weight` (a cosine term
+added to the loss), `test_window_average` (in eval mode, average the predictions over 3 s
+windows of the input; `s2f.models.frontend`).
+
     python -m s2f.train.config small      # prints the resolved config as JSON
 """
 
@@ -19,6 +27,8 @@ from pydantic import BaseModel, ConfigDict
 
 from s2f.media.audio import AudioConfig
 from s2f.models.face_decoder import FaceDecoderConfig
+from s2f.models.frontend import TEST_WINDOW_SECONDS
+from s2f.models.ge2e import Ge2eConfig
 from s2f.models.losses import DecoderLossConfig, LossConfig
 from s2f.models.voice_encoder import VoiceEncoderConfig
 
@@ -81,9 +91,34 @@ class TrainConfig(_Base):
     torch_compile: bool = True               # torch.compile the training forward (CUDA only)
     loader_workers: int = 0                  # processes decoding batches (0: in the loop's process)
     loader_prefetch: int = 2                 # batches each loader worker keeps ready
+    # -- voice front-end (issue 28) --
+    voice_frontend: Literal["paper", "ge2e"] = "paper"  # paper: the CNN; ge2e: GE2E + MLP head
+    ge2e_head_width: int = 256               # hidden width of the ge2e head (2 linear layers)
+    ge2e_finetune: bool = False              # train the pretrained speaker encoder too
+    # -- small-data options (issue 28), off by default --
+    standardize_targets: bool = False        # predict z-scores of the feature (fitted on train)
+    cosine_weight: float = 0.0               # + w·(1 − cos(v_f, v_s)) in the loss
+    test_window_average: bool = False        # eval: average predictions over 3 s windows
+
+    def test_window_seconds(self) -> float | None:
+        return TEST_WINDOW_SECONDS if self.test_window_average else None
+
+    def frontend_config(self, out_dim: int | None = None) -> VoiceEncoderConfig | Ge2eConfig:
+        """The chosen front-end's config: the paper CNN's (`encoder_config`) or ge2e's (its
+        input length and last activation are the preset's, as the CNN's)."""
+        paper = self.encoder_config(out_dim)
+        if self.voice_frontend == "paper":
+            return paper
+        return Ge2eConfig(out_dim=paper.out_dim, head_width=self.ge2e_head_width,
+                          finetune=self.ge2e_finetune, seconds=paper.seconds,
+                          final_activation=paper.final_activation,
+                          standardized=self.standardize_targets,
+                          test_window_seconds=self.test_window_seconds())
 
     def encoder_config(self, out_dim: int | None = None) -> VoiceEncoderConfig:
-        over: dict[str, object] = {"padding": self.padding}
+        over: dict[str, object] = {"padding": self.padding,
+                                   "standardized": self.standardize_targets,
+                                   "test_window_seconds": self.test_window_seconds()}
         if self.seconds is not None:
             over["seconds"] = self.seconds
         if self.final_activation is not None:
@@ -107,7 +142,8 @@ class TrainConfig(_Base):
         return self.audio_config(self.val_seconds)
 
     def loss_config(self) -> LossConfig:
-        return LossConfig(lambda1=self.lambda1, lambda2=self.lambda2, temperature=self.temperature)
+        return LossConfig(lambda1=self.lambda1, lambda2=self.lambda2, temperature=self.temperature,
+                          cosine_weight=self.cosine_weight)
 
     @classmethod
     def preset_config(cls, name: str, **overrides: object) -> TrainConfig:

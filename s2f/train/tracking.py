@@ -112,12 +112,15 @@ def log_torch_model(model: torch.nn.Module, name: str, example: np.ndarray,
     if isinstance(out, tuple):  # the face decoder: the pyfunc returns the image
         out = out[2] if out[2] is not None else out[0]
     signature = infer_signature(example, out.numpy())
-    if example.ndim == 4:  # a spectrogram batch: any number of STFT frames, not the example's
+    # a spectrogram batch: any number of STFT frames, not the example's; a wave batch (the
+    # ge2e front-end takes the wave): any number of samples
+    takes_waves = bool(getattr(model, "takes_waves", False))
+    if example.ndim == 4 or takes_waves:
         from mlflow.models import ModelSignature
         from mlflow.types.schema import Schema, TensorSpec
 
-        signature = ModelSignature(Schema([TensorSpec(example.dtype, (-1, 2, -1, example.shape[3]))]),
-                                   signature.outputs)
+        shape = (-1, -1) if takes_waves else (-1, 2, -1, example.shape[3])
+        signature = ModelSignature(Schema([TensorSpec(example.dtype, shape)]), signature.outputs)
     with tempfile.TemporaryDirectory(prefix="s2f-model-") as tmp:
         save_model_dir(model, Path(tmp) / MODEL_DATA)
         # no input example: MLflow would load the model to check it before its digest is recorded

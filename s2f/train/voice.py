@@ -23,6 +23,12 @@ Generalising from few identities (the demo corpus has ~100 training speakers):
 - `val_seconds`: validate on windows of that length (the evaluation's primary length, 6 s),
   so selection looks at the input the promotion gate scores.
 
+Voice front-end (`voice_frontend`, `s2f.models.frontend`): `paper` (the CNN above, over the
+spectrogram) or `ge2e` (the pretrained speaker encoder + head, `s2f.models.ge2e`, which takes
+the wave itself): same loop, loss, checkpoints and registration; the ge2e weights' provenance
+goes into the run's params and the model card. With `standardize_targets` the model's target
+scaler is fitted on the training features before the EMA copy is made.
+
 On CUDA, `bf16` autocasts the encoder's forward to bfloat16 (ignored on CPU); `channels_last`
 switches the memory format on any device (on CPU, mkldnn's channels-last convs are ~2x faster).
 
@@ -50,6 +56,7 @@ from torch import nn
 
 from s2f.media.audio import spectrogram
 from s2f.models.face_decoder import FaceDecoder
+from s2f.models.ge2e import GE2E_TRAINED_ON, Ge2eConfig, Ge2eVoiceEncoder, ge2e_provenance
 from s2f.models.losses import speech2face_loss, speech2face_loss_terms
 from s2f.models.voice_encoder import VoiceEncoder
 from s2f.registry.names import VOICE_ENCODER_NAME
@@ -79,7 +86,18 @@ from s2f.train.tracking import (
 from storage.layout import DataLayout
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
-TrainResult = RunResult[VoiceEncoder]  # what `train_voice_encoder` returns
+VoiceModel = VoiceEncoder | Ge2eVoiceEncoder  # the voice front-ends (`voice_frontend`)
+TrainResult = RunResult[VoiceModel]  # what `train_voice_encoder` returns
+
+
+def voice_model(cfg: TrainConfig, out_dim: int, train_features: np.ndarray) -> VoiceModel:
+    """The configured front-end, predicting `out_dim`-D features; with `standardize_targets`
+    its target scaler fitted on `train_features` (N×D)."""
+    fc = cfg.frontend_config(out_dim=out_dim)
+    model: VoiceModel = Ge2eVoiceEncoder(fc) if isinstance(fc, Ge2eConfig) else VoiceEncoder(fc)
+    if model.scaler is not None:
+        model.scaler.fit(torch.from_numpy(np.asarray(train_features, np.float32)))
+    return model
 
 
 def random_projection(in_dim: int, out_dim: int, seed: int) -> nn.Linear:
@@ -144,9 +162,9 @@ class VoiceTrainer:
         train_feats = self.train.features()
         self.dim = train_feats.shape[1]
         self.mean_feature = torch.from_numpy(train_feats.mean(axis=0)).to(self.device)
-        self.model = VoiceEncoder(cfg.encoder_config(out_dim=self.dim)).to(self.device,
-                                                                             self.dtype)
-        if cfg.channels_last:
+        self.model = voice_model(cfg, self.dim, train_feats).to(self.device, self.dtype)
+        self.takes_waves = bool(getattr(self.model, "takes_waves", False))
+        if cfg.channels_last and not self.takes_waves:
             self.model = self.model.to(memory_format=torch.channels_last)
         if decoder is not None:
             decoder = decoder.to(self.device).eval().requires_grad_(False)
@@ -162,7 +180,7 @@ class VoiceTrainer:
         # torchrun (world > 1): synchronised BatchNorm, and DDP as `net` (trained through);
         # `model` stays the bare module (saved, validated, registered). One process: both same.
         model, self.net = self.dist.wrap(self.model, cfg.sync_batchnorm)
-        self.model = cast(VoiceEncoder, model)
+        self.model = cast(VoiceModel, model)
         # the averaged weights (`ema_decay`), a frozen copy updated after every step
         self.ema = Ema(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         # validated, selected and registered: the EMA's, the best on dev with select="best_val"
@@ -175,7 +193,7 @@ class VoiceTrainer:
         # the training forward compiled (CUDA: fuses BatchNorm/ReLU/pool glue between the convs;
         # training windows have one shape, so it compiles once); validation stays eager
         self.train_net: nn.Module = self.net
-        if cfg.torch_compile and self.cuda:
+        if cfg.torch_compile and self.cuda and not self.takes_waves:  # ge2e: an LSTM + tiny head
             self.train_net = cast(nn.Module, torch.compile(self.net))
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=cfg.decay_every,
                                                      gamma=cfg.lr_decay)
@@ -185,10 +203,13 @@ class VoiceTrainer:
 
     # -- one step ---------------------------------------------------------------------------
     def encode(self, waves: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
-        # the STFT takes any length: validation's longer windows need no config of their own
-        spec = spectrogram(waves.to(self.device, non_blocking=True), self.audio).to(self.dtype)
-        if self.cfg.channels_last:
-            spec = spec.contiguous(memory_format=torch.channels_last)
+        waves = waves.to(self.device, non_blocking=True)
+        if self.takes_waves:  # ge2e: its own mel front-end, in the model
+            spec = waves.to(self.dtype)
+        else:  # the STFT takes any length: validation's longer windows need no config of their own
+            spec = spectrogram(waves, self.audio).to(self.dtype)
+            if self.cfg.channels_last:
+                spec = spec.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.bf16):
             return (self.model if module is None else module)(spec).float()
 
@@ -258,7 +279,7 @@ class VoiceTrainer:
 
     # -- validation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def validate(self, module: VoiceEncoder | None = None) -> dict[str, float]:
+    def validate(self, module: VoiceModel | None = None) -> dict[str, float]:
         """Mean loss of `module` (default: the kept weights) over validation batches, next to
         always predicting the mean train feature."""
         if len(self.valid) == 0:
@@ -304,12 +325,12 @@ class VoiceTrainer:
         return prefetched(self.train, self.epoch, self.batch, workers=self.cfg.loader_workers,
                           pin=self.cuda, prefetch=self.cfg.loader_prefetch)
 
-    def export_model(self) -> VoiceEncoder:
+    def export_model(self) -> VoiceModel:
         """The encoder as one process has it: under torchrun a copy with plain BatchNorm."""
         model = self.model if self.net is self.model else plain_copy(self.model)
         if self.dtype != torch.float32:  # registered and served in float32, as any other run
             model = copy.deepcopy(model).float()
-        return cast(VoiceEncoder, model)
+        return cast(VoiceModel, model)
 
     @torch.no_grad()
     def sample_images(self, k: int = 6) -> tuple[str, str, dict[str, torch.Tensor]] | None:
@@ -332,8 +353,16 @@ class VoiceTrainer:
                 "train_pairs": self.train.index.height, "val_pairs": self.valid.index.height,
                 "resumed_at": self.step, "device": str(self.device),
                 "audio_loader_used": self.loader, "world_size": self.dist.world,
+                **self.frontend_params(),
                 "split": "dev = the dev manifest, else carved from train by identity "
                          "(sha1 < dev_fraction); test = manifest"}
+
+    def frontend_params(self) -> dict[str, str]:
+        """The front-end and where its pretrained weights come from (run params)."""
+        if not self.takes_waves:
+            return {"voice_frontend_pretrained": "none (the paper's CNN, trained from scratch)"}
+        return {"voice_frontend_pretrained": "GE2E speaker encoder (resemblyzer)",
+                **ge2e_provenance()}
 
     def run_tags(self) -> dict[str, str]:
         return {"distillation": "on" if self.classifier is not None else
@@ -347,11 +376,22 @@ class VoiceTrainer:
 
     def registration(self) -> tuple[str, np.ndarray, str, str]:
         """(artifact name, example input, registered name, model card)."""
-        spec = spectrogram(self.train.load(self.train.plan(0)[0][:2]).waves, self.audio)
-        return ("voice_encoder", spec.numpy(), VOICE_ENCODER_NAME,
-                model_card("voice encoder", "Maps 16 kHz speech (compressed complex STFT) to a "
-                           "face feature; decode it with the face decoder to draw a face.",
-                           self.cfg.model_dump_json()))
+        waves = self.train.load(self.train.plan(0)[0][:2]).waves
+        example = waves if self.takes_waves else spectrogram(waves, self.audio)
+        if self.takes_waves:
+            p = ge2e_provenance()
+            what = ("Maps 16 kHz speech to a face feature through a pretrained GE2E speaker "
+                    f"encoder ({p['ge2e_package']} {p['ge2e_version']}, {p['ge2e_weights_file']} "
+                    f"sha256 {p['ge2e_weights_sha256'][:16]}…, "
+                    f"{'fine-tuned' if self.cfg.ge2e_finetune else 'frozen'}) and a trained MLP "
+                    f"head; decode it with the face decoder to draw a face. The speaker "
+                    f"encoder was trained on {GE2E_TRAINED_ON}")
+        else:
+            what = ("Maps 16 kHz speech (compressed complex STFT) to a face feature through the "
+                    "paper's CNN, trained from scratch; decode it with the face decoder to draw "
+                    "a face.")
+        return ("voice_encoder", example.numpy(), VOICE_ENCODER_NAME,
+                model_card("voice encoder", what, self.cfg.model_dump_json()))
 
 
 def train_voice_encoder(cfg: TrainConfig, layout: DataLayout, decoder: FaceDecoder | None = None,
