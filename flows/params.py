@@ -380,6 +380,13 @@ class RealPairsParams(DataDirParams, StepsParams, GateParams, SeedsParams, Boots
     shuffled_control: bool = Field(True, description="train and score the shuffled-voice "
                                                      "control (same steps as the model)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="training device")
+    voice_frontend: Literal["paper", "ge2e"] | None = Field(
+        None, description="voice front-end: paper (the paper's CNN from scratch, the default) "
+                          "or ge2e (a pretrained GE2E speaker encoder + a trained head)")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="set any TrainConfig field of the voice encoder "
+                                          "(--set standardize_targets=true --set "
+                                          "cosine_weight=1); repeatable")
 
     @model_validator(mode="after")
     def _one_source(self) -> RealPairsParams:
@@ -460,6 +467,11 @@ class PipelineParams(DataDirParams, ShardingParams, FaceParams, StepsParams, Boo
                                           "(evaluate and promote need the registry)")
     shuffled_control: bool = Field(False, description="also train and score the shuffled-voice "
                                                       "control (unregistered)")
+    voice_frontend: Literal["paper", "ge2e"] | None = Field(
+        None, description="voice front-end of the train stage (default: TrainConfig's, paper)")
+    train_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="TrainConfig fields for the train stage (s2f train "
+                                          "--set KEY=VALUE)")
 
     @field_validator("stages")
     @classmethod
@@ -506,7 +518,8 @@ class PipelineParams(DataDirParams, ShardingParams, FaceParams, StepsParams, Boo
 
     def train_params(self) -> TrainParams:
         return TrainParams(**self._train_common(self.train_steps),
-                           vggface_weights=self.vggface_weights)
+                           vggface_weights=self.vggface_weights,
+                           voice_frontend=self.voice_frontend, overrides=self.train_overrides)
 
     def train_seeds_params(self) -> TrainSeedsParams:
         return TrainSeedsParams(train=self.train_params(), seeds=self.seeds,

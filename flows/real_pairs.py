@@ -44,7 +44,8 @@ def pipeline_params(params: RealPairsParams, steps: int) -> PipelineParams:
         decoder_steps=params.decoder_steps, train_steps=params.train_steps,
         device=params.device, seeds=params.seeds, shuffled_control=params.shuffled_control,
         control_steps=params.control_steps or steps, bootstrap=params.bootstrap,
-        margin=params.margin, min_diversity=params.min_diversity)
+        margin=params.margin, min_diversity=params.min_diversity,
+        voice_frontend=params.voice_frontend, train_overrides=params.overrides)
 
 
 def preset_steps(params: RealPairsParams) -> int:
