@@ -142,8 +142,9 @@ def controls_section(row: Mapping[str, Any], control: Mapping[str, Any] | None) 
     m = row["metrics"]
     head = ("(b3) Controls beside the model (test split, 6 s, per-identity recall@10 and the "
             "paper protocol's cosine recall@10): the shuffled-voice control is trained the "
-            "same way with the face features permuted across training identities (a shorter "
-            "schedule; its CI should include chance); the oracle ceiling is ridge from each "
+            "same way (the same steps and schedule by default) with the face features "
+            "permuted across training identities (its CI should include chance); the oracle "
+            "ceiling is ridge from each "
             "identity's exact espeak voice settings to the face feature, fitted on the train "
             "identities (demo corpus only):")
     rows = [["model", _ci(m, "recall_at_10_6s"), _ci(m, "paper_recall_at_10_cosine_6s"),
