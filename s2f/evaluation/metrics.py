@@ -6,8 +6,9 @@ dicts, so they can be logged to MLflow and written to Parquet as they are.
 - `feature_similarity`: cosine distance in degrees, L2 and L1 between predicted and true
   features (mean and std over samples), as in the paper's Table 2.
 - `retrieval_recall`: for each voice, rank a pool of face features by cosine distance to the
-  prediction (`retrieval_ranks`; `distance_ranks` ranks by L2, L1 or cosine, as the paper's
-  retrieval table); recall@K is the fraction whose true face is in the top K; chance is K / pool.
+  prediction (`retrieval_ranks`; `distance_ranks` ranks by L2 or L1 on the raw features or by
+  cosine, as the paper's retrieval table); recall@K is the fraction whose true face is in the
+  top K; chance is K / pool.
 - `bootstrap_ci`: percentile confidence interval of any per-sample statistic.
 - `diversity`: spread of the predictions relative to the spread of the true features; a model
   that predicts one face for every voice scores ~0 however good its mean distance looks.
@@ -71,9 +72,14 @@ PAPER_KS = (1, 2, 5, 10)  # the paper's retrieval table (supplementary material)
 def distance_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray,
                    distance: RetrievalDistance, chunk: int = 256) -> np.ndarray:
     """0-based rank of each sample's true pool entry, the pool sorted by `distance` to the
-    sample's prediction (L2 and L1 on L2-normalised features, as `feature_similarity`). Ties
-    count against the model. Chunked so a 5,000 × 5,000 × D L1 never sits in memory at once."""
-    p, q = _unit(pred), _unit(pool)
+    sample's prediction: L2 and L1 on the raw (unnormalised) features, as the paper ranks its
+    database; cosine on L2-normalised ones. (On normalised features L2 is a monotone function
+    of cosine and would rank exactly as it.) Ties count against the model. Chunked so a
+    5,000 × 5,000 × D L1 never sits in memory at once."""
+    if distance == "cosine":
+        p, q = _unit(pred), _unit(pool)
+    else:
+        p, q = np.asarray(pred, np.float64), np.asarray(pool, np.float64)
     if distance == "l1":  # the N×P×D difference: keep each block near 16 M numbers
         chunk = max(1, min(chunk, 16_000_000 // max(q.size, 1)))
     ranks = np.empty(len(p), dtype=np.int64)

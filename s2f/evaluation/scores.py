@@ -93,9 +93,11 @@ def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
                            ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """The paper's retrieval protocol (supplementary material): the database is the true
     features of up to `max_pool` test clips (a seeded random subset when there are more, all
-    otherwise), one query per clip (its prediction), ranked by L2, L1 and cosine separately;
-    recall@1/2/5/10 with chance K / pool and a bootstrap CI over queries. Metric names:
-    `[method_]paper_recall_at_<K>_<distance>[_<s>s]`, `paper_chance_at_<K>`, `paper_pool_size`."""
+    otherwise), one query per clip (its prediction), ranked by L2 and L1 on the raw features
+    and by cosine on normalised ones, separately; recall@1/2/5/10 with chance K / pool and a
+    bootstrap CI over queries. Metric names: `[method_]paper_recall_at_<K>_<distance>[_<s>s]`,
+    `paper_chance_at_<K>`, `paper_pool_size`, and `paper_l2_l1_raw` = 1 (rows without it
+    ranked L2 and L1 on normalised features: the same ranking as cosine)."""
     n = len(true)
     keep = np.arange(n) if n <= max_pool else np.sort(
         np.random.default_rng(seed).permutation(n)[:max_pool])
@@ -103,7 +105,7 @@ def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
     target = np.arange(len(keep))
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
-    flat: dict[str, float] = {"paper_pool_size": float(len(keep))}
+    flat: dict[str, float] = {"paper_pool_size": float(len(keep)), "paper_l2_l1_raw": 1.0}
     rows: list[dict[str, object]] = []
     for distance in ("l2", "l1", "cosine"):
         ranks = metrics.distance_ranks(queries, pool, target, distance)  # type: ignore[arg-type]
@@ -117,6 +119,16 @@ def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
                          "recall": rc["recall"], "ci_low": lo, "ci_high": hi,
                          "chance": rc["chance"]})
     return flat, rows
+
+
+def paper_distance_label(distance: str, m: dict[str, float] | None = None) -> str:
+    """How a paper-protocol distance is labelled: `l2 (raw)`, `l1 (raw)` (raw features, as the
+    paper; `(normalised)` for rows scored before, which ranked exactly as cosine), `cosine`
+    (on L2-normalised features by definition)."""
+    if distance == "cosine":
+        return distance
+    raw = m is None or m.get("paper_l2_l1_raw") == 1.0
+    return f"{distance} ({'raw' if raw else 'normalised'})"
 
 
 def voice_design(params: pl.DataFrame, categories: dict[str, list[str]] | None = None

@@ -21,7 +21,7 @@ from typing import Any
 from s2f.evaluation.data import data_summary
 from s2f.evaluation.metrics import RECALL_KS
 from s2f.evaluation.record import read_evaluations
-from s2f.evaluation.scores import SECONDS, sec_tag
+from s2f.evaluation.scores import SECONDS, paper_distance_label, sec_tag
 from s2f.registry.inference import VOICE_ENCODER_NAME
 from storage.layout import DataLayout
 
@@ -92,14 +92,14 @@ def _paper_table(m: dict[str, float]) -> list[str]:
         _num(m.get(f"paper_chance_at_{k}")) for k in PAPER_KS) + " |")
     for s in SECONDS:
         for d in ("l2", "l1", "cosine"):
-            out.append(f"| voice, {sec_tag(s)} | {d} | " + " | ".join(
+            out.append(f"| voice, {sec_tag(s)} | {paper_distance_label(d, m)} | " + " | ".join(
                 _ci(m, f"paper_recall_at_{k}_{d}_{sec_tag(s)}") for k in PAPER_KS) + " |")
     for method, label in (("mean_face", "mean face (baseline)"), ("oracle", "oracle ceiling")):
         if f"{method}_paper_recall_at_1_cosine" in m:
             out.append(f"| {label} | cosine | " + " | ".join(
                 _ci(m, f"{method}_paper_recall_at_{k}_cosine") for k in PAPER_KS) + " |")
     for (sec, d), values in PAPER_RETRIEVAL.items():
-        out.append(f"| paper (reference), {sec} | {d} | "
+        out.append(f"| paper (reference), {sec} | {paper_distance_label(d)} | "
                    + " | ".join(f"{v / 100:.4f}" for v in values) + " |")
     return out
 
@@ -257,7 +257,8 @@ def _evaluation(evaluation: dict[str, Any], compact: bool, control: dict[str, An
         "",
         f"Retrieval, the paper's protocol: pool = the true features of "
         f"{_num(m.get('paper_pool_size'), 0)} test clips (up to 5,000), one query per clip, "
-        "ranked by L2, L1 and cosine separately; chance = K / pool. The paper's rows (a "
+        "ranked by L2 and L1 on the raw features (as the paper) and by cosine on "
+        "L2-normalised ones, separately; chance = K / pool. The paper's rows (a "
         "5,000-image pool of VGG-Face features) are reference figures:",
         "",
         *(["(the table is in `model_card.md` of the evaluation run)"] if compact

@@ -22,6 +22,7 @@ from typing import Any
 
 from s2f.evaluation.metrics import PAPER_KS, RECALL_KS
 from s2f.evaluation.paper import PAPER_POOL, PAPER_RANDOM_PAIR_R, PAPER_RETRIEVAL
+from s2f.evaluation.scores import paper_distance_label
 
 VOICE_METHODS = ("ridge", "ridge_true", "projection")  # s2f.evaluation.scores' read-outs
 WIDTH = 92
@@ -115,7 +116,8 @@ def paper_retrieval_section(m: Mapping[str, float]) -> list[str]:
     pool = m.get("paper_pool_size")
     head = (f"(b2) Retrieval, the paper's protocol: pool = the true features of "
             f"{fmt(pool, '.0f')} test clips (up to {PAPER_POOL}; one query per clip), ranked "
-            f"by L2, L1 and cosine separately; chance = K / pool; [bootstrap 95 % CI]. The "
+            f"by L2 and L1 on the raw features (as the paper) and by cosine (on L2-normalised "
+            f"ones) separately; chance = K / pool; [bootstrap 95 % CI]. The "
             f"paper's rows (its 5,000-image pool, VGG-Face) are reference figures, not "
             f"comparable numbers:")
     if not pool:
@@ -125,14 +127,14 @@ def paper_retrieval_section(m: Mapping[str, float]) -> list[str]:
                               *(fmt(m[f"paper_chance_at_{k}"], ".4f") for k in ks)]]
     for t in seconds_tags(m):
         for d in ("l2", "l1", "cosine"):
-            rows.append([f"voice {t[:-1]} s", d,
+            rows.append([f"voice {t[:-1]} s", paper_distance_label(d, dict(m)),
                          *(_ci(m, f"paper_recall_at_{k}_{d}_{t}") for k in ks)])
     for method, label in (("mean_face", "mean face (baseline)"), ("oracle", "oracle ceiling")):
         if f"{method}_paper_recall_at_{ks[0]}_cosine" in m:
             rows.append([label, "cosine",
                          *(_ci(m, f"{method}_paper_recall_at_{k}_cosine") for k in ks)])
     for (sec, d), values in PAPER_RETRIEVAL.items():
-        rows.append([f"paper (reference), {sec}", d,
+        rows.append([f"paper (reference), {sec}", paper_distance_label(d),
                      *(f"{values[PAPER_KS.index(k)] / 100:.4f}" for k in ks)])
     return [head, *table(["input", "distance", *(f"R@{k}" for k in ks)], rows)]
 
