@@ -159,6 +159,37 @@ def test_bonferroni_and_craniofacial_random_pairs() -> None:
     assert flat["cranio_random_pair_abs_r_mean"] < 0.3
 
 
+def test_random_pair_baseline_is_a_permutation_distribution() -> None:
+    """1,000 seeded derangements per measurement: its 95 % range brackets 0 with the width
+    independence predicts (±1.96/√n, ≈ ±0.18 at n = 120), the true pairing's r (near 1) lies far
+    above it, and one seed gives the same numbers twice."""
+    from s2f.evaluation.metrics import derangements, pearson, pearson_rows
+    from s2f.evaluation.scores import craniofacial_scores
+    from s2f.faces.align import template_pixels
+
+    perms = derangements(120, 1000, seed=4)
+    assert perms.shape == (1000, 120) and (perms != np.arange(120)).all()  # nobody kept
+    assert (np.sort(perms, axis=1) == np.arange(120)).all()  # permutations
+    assert len({p.tobytes() for p in perms}) == 1000
+    assert derangements(1).shape == (0, 1)
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=120), rng.normal(size=120)
+    assert pearson_rows(x[perms[:3]], y) == pytest.approx([pearson(x[q], y)[0]
+                                                           for q in perms[:3]])
+    f2f = template_pixels()[None] + rng.normal(scale=3.0, size=(120, 68, 2))
+    s2f = f2f + rng.normal(scale=0.5, size=f2f.shape)
+    flat, rows = craniofacial_scores(f2f, s2f, seed=5)
+    assert flat["cranio_random_pairings"] == 1000
+    for row in rows:
+        name = row["measurement"]
+        low, high = flat[f"cranio_random_pair_{name}_low"], flat[f"cranio_random_pair_{name}_high"]
+        assert low < flat[f"cranio_random_pair_{name}"] < high and row["random_pair_low"] == low
+        assert -0.3 < low < -0.1 and 0.1 < high < 0.3, (name, low, high)  # ~±1.96/√120
+        assert flat[f"cranio_{name}_r"] > high
+    again, _ = craniofacial_scores(f2f, s2f, seed=5)
+    assert again == flat
+
+
 def test_oracle_ridge_recovers_a_linear_map_fitted_on_train_only() -> None:
     import polars as pl
 

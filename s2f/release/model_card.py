@@ -130,13 +130,16 @@ def _correlation_tables(m: dict[str, float]) -> list[str]:
     if cranio:
         out += ["", "Craniofacial measurements on dlib's 68 landmarks detected on the rendered "
                 "faces, reconstruction of the true feature (F2F) vs of the voice feature (S2F); "
-                "p Bonferroni-corrected over the measurements; random pair: S2F vs another "
-                "sample's F2F:", "",
-                "| measurement | Pearson r | p | p Bonferroni | random-pair r |",
+                "p Bonferroni-corrected over the measurements; random pairs: r of S2F vs "
+                f"another sample's F2F over {_num(m.get('cranio_random_pairings'), 0)} random "
+                "pairings, mean [95 % range]:", "",
+                "| measurement | Pearson r | p | p Bonferroni | random pairs [95 %] |",
                 "|---|---|---|---|---|"]
         out += [f"| {c} | {_num(m.get(f'cranio_{c}_r'), 3)} | {_p(m.get(f'cranio_{c}_p'))} | "
                 f"{_p(m.get(f'cranio_{c}_p_bonferroni'))} | "
-                f"{_num(m.get(f'cranio_random_pair_{c}'), 3)} |" for c in cranio]
+                f"{_num(m.get(f'cranio_random_pair_{c}'), 3)} "
+                f"[{_num(m.get(f'cranio_random_pair_{c}_low'), 3)}, "
+                f"{_num(m.get(f'cranio_random_pair_{c}_high'), 3)}] |" for c in cranio]
     voice = sorted(k[len("voice_"):-len("_r")] for k in m
                    if k.startswith("voice_") and k.endswith("_r"))
     if voice:

@@ -219,7 +219,9 @@ def craniofacial_section(m: Mapping[str, float]) -> list[str]:
     head = ("(c) Craniofacial measurements on dlib's 68 landmarks detected on the rendered "
             "faces, reconstruction from the true feature (F2F) vs from the voice (S2F): Pearson "
             f"r, p, Bonferroni-corrected p ({len(names)} measurements), and the random-pair "
-            "baseline (S2F vs another sample's F2F; the paper's: "
+            "baseline: r of S2F vs another sample's F2F over "
+            f"{fmt(m.get('cranio_random_pairings'), '.0f')} random pairings, its mean [95 % "
+            "range] (an r inside that range is what pairing at random gives; the paper's mean: "
             f"{PAPER_RANDOM_PAIR_R}). Face box: HOG where it found the face "
             f"({fmt(hog, '.0%') if hog is not None else 'n/a'} of renders), else the canonical "
             "frame's template box:")
@@ -227,8 +229,18 @@ def craniofacial_section(m: Mapping[str, float]) -> list[str]:
         return [head, "  n/a: evaluated without a face decoder"]
     rows = [[n, fmt(m.get(f"cranio_{n}_r")), fmt(m.get(f"cranio_{n}_p"), ".2g"),
              fmt(m.get(f"cranio_{n}_p_bonferroni"), ".2g"),
-             fmt(m.get(f"cranio_random_pair_{n}"))] for n in names]
-    return [head, *table(["measurement", "r", "p", "p Bonferroni", "random-pair r"], rows)]
+             _random_pairs(m, n)] for n in names]
+    return [head, *table(["measurement", "r", "p", "p Bonferroni", "random pairs [95 %]"],
+                         rows)]
+
+
+def _random_pairs(m: Mapping[str, float], name: str) -> str:
+    """The random-pair baseline of one measurement: mean [2.5 %, 97.5 %] of its pairings (rows
+    scored with one fixed pairing have no range)."""
+    key = f"cranio_random_pair_{name}"
+    if key + "_low" not in m:
+        return fmt(m.get(key))
+    return f"{fmt(m[key])} [{fmt(m[key + '_low'])}, {fmt(m.get(key + '_high'))}]"
 
 
 def _voice_split(key: str) -> tuple[str, str]:
