@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +105,21 @@ def _paper_table(m: dict[str, float]) -> list[str]:
     return out
 
 
-def _controls_table(m: dict[str, float], control: dict[str, Any] | None) -> list[str]:
+def _controls_table(m: dict[str, float], control: dict[str, Any] | None,
+                    seed: int | None = None) -> list[str]:
+    """The model beside its controls; `control`: its own shuffled control's test row
+    (`shuffled_control_row`), or None."""
     out = ["| predictor (test, 6 s) | recall@10 per identity [95% CI] | paper R@10 cosine "
            "[95% CI] |", "|---|---|---|",
            f"| this model | {_ci(m, 'recall_at_10_6s')} | {_ci(m, 'paper_recall_at_10_cosine_6s')} |"]
     if control is not None:
         c = control["metrics"]
-        out.append(f"| shuffled-voice control (evaluation {control.get('evaluation_id')}) | "
+        out.append(f"| shuffled-voice control (seed {control.get('seed')}, evaluation "
+                   f"{control.get('evaluation_id')}) | "
                    f"{_ci(c, 'recall_at_10_6s')} | {_ci(c, 'paper_recall_at_10_cosine_6s')} |")
     else:
-        out.append("| shuffled-voice control | not run on this test snapshot | - |")
+        out.append(f"| shuffled-voice control | none with this model's seed ({seed}), "
+                   "settings and data scored on this test snapshot | - |")
     out.append(f"| mean face (baseline) | {_ci(m, 'mean_face_recall_at_10')} | "
                f"{_ci(m, 'mean_face_paper_recall_at_10_cosine')} |")
     if "oracle_recall_at_10" in m:
@@ -268,9 +274,11 @@ def _evaluation(evaluation: dict[str, Any], compact: bool, control: dict[str, An
           else _paper_table(m)),
         "",
         "Controls beside the model (the test split is scored once per version and never feeds "
-        "a decision; the promotion gate reads the dev split):",
+        "a decision; the promotion gate reads the dev split). The shuffled-voice control is "
+        "this model's own: trained with its seed, settings (steps included) and data, the face "
+        "features shuffled:",
         "",
-        *_controls_table(m, control),
+        *_controls_table(m, control, evaluation.get("seed")),
         "",
         f"Diversity (spread of predictions / spread of true features, 6 s): "
         f"{_num(m.get('diversity_6s'))}; of the decoder's landmarks: "
@@ -329,7 +337,7 @@ def publish_model_card(layout: DataLayout, evaluation: dict[str, Any]) -> str:
     if not name or not version:
         raise ValueError("the evaluation is of an unregistered model: no version to describe")
     params = training_params(name, version)
-    control = shuffled_control_row(layout, evaluation.get("split_snapshot_id"))
+    control = shuffled_control_row(layout, evaluation, params)
     card = write_model_card(evaluation, data_summary(layout), params, control=control)
     if evaluation.get("mlflow_run_id"):
         client.log_text(evaluation["mlflow_run_id"], card, "model_card.md")
@@ -339,12 +347,44 @@ def publish_model_card(layout: DataLayout, evaluation: dict[str, Any]) -> str:
     return card
 
 
-def shuffled_control_row(layout: DataLayout, split_snapshot_id: str | None
+# The training run's params that say which run it was (s2f.train.voice.VoiceTrainer.run_params:
+# the run identity less the seed and the shuffle flag). Runs logged before they existed lack
+# them on both sides, and are then matched by seed alone.
+RUN_IDENTITY_PARAMS = ("config_hash", "input_fingerprint", "frozen_sha1")
+
+
+def run_params_of(run_id: str | None) -> dict[str, str] | None:
+    """The params of an MLflow run (None for none, or one that cannot be read)."""
+    if not run_id:
+        return None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(MlflowClient().get_run(run_id).data.params)
+    except MlflowException:
+        return None
+
+
+def shuffled_control_row(layout: DataLayout, evaluation: dict[str, Any],
+                         params: dict[str, str],
+                         params_of: Callable[[str | None], dict[str, str] | None] = run_params_of
                          ) -> dict[str, Any] | None:
-    """The newest shuffled-voice control's test row on the same test snapshot, if any."""
-    rows = [r for r in read_evaluations(layout) if r["kind"] == "shuffled_control"
-            and r["role"] == "test" and r["split_snapshot_id"] == split_snapshot_id]
-    return rows[-1] if rows else None
+    """This model's shuffled-voice control: the first test row of kind shuffled_control on the
+    evaluation's snapshot whose training run has the model's seed and the same
+    `RUN_IDENTITY_PARAMS` as the model's training run (`params`): the same settings (steps
+    included), data and frozen decoder, only the face features shuffled. None when no such
+    control was scored (another seed's or another config's control is not this model's)."""
+    for r in read_evaluations(layout):
+        if r["kind"] != "shuffled_control" or r["role"] != "test" \
+                or r["split_snapshot_id"] != evaluation.get("split_snapshot_id") \
+                or r.get("seed") is None or r.get("seed") != evaluation.get("seed"):
+            continue
+        control = params_of(r.get("model_run_id"))
+        if control is not None and all(control.get(k) == params.get(k)
+                                       for k in RUN_IDENTITY_PARAMS):
+            return r
+    return None
 
 
 def latest_model_evaluation(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME,

@@ -153,7 +153,9 @@ def controls_section(row: Mapping[str, Any], control: Mapping[str, Any] | None) 
              fmt(m.get("cosine_deg_mean_6s"), ".2f")]]
     if control is not None:
         c = control["metrics"]
-        rows.append([f"shuffled-voice control ({control.get('evaluation_id')})",
+        own = control.get("seed") == row.get("seed")  # the model's own control: its seed
+        rows.append([f"shuffled-voice control, seed {control.get('seed')}"
+                     + ("" if own else f" (not the model's seed {row.get('seed')})"),
                      _ci(c, "recall_at_10_6s"), _ci(c, "paper_recall_at_10_cosine_6s"),
                      fmt(c.get("cosine_deg_mean_6s"), ".2f")])
     else:
