@@ -83,4 +83,4 @@ def test_the_card_shows_the_models_own_control(tmp_path: Path) -> None:
     card = write_model_card(row, data_summary(data.layout), params(0), control=found)
     assert f"shuffled-voice control (seed 0, evaluation {own['evaluation_id']})" in card
     card = write_model_card({**row, "seed": 2}, data_summary(data.layout), params(2))
-    assert "none with this model's seed (2), settings and data scored" in card
+    assert "| shuffled-voice control | none of seed 2 and these settings on this snapshot" in card
