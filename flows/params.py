@@ -76,7 +76,8 @@ class SeedsParams(Params):
                                                    "the dev-best seed goes to the gate")
     control_steps: int | None = Field(None, ge=1, description="training steps of the "
                                                               "shuffled-voice control (default: "
-                                                              "a quarter of the voice encoder's)")
+                                                              "the voice encoder's, so the "
+                                                              "comparison is like for like)")
 
 
 class CorpusSizeParams(Params):
@@ -289,7 +290,9 @@ class TrainSeedsParams(SeedsParams, BootstrapParams):
                                                            "seed": base + i}})
 
     def control_params(self, preset_steps: int) -> TrainParams:
-        steps = self.control_steps or max(1, (self.train.steps or preset_steps) // 4)
+        """The control: the voice encoder's parameters (steps, schedule, selection, seed)
+        with the face features shuffled; `control_steps` only when asked."""
+        steps = self.control_steps or self.train.steps or preset_steps
         over = {**self.train.overrides, "shuffle_voices": True, "register_model": False,
                 "run_name": "control: shuffled voices"}
         return self.train.model_copy(update={"steps": steps, "overrides": over})

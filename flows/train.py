@@ -19,7 +19,8 @@ Both log to MLflow (experiment "speech2face") and register their model with alia
 (`seeds`: the TrainConfig seed of the first, +1 for each next; every one is registered, the last
 gets `challenger` for now) and, with `shuffled_control`, one more voice encoder with
 `shuffle_voices=True` (the face features permuted across training identities: no voice-face
-link is left to learn) on a shorter schedule (`control_steps`). The control is not registered
+link is left to learn) with the same steps and schedule (`control_steps` sets others). The
+control trains with the first seed; it is not registered
 (it must never be promoted or served): it is scored on dev and test right after training, in
 the same task, from memory, and its rows in the `evaluations` table have kind
 `shuffled_control` and its training run's id. `flows.evaluate.evaluate_seeds_flow` then picks

@@ -19,8 +19,8 @@ from pathlib import Path
 
 # The default demo as measured (README, `time .venv/bin/s2f demo`, 2 idle x86_64 cores, no GPU,
 # 10 min 41 s wall): 400 identities × 1 clip, decoder 400 steps, voice encoder 800 steps (one
-# seed; the shuffled-voice control's 200 steps are scaled from it), each trained model
-# evaluated on dev and test; seconds per stage.
+# seed; the shuffled-voice control's steps, as many as the model's by default, are scaled from
+# it), each trained model evaluated on dev and test; seconds per stage.
 REF_IDENTITIES, REF_CLIPS = 400, 400
 REF_DECODER_STEPS, REF_TRAIN_STEPS = 400, 800
 REF_SECONDS = {"corpus": 197.0, "ingest": 7.0, "preprocess": 31.0, "decoder": 20.0,
@@ -67,12 +67,12 @@ def estimate(identities: int, clips_per_identity: int, corpus_exists: bool,
              step_seconds: float | None = None, seeds: int = 1,
              control_steps: int | None = 0) -> DemoEstimate:
     """`seeds` voice encoders and, unless `control_steps` is 0, the shuffled-voice control
-    (None: a quarter of the training steps, as the demo's default); each trained model is
+    (None: as many steps as the model, as the demo's default); each trained model is
     evaluated on dev and test."""
     speed = (step_seconds if step_seconds is not None else quick_timing()) / REF_STEP_SECONDS
     clips = identities * clips_per_identity
     steps = train_steps or REF_TRAIN_STEPS
-    control = max(1, steps // 4) if control_steps is None else control_steps
+    control = steps if control_steps is None else control_steps
     models = seeds + (control > 0)
     work = {"corpus": 0.0 if corpus_exists else clips / REF_CLIPS,
             "ingest": clips / REF_CLIPS, "preprocess": clips / REF_CLIPS,

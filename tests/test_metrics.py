@@ -86,21 +86,43 @@ def test_pearson_known() -> None:
 
 
 def test_distance_ranks_match_a_brute_force_sort_for_each_distance() -> None:
-    """Ranks by L2, L1 and cosine against an argsort of the full distance matrix. Ties cannot
-    occur with continuous random features, so the comparison is exact (integers)."""
+    """Ranks by L2 and L1 (raw features) and cosine against an argsort of the full distance
+    matrix. Ties cannot occur with continuous random features, so the comparison is exact
+    (integers)."""
     from s2f.evaluation.metrics import distance_ranks
 
     rng = np.random.default_rng(3)
-    pool = rng.normal(size=(40, 16))
+    pool = rng.normal(size=(40, 16)) * rng.uniform(0.5, 3.0, size=(40, 1))  # norms differ
     pred = pool + rng.normal(size=pool.shape)
     target = np.arange(40)
     u = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    dists = {"l2": np.linalg.norm(u(pred)[:, None] - u(pool)[None], axis=-1),
-             "l1": np.abs(u(pred)[:, None] - u(pool)[None]).sum(-1),
+    dists = {"l2": np.linalg.norm(pred[:, None] - pool[None], axis=-1),
+             "l1": np.abs(pred[:, None] - pool[None]).sum(-1),
              "cosine": 1 - u(pred) @ u(pool).T}
     for name, d in dists.items():
         expected = np.argsort(np.argsort(d, axis=1), axis=1)[target, target]
         assert (distance_ranks(pred, pool, target, name, chunk=7) == expected).all(), name
+
+
+def test_raw_l2_and_l1_rank_apart_from_cosine() -> None:
+    """The paper ranks its database by L2 on raw features. Face `near` points the prediction's
+    way but is 10× longer; face `true` is close in space but 27° off: cosine puts `near` first,
+    raw L2 and L1 put `true` first. (L2 on normalised features would rank exactly as cosine.)"""
+    from s2f.evaluation.metrics import distance_ranks
+    from s2f.evaluation.scores import paper_retrieval_scores
+
+    pred = np.array([[1.0, 0.0]])
+    pool = np.array([[10.0, 1.0], [1.0, 0.5]])  # near (by angle), true
+    target = np.array([1])
+    ranks = {d: int(distance_ranks(pred, pool, target, d)[0]) for d in ("l2", "l1", "cosine")}
+    assert ranks == {"l2": 0, "l1": 0, "cosine": 1}
+    # the paper protocol: two queries, each the other's look-alike by angle
+    true = np.array([[1.0, 0.5], [10.0, 1.0]])
+    preds = np.array([[1.0, 0.0], [10.0, 0.0]])
+    flat, _ = paper_retrieval_scores(preds, true, "model", 6.0, n_boot=10)
+    assert flat["paper_l2_l1_raw"] == 1.0
+    assert flat["paper_recall_at_1_l2_6s"] == flat["paper_recall_at_1_l1_6s"] == 1.0
+    assert flat["paper_recall_at_1_cosine_6s"] == 0.5
 
 
 def test_paper_protocol_pool_is_the_clips_capped_at_max_pool() -> None:
@@ -135,6 +157,37 @@ def test_bonferroni_and_craniofacial_random_pairs() -> None:
     assert flat["cranio_nose_width_p_bonferroni"] == pytest.approx(
         min(1.0, flat["cranio_nose_width_p"] * 13))
     assert flat["cranio_random_pair_abs_r_mean"] < 0.3
+
+
+def test_random_pair_baseline_is_a_permutation_distribution() -> None:
+    """1,000 seeded derangements per measurement: its 95 % range brackets 0 with the width
+    independence predicts (±1.96/√n, ≈ ±0.18 at n = 120), the true pairing's r (near 1) lies far
+    above it, and one seed gives the same numbers twice."""
+    from s2f.evaluation.metrics import derangements, pearson, pearson_rows
+    from s2f.evaluation.scores import craniofacial_scores
+    from s2f.faces.align import template_pixels
+
+    perms = derangements(120, 1000, seed=4)
+    assert perms.shape == (1000, 120) and (perms != np.arange(120)).all()  # nobody kept
+    assert (np.sort(perms, axis=1) == np.arange(120)).all()  # permutations
+    assert len({p.tobytes() for p in perms}) == 1000
+    assert derangements(1).shape == (0, 1)
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=120), rng.normal(size=120)
+    assert pearson_rows(x[perms[:3]], y) == pytest.approx([pearson(x[q], y)[0]
+                                                           for q in perms[:3]])
+    f2f = template_pixels()[None] + rng.normal(scale=3.0, size=(120, 68, 2))
+    s2f = f2f + rng.normal(scale=0.5, size=f2f.shape)
+    flat, rows = craniofacial_scores(f2f, s2f, seed=5)
+    assert flat["cranio_random_pairings"] == 1000
+    for row in rows:
+        name = row["measurement"]
+        low, high = flat[f"cranio_random_pair_{name}_low"], flat[f"cranio_random_pair_{name}_high"]
+        assert low < flat[f"cranio_random_pair_{name}"] < high and row["random_pair_low"] == low
+        assert -0.3 < low < -0.1 and 0.1 < high < 0.3, (name, low, high)  # ~±1.96/√120
+        assert flat[f"cranio_{name}_r"] > high
+    again, _ = craniofacial_scores(f2f, s2f, seed=5)
+    assert again == flat
 
 
 def test_oracle_ridge_recovers_a_linear_map_fitted_on_train_only() -> None:

@@ -206,10 +206,11 @@ def test_ema_weights_are_the_kept_ones_and_resume_exactly(corpus: DataLayout,
     assert part.step == 4 and rest.step == 8
     for k, v in rest.model.state_dict().items():
         torch.testing.assert_close(v, kept[k], atol=1e-6, rtol=0, msg=k)
-    # a checkpoint without EMA weights cannot silently resume an EMA run
+    # a checkpoint without EMA weights cannot silently resume an EMA run: another run's
+    # (its ema_decay differs), refused before any weight is loaded
     train_voice_encoder(tiny(steps=8, checkpoint_every=4, ema_decay=0.0), corpus,
                         ckpt_dir=tmp_path / "plain", stop_after=4)
-    with pytest.raises(ValueError, match="no EMA weights"):
+    with pytest.raises(ValueError, match="ema_decay 0.0 there, 0.8 here"):
         train_voice_encoder(cfg, corpus, ckpt_dir=tmp_path / "plain", resume=True)
 
 

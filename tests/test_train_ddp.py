@@ -87,12 +87,14 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
 
     layout = DataLayout(tmp_path / "data").ensure()
     build(layout, CORPUS)
-    ckpt_dir = layout.root / "checkpoints" / "voice_encoder"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun rank: the same kernels and summation order
     try:
-        first = train_voice_encoder(tiny(6), layout, ckpt_dir=ckpt_dir, stop_after=2)
+        # into the run's own folder (checkpoints/voice_encoder/<identity>), which torchrun's
+        # `--resume` finds: the same identity, whatever the number of processes
+        first = train_voice_encoder(tiny(6), layout, stop_after=2)
         assert first.step == 2
+        ckpt_dir = first.checkpoint.parent
         one = train_voice_encoder(tiny(6), layout, ckpt_dir=tmp_path / "one")
     finally:
         torch.set_num_threads(threads)

@@ -6,13 +6,16 @@ dicts, so they can be logged to MLflow and written to Parquet as they are.
 - `feature_similarity`: cosine distance in degrees, L2 and L1 between predicted and true
   features (mean and std over samples), as in the paper's Table 2.
 - `retrieval_recall`: for each voice, rank a pool of face features by cosine distance to the
-  prediction (`retrieval_ranks`; `distance_ranks` ranks by L2, L1 or cosine, as the paper's
-  retrieval table); recall@K is the fraction whose true face is in the top K; chance is K / pool.
+  prediction (`retrieval_ranks`; `distance_ranks` ranks by L2 or L1 on the raw features or by
+  cosine, as the paper's retrieval table); recall@K is the fraction whose true face is in the
+  top K; chance is K / pool.
 - `bootstrap_ci`: percentile confidence interval of any per-sample statistic.
 - `diversity`: spread of the predictions relative to the spread of the true features; a model
   that predicts one face for every voice scores ~0 however good its mean distance looks.
 - `craniofacial_measurements`: distances and ratios on dlib's 68 iBUG landmarks.
 - `bonferroni`: p-values corrected for the number of measurements tested together.
+- `derangements`, `pearson_rows`: the random-pair baseline's permutation distribution (each
+  sample paired with another's measurement, many times over).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ import numpy as np
 DEFAULT_BOOTSTRAP = 1000
 
 RECALL_KS = (1, 2, 5, 10, 20, 50)
+
+# Random pairings behind the craniofacial random-pair baseline's mean and 95 % range.
+DEFAULT_DERANGEMENTS = 1000
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -71,9 +77,14 @@ PAPER_KS = (1, 2, 5, 10)  # the paper's retrieval table (supplementary material)
 def distance_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray,
                    distance: RetrievalDistance, chunk: int = 256) -> np.ndarray:
     """0-based rank of each sample's true pool entry, the pool sorted by `distance` to the
-    sample's prediction (L2 and L1 on L2-normalised features, as `feature_similarity`). Ties
-    count against the model. Chunked so a 5,000 × 5,000 × D L1 never sits in memory at once."""
-    p, q = _unit(pred), _unit(pool)
+    sample's prediction: L2 and L1 on the raw (unnormalised) features, as the paper ranks its
+    database; cosine on L2-normalised ones. (On normalised features L2 is a monotone function
+    of cosine and would rank exactly as it.) Ties count against the model. Chunked so a
+    5,000 × 5,000 × D L1 never sits in memory at once."""
+    if distance == "cosine":
+        p, q = _unit(pred), _unit(pool)
+    else:
+        p, q = np.asarray(pred, np.float64), np.asarray(pool, np.float64)
     if distance == "l1":  # the N×P×D difference: keep each block near 16 M numbers
         chunk = max(1, min(chunk, 16_000_000 // max(q.size, 1)))
     ranks = np.empty(len(p), dtype=np.int64)
@@ -171,6 +182,33 @@ def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return (float("nan"), float("nan"))
     r, p = pearsonr(x, y)
     return (float(r), float(p))
+
+
+def derangements(n: int, count: int = DEFAULT_DERANGEMENTS, seed: int = 0) -> np.ndarray:
+    """`count` × n uniformly random derangements (permutations without a fixed point: every
+    sample is paired with another), seeded; rejection sampling (about 1 in e permutations is
+    one). n < 2 has none: an empty array."""
+    if n < 2:
+        return np.empty((0, n), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    found: list[np.ndarray] = []
+    have = 0
+    while have < count:
+        perms = np.argsort(rng.random((max(count, 64), n)), axis=1)
+        ok = perms[(perms != np.arange(n)).all(axis=1)]
+        found.append(ok)
+        have += len(ok)
+    return np.concatenate(found)[:count]
+
+
+def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of each row of `x` (P × n) with `y` (n); NaN where a side is constant."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean()
+    den = np.sqrt((xc ** 2).sum(axis=-1) * (yc ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (xc @ yc) / np.where(den > 0, den, 1.0), np.nan)
 
 
 def bonferroni(p: Sequence[float] | np.ndarray, m: int | None = None) -> np.ndarray:

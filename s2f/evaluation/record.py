@@ -167,17 +167,22 @@ def latest_evaluation(layout: DataLayout, model_name: str, model_version: str,
 
 
 def find_test_row(layout: DataLayout, model_name: str | None, model_version: str | None,
-                    model_run_id: str | None, split_snapshot_id: str, kind: str = "model"
-                    ) -> dict[str, Any] | None:
-    """The test row of a model version (or, for an unregistered control, of its training run)
-    on this test snapshot: the first one written, since test is scored once."""
+                    model_run_id: str | None, split_snapshot_id: str, kind: str = "model",
+                    model_uri: str | None = None) -> dict[str, Any] | None:
+    """The test row of a model version (or, for an unregistered control, of its training run;
+    for an untracked one, of its `model_uri`, which names its weights) on this test snapshot:
+    the first one written, since test is scored once."""
     for r in read_evaluations(layout):
         if r["role"] != "test" or r["kind"] != kind or r["split_snapshot_id"] != split_snapshot_id:
             continue
         if model_version is not None:
             if r["model_name"] == model_name and r["model_version"] == str(model_version):
                 return r
-        elif model_run_id is not None and r["model_run_id"] == model_run_id:
+        elif model_run_id is not None:
+            if r["model_run_id"] == model_run_id:
+                return r
+        elif model_uri is not None and r["model_run_id"] is None \
+                and r["model_version"] is None and r["model_uri"] == model_uri:
             return r
     return None
 

@@ -14,8 +14,9 @@ beside ours as image-level rows, the gender-only control, demographic agreement 
 sheet.
 
 Test is read once: `evaluate_model(role="test")` refuses a model version (or a control's
-training run) that already has a test row on this snapshot (`TestAlreadyScored`); `evaluate`
-returns that row instead of scoring again. Dev rows can be rescored at will.
+training run; an untracked control is known by its weights' sha1, `known_by_weights`) that
+already has a test row on this snapshot (`TestAlreadyScored`); `evaluate` returns that row
+instead of scoring again. Dev rows can be rescored at will.
 
     python -m s2f.evaluation.run DATA_DIR [MODEL_URI [DECODER_URI]]
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ from storage.layout import DataLayout
 
 DEFAULT_MODEL_URI = model_uri(VOICE_ENCODER_NAME, "challenger")
 DEFAULT_DECODER_URI = model_uri(FACE_DECODER_NAME, "challenger")
+WEIGHTS_TAG = "weights-sha1:"  # in an untracked model's URI: what its test row is found by
 
 
 def _grid_rows(es: EvalSet, limit: int) -> list[int]:
@@ -209,10 +211,24 @@ class _Scored:
         self.paper += r
 
 
+def known_by_weights(encoder: LoadedModel) -> LoadedModel:
+    """An untracked model (no registered version, no training run: a control trained with
+    tracking off) is known by its weights: its URI gains their sha1, so its test row can be
+    found again and it is test-scored once, like a model version."""
+    ref = encoder.ref
+    if ref.version is not None or ref.run_id is not None or WEIGHTS_TAG in ref.uri:
+        return encoder
+    from s2f.train.distributed import state_digest
+
+    uri = f"{ref.uri} {WEIGHTS_TAG}{state_digest(encoder.module)[:16]}"
+    return replace(encoder, ref=replace(ref, uri=uri))
+
+
 def _refuse_second_test(layout: DataLayout, encoder: LoadedModel, es: EvalSet, kind: str) -> None:
-    """Raise `TestAlreadyScored` when this version (or control run) has its test row already."""
+    """Raise `TestAlreadyScored` when this version (or control run, or untracked model's
+    weights) has its test row already."""
     done = find_test_row(layout, encoder.ref.name, encoder.ref.version, encoder.ref.run_id,
-                         es.split_snapshot_id, kind)
+                         es.split_snapshot_id, kind, encoder.ref.uri)
     if done is not None:
         raise TestAlreadyScored(
             f"{encoder.ref.label()} already has its test row {done['evaluation_id']} on "
@@ -369,7 +385,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     Raises `TestAlreadyScored` for a second test evaluation of one version (or control run)."""
     if PRIMARY_SECONDS not in seconds:
         raise ValueError(f"seconds must include {PRIMARY_SECONDS} (the promotion gate's input)")
-    encoder = encoder or load_registered_model(model_uri, device)
+    encoder = known_by_weights(encoder or load_registered_model(model_uri, device))
     dev_fraction = _dev_fraction(encoder)
     identities_path = identities_path or default_identities_path(layout)
     es = load_eval_set(layout, encoder.face_encoder, identities_path, role, dev_fraction)

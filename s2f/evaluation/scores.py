@@ -9,6 +9,8 @@ Metric names (flat, as logged to MLflow and stored in the `evaluations` table):
   the same for the decoder's outputs, voice reconstruction (S2F) relative to the reconstruction
   of the true feature (F2F);
 - `cranio_<measurement>_r` / `_p`: Pearson r and p between F2F and S2F measurements;
+  `cranio_random_pair_<measurement>` with `_low` / `_high`: the random-pair baseline's mean and
+  95 % range over `cranio_random_pairings` derangements;
 - `voice_<parameter>_<method>_r` / `_p`: demo-corpus voice parameters against a read-out of the
   per-identity mean predicted feature. Methods: `ridge` (leave-one-out kernel ridge, closed form,
   λ = mean of the kernel's diagonal), `ridge_true` (the same from the true features: the ceiling),
@@ -105,9 +107,11 @@ def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
                            ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """The paper's retrieval protocol (supplementary material): the database is the true
     features of up to `max_pool` test clips (a seeded random subset when there are more, all
-    otherwise), one query per clip (its prediction), ranked by L2, L1 and cosine separately;
-    recall@1/2/5/10 with chance K / pool and a bootstrap CI over queries. Metric names:
-    `[method_]paper_recall_at_<K>_<distance>[_<s>s]`, `paper_chance_at_<K>`, `paper_pool_size`.
+    otherwise), one query per clip (its prediction), ranked by L2 and L1 on the raw features
+    and by cosine on normalised ones, separately; recall@1/2/5/10 with chance K / pool and a
+    bootstrap CI over queries. Metric names: `[method_]paper_recall_at_<K>_<distance>[_<s>s]`,
+    `paper_chance_at_<K>`, `paper_pool_size`, and `paper_l2_l1_raw` = 1 (rows without it
+    ranked L2 and L1 on normalised features: the same ranking as cosine).
     `distractors` (faces without a voice) join the database after the subset is drawn; NaN rows
     of `pred` are not queried (`valid_rows`) but their true faces stay in the database."""
     n = len(true)
@@ -122,7 +126,8 @@ def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
     flat: dict[str, float] = {"paper_pool_size": float(len(pool)),
-                              f"{prefix}paper_n_queries{suffix}": float(asked.sum())}
+                              f"{prefix}paper_n_queries{suffix}": float(asked.sum()),
+                              "paper_l2_l1_raw": 1.0}
     rows: list[dict[str, object]] = []
     for distance in ("l2", "l1", "cosine"):
         ranks = metrics.distance_ranks(queries, pool, target, distance)  # type: ignore[arg-type]
@@ -136,6 +141,16 @@ def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
                          "recall": rc["recall"], "ci_low": lo, "ci_high": hi,
                          "chance": rc["chance"]})
     return flat, rows
+
+
+def paper_distance_label(distance: str, m: dict[str, float] | None = None) -> str:
+    """How a paper-protocol distance is labelled: `l2 (raw)`, `l1 (raw)` (raw features, as the
+    paper; `(normalised)` for rows scored before, which ranked exactly as cosine), `cosine`
+    (on L2-normalised features by definition)."""
+    if distance == "cosine":
+        return distance
+    raw = m is None or m.get("paper_l2_l1_raw") == 1.0
+    return f"{distance} ({'raw' if raw else 'normalised'})"
 
 
 def voice_design(params: pl.DataFrame, categories: dict[str, list[str]] | None = None
@@ -175,33 +190,42 @@ def diversity_scores(pred: np.ndarray, true: np.ndarray, seconds: float) -> dict
             "spread_true_deg": d["spread_true_deg"]}
 
 
-def craniofacial_scores(det_f2f: np.ndarray, det_s2f: np.ndarray, seed: int = 0
+def craniofacial_scores(det_f2f: np.ndarray, det_s2f: np.ndarray, seed: int = 0,
+                        n_pairings: int = metrics.DEFAULT_DERANGEMENTS
                         ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """Craniofacial correlations between the measurements on the landmarks dlib detected on the
     rendered F2F and S2F faces (N×68×2 each), as the paper: Pearson r and p per measurement, p
-    Bonferroni-corrected for the number of measurements, and the random-pair baseline (r between
-    S2F of one sample and F2F of a random other: a fixed derangement, seeded)."""
+    Bonferroni-corrected for the number of measurements, and the random-pair baseline as a
+    permutation distribution: r between S2F of each sample and F2F of another, over
+    `n_pairings` seeded random derangements; its mean (`cranio_random_pair_<m>`) and 95 %
+    range (`_low`, `_high`: 2.5 and 97.5 percentiles) stand beside each r. (One fixed
+    pairing, as before, is one draw of that distribution: SD ≈ 1/√n, 0.09 at n = 120.)"""
     flat: dict[str, float] = {}
     rows: list[dict[str, object]] = []
     n = len(det_f2f)
     m_true = metrics.craniofacial_measurements(det_f2f)
     m_voice = metrics.craniofacial_measurements(det_s2f)
-    # A derangement: every S2F is paired with another sample's F2F.
-    other = (np.arange(n) + 1 + np.random.default_rng(seed).integers(0, max(n - 1, 1))) % n \
-        if n > 1 else np.arange(n)
+    pairings = metrics.derangements(n, n_pairings, seed)
     results = {name: (metrics.pearson(m_true[name], m_voice[name]),
-                      metrics.pearson(m_true[name][other], m_voice[name])[0]) for name in m_true}
+                      metrics.pearson_rows(m_true[name][pairings], m_voice[name]))
+               for name in m_true}
     p_corr = metrics.bonferroni([p for (_, p), _ in results.values()])
-    random_r: list[float] = []
+    random_abs: list[np.ndarray] = []
     for (name, ((r, p), r_rand)), pc in zip(results.items(), p_corr, strict=True):
+        finite = r_rand[np.isfinite(r_rand)]
+        mean, low, high = ((float(finite.mean()), *map(float, np.quantile(finite, [0.025, 0.975])))
+                           if len(finite) else (float("nan"),) * 3)
         flat.update({f"cranio_{name}_r": r, f"cranio_{name}_p": p,
                      f"cranio_{name}_p_bonferroni": float(pc),
-                     f"cranio_random_pair_{name}": r_rand})
-        random_r.append(r_rand)
+                     f"cranio_random_pair_{name}": mean, f"cranio_random_pair_{name}_low": low,
+                     f"cranio_random_pair_{name}_high": high})
+        random_abs.append(np.abs(finite))
         rows.append({"measurement": name, "r": r, "p": p, "p_bonferroni": float(pc),
-                     "random_pair_r": r_rand, "n": n})
-    finite = [abs(v) for v in random_r if np.isfinite(v)]
-    flat["cranio_random_pair_abs_r_mean"] = float(np.mean(finite)) if finite else float("nan")
+                     "random_pair_r": mean, "random_pair_low": low, "random_pair_high": high,
+                     "n": n})
+    pooled = np.concatenate(random_abs) if random_abs else np.empty(0)
+    flat["cranio_random_pair_abs_r_mean"] = float(pooled.mean()) if len(pooled) else float("nan")
+    flat["cranio_random_pairings"] = float(len(pairings))
     flat["cranio_n"] = float(n)
     return flat, rows
 
@@ -286,7 +310,8 @@ SIMILARITY_SCHEMA = {"method": pl.String, "seconds": pl.Float64, "metric": pl.St
 RECALL_SCHEMA = {"method": pl.String, "seconds": pl.Float64, "k": pl.Int64, "recall": pl.Float64,
                  "ci_low": pl.Float64, "ci_high": pl.Float64, "chance": pl.Float64}
 CRANIO_SCHEMA = {"measurement": pl.String, "r": pl.Float64, "p": pl.Float64,
-                 "p_bonferroni": pl.Float64, "random_pair_r": pl.Float64, "n": pl.Int64}
+                 "p_bonferroni": pl.Float64, "random_pair_r": pl.Float64,
+                 "random_pair_low": pl.Float64, "random_pair_high": pl.Float64, "n": pl.Int64}
 PAPER_RECALL_SCHEMA = {"method": pl.String, "seconds": pl.Float64, "distance": pl.String,
                        "k": pl.Int64, "recall": pl.Float64, "ci_low": pl.Float64,
                        "ci_high": pl.Float64, "chance": pl.Float64}

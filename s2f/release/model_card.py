@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from s2f.evaluation.data import data_summary
 from s2f.evaluation.metrics import RECALL_KS
 from s2f.evaluation.record import read_evaluations
-from s2f.evaluation.scores import SECONDS, sec_tag
+from s2f.evaluation.scores import SECONDS, paper_distance_label, sec_tag
 from s2f.registry.inference import VOICE_ENCODER_NAME
 from storage.layout import DataLayout
 
@@ -92,28 +93,33 @@ def _paper_table(m: dict[str, float]) -> list[str]:
         _num(m.get(f"paper_chance_at_{k}")) for k in PAPER_KS) + " |")
     for s in SECONDS:
         for d in ("l2", "l1", "cosine"):
-            out.append(f"| voice, {sec_tag(s)} | {d} | " + " | ".join(
+            out.append(f"| voice, {sec_tag(s)} | {paper_distance_label(d, m)} | " + " | ".join(
                 _ci(m, f"paper_recall_at_{k}_{d}_{sec_tag(s)}") for k in PAPER_KS) + " |")
     for method, label in (("mean_face", "mean face (baseline)"), ("oracle", "oracle ceiling")):
         if f"{method}_paper_recall_at_1_cosine" in m:
             out.append(f"| {label} | cosine | " + " | ".join(
                 _ci(m, f"{method}_paper_recall_at_{k}_cosine") for k in PAPER_KS) + " |")
     for (sec, d), values in PAPER_RETRIEVAL.items():
-        out.append(f"| paper (reference), {sec} | {d} | "
+        out.append(f"| paper (reference), {sec} | {paper_distance_label(d)} | "
                    + " | ".join(f"{v / 100:.4f}" for v in values) + " |")
     return out
 
 
-def _controls_table(m: dict[str, float], control: dict[str, Any] | None) -> list[str]:
+def _controls_table(m: dict[str, float], control: dict[str, Any] | None,
+                    seed: int | None = None) -> list[str]:
+    """The model beside its controls; `control`: its own shuffled control's test row
+    (`shuffled_control_row`), or None."""
     out = ["| predictor (test, 6 s) | recall@10 per identity [95% CI] | paper R@10 cosine "
            "[95% CI] |", "|---|---|---|",
            f"| this model | {_ci(m, 'recall_at_10_6s')} | {_ci(m, 'paper_recall_at_10_cosine_6s')} |"]
     if control is not None:
         c = control["metrics"]
-        out.append(f"| shuffled-voice control (evaluation {control.get('evaluation_id')}) | "
+        out.append(f"| shuffled-voice control (seed {control.get('seed')}, evaluation "
+                   f"{control.get('evaluation_id')}) | "
                    f"{_ci(c, 'recall_at_10_6s')} | {_ci(c, 'paper_recall_at_10_cosine_6s')} |")
     else:
-        out.append("| shuffled-voice control | not run on this test snapshot | - |")
+        out.append(f"| shuffled-voice control | none of seed {seed} and these settings on "
+                   "this snapshot | - |")
     out.append(f"| mean face (baseline) | {_ci(m, 'mean_face_recall_at_10')} | "
                f"{_ci(m, 'mean_face_paper_recall_at_10_cosine')} |")
     if "oracle_recall_at_10" in m:
@@ -130,13 +136,16 @@ def _correlation_tables(m: dict[str, float]) -> list[str]:
     if cranio:
         out += ["", "Craniofacial measurements on dlib's 68 landmarks detected on the rendered "
                 "faces, reconstruction of the true feature (F2F) vs of the voice feature (S2F); "
-                "p Bonferroni-corrected over the measurements; random pair: S2F vs another "
-                "sample's F2F:", "",
-                "| measurement | Pearson r | p | p Bonferroni | random-pair r |",
+                "p Bonferroni-corrected over the measurements; random pairs: r of S2F vs "
+                f"another sample's F2F over {_num(m.get('cranio_random_pairings'), 0)} random "
+                "pairings, mean [95 % range]:", "",
+                "| measurement | Pearson r | p | p Bonferroni | random pairs [95 %] |",
                 "|---|---|---|---|---|"]
         out += [f"| {c} | {_num(m.get(f'cranio_{c}_r'), 3)} | {_p(m.get(f'cranio_{c}_p'))} | "
                 f"{_p(m.get(f'cranio_{c}_p_bonferroni'))} | "
-                f"{_num(m.get(f'cranio_random_pair_{c}'), 3)} |" for c in cranio]
+                f"{_num(m.get(f'cranio_random_pair_{c}'), 3)} "
+                f"[{_num(m.get(f'cranio_random_pair_{c}_low'), 3)}, "
+                f"{_num(m.get(f'cranio_random_pair_{c}_high'), 3)}] |" for c in cranio]
     voice = sorted(k[len("voice_"):-len("_r")] for k in m
                    if k.startswith("voice_") and k.endswith("_r"))
     if voice:
@@ -288,18 +297,20 @@ def _evaluation(evaluation: dict[str, Any], compact: bool, control: dict[str, An
         "",
         *_recall_table(m),
         "",
-        f"Retrieval, the paper's protocol: pool = the true features of "
-        f"{_num(m.get('paper_pool_size'), 0)} test clips (up to 5,000), one query per clip, "
-        "ranked by L2, L1 and cosine separately; chance = K / pool. The paper's rows (a "
-        "5,000-image pool of VGG-Face features) are reference figures:",
-        "",
-        *(["(the table is in `model_card.md` of the evaluation run)"] if compact
-          else _paper_table(m)),
-        "",
+        # the compact card (the registry's 5,000 characters) names the table, without it
+        *([f"Retrieval, the paper's protocol ({_num(m.get('paper_pool_size'), 0)} test clips; "
+           "L2, L1 on raw features, cosine): see `model_card.md` in the evaluation run.", ""]
+          if compact else
+          [f"Retrieval, the paper's protocol: pool = the true features of "
+           f"{_num(m.get('paper_pool_size'), 0)} test clips (up to 5,000), one query per clip, "
+           "ranked by L2 and L1 on the raw features (as the paper) and by cosine on "
+           "L2-normalised ones, separately; chance = K / pool. The paper's rows (a 5,000-image "
+           "pool of VGG-Face features) are reference figures:", "", *_paper_table(m), ""]),
         "Controls beside the model (the test split is scored once per version and never feeds "
-        "a decision; the promotion gate reads the dev split):",
+        "a decision; the promotion gate reads the dev split; the shuffled control is the "
+        "model's own: its seed, settings, data):",
         "",
-        *_controls_table(m, control),
+        *_controls_table(m, control, evaluation.get("seed")),
         "",
         f"Diversity (spread of predictions / spread of true features, 6 s): "
         f"{_num(m.get('diversity_6s'))}; of the decoder's landmarks: "
@@ -359,7 +370,7 @@ def publish_model_card(layout: DataLayout, evaluation: dict[str, Any]) -> str:
     if not name or not version:
         raise ValueError("the evaluation is of an unregistered model: no version to describe")
     params = training_params(name, version)
-    control = shuffled_control_row(layout, evaluation.get("split_snapshot_id"))
+    control = shuffled_control_row(layout, evaluation, params)
     card = write_model_card(evaluation, data_summary(layout), params, control=control)
     if evaluation.get("mlflow_run_id"):
         client.log_text(evaluation["mlflow_run_id"], card, "model_card.md")
@@ -369,12 +380,44 @@ def publish_model_card(layout: DataLayout, evaluation: dict[str, Any]) -> str:
     return card
 
 
-def shuffled_control_row(layout: DataLayout, split_snapshot_id: str | None
+# The training run's params that say which run it was (s2f.train.voice.VoiceTrainer.run_params:
+# the run identity less the seed and the shuffle flag). Runs logged before they existed lack
+# them on both sides, and are then matched by seed alone.
+RUN_IDENTITY_PARAMS = ("config_hash", "input_fingerprint", "frozen_sha1")
+
+
+def run_params_of(run_id: str | None) -> dict[str, str] | None:
+    """The params of an MLflow run (None for none, or one that cannot be read)."""
+    if not run_id:
+        return None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(MlflowClient().get_run(run_id).data.params)
+    except MlflowException:
+        return None
+
+
+def shuffled_control_row(layout: DataLayout, evaluation: dict[str, Any],
+                         params: dict[str, str],
+                         params_of: Callable[[str | None], dict[str, str] | None] = run_params_of
                          ) -> dict[str, Any] | None:
-    """The newest shuffled-voice control's test row on the same test snapshot, if any."""
-    rows = [r for r in read_evaluations(layout) if r["kind"] == "shuffled_control"
-            and r["role"] == "test" and r["split_snapshot_id"] == split_snapshot_id]
-    return rows[-1] if rows else None
+    """This model's shuffled-voice control: the first test row of kind shuffled_control on the
+    evaluation's snapshot whose training run has the model's seed and the same
+    `RUN_IDENTITY_PARAMS` as the model's training run (`params`): the same settings (steps
+    included), data and frozen decoder, only the face features shuffled. None when no such
+    control was scored (another seed's or another config's control is not this model's)."""
+    for r in read_evaluations(layout):
+        if r["kind"] != "shuffled_control" or r["role"] != "test" \
+                or r["split_snapshot_id"] != evaluation.get("split_snapshot_id") \
+                or r.get("seed") is None or r.get("seed") != evaluation.get("seed"):
+            continue
+        control = params_of(r.get("model_run_id"))
+        if control is not None and all(control.get(k) == params.get(k)
+                                       for k in RUN_IDENTITY_PARAMS):
+            return r
+    return None
 
 
 def latest_model_evaluation(layout: DataLayout, model_name: str = VOICE_ENCODER_NAME,

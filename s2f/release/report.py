@@ -22,6 +22,7 @@ from typing import Any
 
 from s2f.evaluation.metrics import PAPER_KS, RECALL_KS
 from s2f.evaluation.paper import PAPER_POOL, PAPER_RANDOM_PAIR_R, PAPER_RETRIEVAL
+from s2f.evaluation.scores import paper_distance_label
 
 VOICE_METHODS = ("ridge", "ridge_true", "projection")  # s2f.evaluation.scores' read-outs
 WIDTH = 92
@@ -115,7 +116,8 @@ def paper_retrieval_section(m: Mapping[str, float]) -> list[str]:
     pool = m.get("paper_pool_size")
     head = (f"(b2) Retrieval, the paper's protocol: pool = the true features of "
             f"{fmt(pool, '.0f')} test clips (up to {PAPER_POOL}; one query per clip), ranked "
-            f"by L2, L1 and cosine separately; chance = K / pool; [bootstrap 95 % CI]. The "
+            f"by L2 and L1 on the raw features (as the paper) and by cosine (on L2-normalised "
+            f"ones) separately; chance = K / pool; [bootstrap 95 % CI]. The "
             f"paper's rows (its 5,000-image pool, VGG-Face) are reference figures, not "
             f"comparable numbers:")
     if not pool:
@@ -125,14 +127,14 @@ def paper_retrieval_section(m: Mapping[str, float]) -> list[str]:
                               *(fmt(m[f"paper_chance_at_{k}"], ".4f") for k in ks)]]
     for t in seconds_tags(m):
         for d in ("l2", "l1", "cosine"):
-            rows.append([f"voice {t[:-1]} s", d,
+            rows.append([f"voice {t[:-1]} s", paper_distance_label(d, dict(m)),
                          *(_ci(m, f"paper_recall_at_{k}_{d}_{t}") for k in ks)])
     for method, label in (("mean_face", "mean face (baseline)"), ("oracle", "oracle ceiling")):
         if f"{method}_paper_recall_at_{ks[0]}_cosine" in m:
             rows.append([label, "cosine",
                          *(_ci(m, f"{method}_paper_recall_at_{k}_cosine") for k in ks)])
     for (sec, d), values in PAPER_RETRIEVAL.items():
-        rows.append([f"paper (reference), {sec}", d,
+        rows.append([f"paper (reference), {sec}", paper_distance_label(d),
                      *(f"{values[PAPER_KS.index(k)] / 100:.4f}" for k in ks)])
     return [head, *table(["input", "distance", *(f"R@{k}" for k in ks)], rows)]
 
@@ -142,15 +144,18 @@ def controls_section(row: Mapping[str, Any], control: Mapping[str, Any] | None) 
     m = row["metrics"]
     head = ("(b3) Controls beside the model (test split, 6 s, per-identity recall@10 and the "
             "paper protocol's cosine recall@10): the shuffled-voice control is trained the "
-            "same way with the face features permuted across training identities (a shorter "
-            "schedule; its CI should include chance); the oracle ceiling is ridge from each "
+            "same way (the same steps and schedule by default) with the face features "
+            "permuted across training identities (its CI should include chance); the oracle "
+            "ceiling is ridge from each "
             "identity's exact espeak voice settings to the face feature, fitted on the train "
             "identities (demo corpus only):")
     rows = [["model", _ci(m, "recall_at_10_6s"), _ci(m, "paper_recall_at_10_cosine_6s"),
              fmt(m.get("cosine_deg_mean_6s"), ".2f")]]
     if control is not None:
         c = control["metrics"]
-        rows.append([f"shuffled-voice control ({control.get('evaluation_id')})",
+        own = control.get("seed") == row.get("seed")  # the model's own control: its seed
+        rows.append([f"shuffled-voice control, seed {control.get('seed')}"
+                     + ("" if own else f" (not the model's seed {row.get('seed')})"),
                      _ci(c, "recall_at_10_6s"), _ci(c, "paper_recall_at_10_cosine_6s"),
                      fmt(c.get("cosine_deg_mean_6s"), ".2f")])
     else:
@@ -320,7 +325,9 @@ def craniofacial_section(m: Mapping[str, float]) -> list[str]:
     head = ("(c) Craniofacial measurements on dlib's 68 landmarks detected on the rendered "
             "faces, reconstruction from the true feature (F2F) vs from the voice (S2F): Pearson "
             f"r, p, Bonferroni-corrected p ({len(names)} measurements), and the random-pair "
-            "baseline (S2F vs another sample's F2F; the paper's: "
+            "baseline: r of S2F vs another sample's F2F over "
+            f"{fmt(m.get('cranio_random_pairings'), '.0f')} random pairings, its mean [95 % "
+            "range] (an r inside that range is what pairing at random gives; the paper's mean: "
             f"{PAPER_RANDOM_PAIR_R}). Face box: HOG where it found the face "
             f"({fmt(hog, '.0%') if hog is not None else 'n/a'} of renders), else the canonical "
             "frame's template box:")
@@ -328,8 +335,18 @@ def craniofacial_section(m: Mapping[str, float]) -> list[str]:
         return [head, "  n/a: evaluated without a face decoder"]
     rows = [[n, fmt(m.get(f"cranio_{n}_r")), fmt(m.get(f"cranio_{n}_p"), ".2g"),
              fmt(m.get(f"cranio_{n}_p_bonferroni"), ".2g"),
-             fmt(m.get(f"cranio_random_pair_{n}"))] for n in names]
-    return [head, *table(["measurement", "r", "p", "p Bonferroni", "random-pair r"], rows)]
+             _random_pairs(m, n)] for n in names]
+    return [head, *table(["measurement", "r", "p", "p Bonferroni", "random pairs [95 %]"],
+                         rows)]
+
+
+def _random_pairs(m: Mapping[str, float], name: str) -> str:
+    """The random-pair baseline of one measurement: mean [2.5 %, 97.5 %] of its pairings (rows
+    scored with one fixed pairing have no range)."""
+    key = f"cranio_random_pair_{name}"
+    if key + "_low" not in m:
+        return fmt(m.get(key))
+    return f"{fmt(m[key])} [{fmt(m[key + '_low'])}, {fmt(m.get(key + '_high'))}]"
 
 
 def _voice_split(key: str) -> tuple[str, str]:

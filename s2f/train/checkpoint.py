@@ -7,23 +7,35 @@ leaves half a checkpoint. Everything in it is a tensor or plain Python, so it lo
 `torch.load(weights_only=True)`. `RunResult` is what a training call returns
 (`s2f.train.runner.run` builds it); `checkpoint_dir` is where each model's checkpoints live.
 
+One folder per run identity (`RunIdentity`: seed, shuffle flag, config hash, input fingerprint
+and the frozen parts' weights): `run_checkpoint_dir` is
+`<data dir>/checkpoints/<model>/<identity key>`, so seeds, the shuffled control and runs of
+another config never share a `last.pt`. A run whose config changed (steps included) is another
+run: another folder, trained from step 0 even with `resume`. The checkpoint carries its identity
+too, and resuming from one whose identity differs (an explicit `ckpt_dir`, a folder copied by
+hand, a checkpoint written before identities) raises `ResumeMismatch`, naming what differs.
+
     python -m s2f.train.checkpoint PATH      # prints step, epoch, batch of a checkpoint
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from storage.io import atomic_path
 from storage.layout import DataLayout
 
 LAST = "last.pt"
+LATEST = "LATEST"  # in a model's folder: the run folder last written
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -49,6 +61,89 @@ def checkpoint_dir(layout: DataLayout, model: str) -> Path:
     return layout.root / "checkpoints" / model
 
 
+# Config fields that never change the weights a run trains: bookkeeping (tracking, names,
+# registration, log and checkpoint cadence), where batches are decoded, and the device name
+# ("auto" and "cpu" are one device; a checkpoint moves between devices, as between 1 and N
+# processes). Every other field is part of the run's identity.
+NOT_IDENTITY = frozenset({"track", "run_name", "register_model", "log_every", "checkpoint_every",
+                          "loader_workers", "loader_prefetch", "device"})
+
+
+class ResumeMismatch(ValueError):
+    """`resume` found a checkpoint of another run (another seed, shuffle flag, config, inputs or
+    frozen decoder): continuing it would train, select and register someone else's weights."""
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What makes two training calls the same run: resume continues only its own identity."""
+
+    seed: int
+    shuffle_voices: bool
+    config_hash: str            # `config_hash`: every other field that changes the weights
+    input_fingerprint: str      # `s2f.train.tracking.input_fingerprint` of the shards read
+    frozen: str = ""            # sha1 of the frozen parts (the loss's f_dec, the classifier)
+
+    def key(self) -> str:
+        """The folder name: `seed0-true-cfg<12 hex>-in<12 hex>[-frozen<8 hex>]`."""
+        label = "shuffled" if self.shuffle_voices else "true"
+        frozen = f"-frozen{self.frozen[:8]}" if self.frozen else ""
+        return (f"seed{self.seed}-{label}-cfg{self.config_hash[:12]}-"
+                f"in{self.input_fingerprint[:12]}{frozen}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def identity_config(cfg: BaseModel) -> dict[str, Any]:
+    """The config fields that change the weights (all but `NOT_IDENTITY`)."""
+    return {k: v for k, v in cfg.model_dump().items() if k not in NOT_IDENTITY}
+
+
+def config_hash(cfg: BaseModel) -> str:
+    """sha256 (16 hex) of `identity_config` without seed and shuffle flag (named on their
+    own): a voice run and its shuffled control of one seed share it."""
+    body = {k: v for k, v in identity_config(cfg).items()
+            if k not in ("seed", "shuffle_voices")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_identity(cfg: BaseModel, fingerprint: str, frozen: str = "") -> RunIdentity:
+    return RunIdentity(seed=int(getattr(cfg, "seed", 0)),
+                       shuffle_voices=bool(getattr(cfg, "shuffle_voices", False)),
+                       config_hash=config_hash(cfg), input_fingerprint=fingerprint,
+                       frozen=frozen)
+
+
+def run_checkpoint_dir(layout: DataLayout, model: str, identity: RunIdentity) -> Path:
+    """`<data dir>/checkpoints/<model>/<identity key>`: one folder per run."""
+    return checkpoint_dir(layout, model) / identity.key()
+
+
+def check_identity(ck: dict[str, Any], identity: RunIdentity, cfg: BaseModel,
+                   where: Path) -> None:
+    """Raise `ResumeMismatch` unless checkpoint `ck` (read from `where`) is this run's; the
+    message names the identity's parts and the config fields that differ."""
+    stored = ck.get("identity")
+    if stored == identity.as_dict():
+        return
+    if stored is None:
+        raise ResumeMismatch(f"{where} was written before checkpoints carried their run's "
+                             "identity, so it cannot be told apart from another run's: train "
+                             "without resume (or remove it) to start this run from step 0")
+    diff = [f"{k} {stored.get(k)!r} there, {v!r} here"
+            for k, v in identity.as_dict().items() if stored.get(k) != v and k != "config_hash"]
+    if stored.get("config_hash") != identity.config_hash:
+        before = json.loads(ck.get("config", "{}"))
+        diff += [f"{k} {before.get(k)!r} there, {v!r} here"
+                 for k, v in identity_config(cfg).items()
+                 if k not in ("seed", "shuffle_voices") and before.get(k) != v] or ["config"]
+    raise ResumeMismatch(f"{where} is another run's checkpoint ({'; '.join(diff)}): resume "
+                         "continues only the run that wrote it. Train without resume, or "
+                         "resume from this run's own folder (s2f.train.checkpoint."
+                         "run_checkpoint_dir)")
+
+
 def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -70,13 +165,26 @@ def save_atomic(obj: dict[str, Any], path: Path) -> Path:
 
 
 def save_checkpoint(directory: Path, state: dict[str, Any]) -> Path:
-    """Write `state` as `directory/last.pt`."""
-    return save_atomic(state, Path(directory) / LAST)
+    """Write `state` as `directory/last.pt`; a run folder under a model's folder
+    (`run_checkpoint_dir`) is also named in the model folder's `LATEST` (the run last
+    written: what `load_checkpoint(model folder)` reads, e.g. the face decoder the voice
+    encoder trains against)."""
+    directory = Path(directory)
+    path = save_atomic(state, directory / LAST)
+    if "identity" in state and directory.name == RunIdentity(**state["identity"]).key():
+        pointer = directory.parent / LATEST
+        if not pointer.is_file() or pointer.read_text().strip() != directory.name:
+            with atomic_path(pointer) as tmp:
+                tmp.write_text(directory.name + "\n")
+    return path
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint (a file, or a directory holding `last.pt`) with weights_only=True."""
+    """Load a checkpoint with weights_only=True: a file, a directory holding `last.pt`, or a
+    model's folder whose `LATEST` names the run folder last written."""
     path = Path(path)
+    if path.is_dir() and not (path / LAST).is_file() and (path / LATEST).is_file():
+        path = path / (path / LATEST).read_text().strip()
     if path.is_dir():
         path = path / LAST
     return torch.load(path, map_location=map_location, weights_only=True)

@@ -7,7 +7,8 @@
 
 The mean shape (mean training landmarks) is stored in the model. `DecoderTrainer` is the
 decoder's step, validation and state; `s2f.train.runner.run` owns the loop (checkpoints and
-resume as for the voice encoder: the batch order of epoch e depends only on (seed, e)). The
+resume as for the voice encoder, one folder per run identity: the batch order of epoch e
+depends only on (seed, e)). The
 decoder validates once, at the end. It is then frozen while the voice encoder trains; its
 `first_layer` is the loss's f_dec.
 
@@ -44,7 +45,8 @@ from storage.layout import DataLayout
 
 
 def load_decoder(path: Path, device: str | torch.device = "cpu") -> FaceDecoder:
-    """A trained decoder from its checkpoint (a file or a directory with last.pt)."""
+    """A trained decoder from its checkpoint: a file, a run folder with last.pt, or the
+    model folder (`checkpoint_dir(layout, "face_decoder")`: the run last written)."""
     ck = checkpoint.load_checkpoint(path, device)
     model = FaceDecoder(FaceDecoderConfig(**json.loads(ck["decoder_config"])))
     model.load_state_dict(ck["model"])
@@ -84,7 +86,12 @@ class DecoderTrainer:
         # fused Adam on CUDA (one kernel for all parameters); CPU keeps torch's default
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999),
                                     eps=cfg.adam_eps, fused=True if self.cuda else None)
-        self.ckpt_dir = ckpt_dir or checkpoint.checkpoint_dir(layout, "face_decoder")
+        # one folder per run identity (seed, config, inputs); the model folder's LATEST names
+        # the run last written, the decoder `load_decoder(checkpoint_dir(...))` reads
+        self.fingerprint = input_fingerprint(layout, ("clips", "faces", "face_features"))
+        self.identity = checkpoint.run_identity(cfg, self.fingerprint)
+        self.ckpt_dir = ckpt_dir or checkpoint.run_checkpoint_dir(layout, "face_decoder",
+                                                                  self.identity)
         self.step, self.epoch, self.batch = 0, 0, 0
 
     def training_batches(self) -> Iterator[tuple[int, int, torch.Tensor]]:
@@ -142,14 +149,16 @@ class DecoderTrainer:
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "rng": checkpoint.rng_state(), "step": self.step, "epoch": self.epoch,
             "batch": self.batch, "config": self.cfg.model_dump_json(),
-            "decoder_config": json.dumps(self.model.cfg.to_dict())})
+            "identity": self.identity.as_dict(), "decoder_config": json.dumps(self.model.cfg.to_dict())})
 
     def resume(self) -> bool:
-        """Continue from `<ckpt_dir>/last.pt` if there is one."""
+        """Continue from `<ckpt_dir>/last.pt` if there is one (`ResumeMismatch` if it is
+        another run's)."""
         p = checkpoint.latest(self.ckpt_dir)
         if p is None:
             return False
         ck = checkpoint.load_checkpoint(p, self.device)
+        checkpoint.check_identity(ck, self.identity, self.cfg, self.ckpt_dir)
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         checkpoint.set_rng_state(ck["rng"])
@@ -159,8 +168,8 @@ class DecoderTrainer:
     # -- the run's records ------------------------------------------------------------------
     def run_params(self) -> dict[str, Any]:
         return {**{f"decoder.{k}": v for k, v in self.cfg.flat().items()},
-                "input_fingerprint": input_fingerprint(self.layout, ("clips", "faces",
-                                                                "face_features")),
+                "input_fingerprint": self.fingerprint,
+                "decoder.config_hash": self.identity.config_hash,
                 "git_commit": git_commit() or "unknown", "train_faces": len(self.train),
                 "val_faces": len(self.valid), "resumed_at": self.step}
 

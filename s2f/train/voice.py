@@ -7,9 +7,11 @@ selection, tracking, registration) is `s2f.train.runner.run`, shared with the fa
     loss = speech2face_loss(v_s, v_f, decoder.first_layer, classifier)
     Adam(β1, β2, ε) with StepLR(decay_every, lr_decay) stepped every iteration
 
-A checkpoint every `checkpoint_every` steps and at the end; `resume=True` continues from
-`<ckpt_dir>/last.pt` and gives the same weights as an uninterrupted run (same data order: the
-batch plan depends only on seed and epoch). Validation compares the loss against always
+A checkpoint every `checkpoint_every` steps and at the end, in the run's own folder
+(`s2f.train.checkpoint.run_checkpoint_dir`: one per seed, shuffle flag, config, input
+fingerprint and f_dec); `resume=True` continues from its `last.pt` and gives the same weights
+as an uninterrupted run (same data order: the batch plan depends only on seed and epoch), and
+refuses another run's checkpoint (`ResumeMismatch`). Validation compares the loss against always
 predicting the mean training feature (`val_loss_mean_baseline`).
 
 Generalising from few identities (the demo corpus has ~100 training speakers):
@@ -63,16 +65,18 @@ from s2f.registry.names import VOICE_ENCODER_NAME
 from s2f.train.checkpoint import (
     LAST,
     RunResult,
-    checkpoint_dir,
+    check_identity,
     latest,
     load_checkpoint,
     rng_state,
+    run_checkpoint_dir,
+    run_identity,
     save_checkpoint,
     set_rng_state,
 )
 from s2f.train.config import TrainConfig, resolve_device
 from s2f.train.data import Batch, PairStream
-from s2f.train.distributed import current, plain_copy
+from s2f.train.distributed import current, plain_copy, state_digest
 from s2f.train.ema import Ema
 from s2f.train.prefetch import prefetched
 from s2f.train.readback import Terms, host_floats
@@ -197,9 +201,20 @@ class VoiceTrainer:
             self.train_net = cast(nn.Module, torch.compile(self.net))
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=cfg.decay_every,
                                                      gamma=cfg.lr_decay)
-        self.ckpt_dir = ckpt_dir or checkpoint_dir(layout, "voice_encoder")
+        # one checkpoint folder per run identity (seed, shuffle flag, config, inputs, f_dec):
+        # seeds and the shuffled control never resume from each other's weights
+        self.fingerprint = input_fingerprint(layout)
+        self.identity = run_identity(cfg, self.fingerprint, self.frozen_digest())
+        self.ckpt_dir = ckpt_dir or run_checkpoint_dir(layout, "voice_encoder", self.identity)
         self.step, self.epoch, self.batch = 0, 0, 0
         self._valid_cache: list[Batch] | None = None
+
+    def frozen_digest(self) -> str:
+        """sha1 of the frozen parts the loss reads (f_dec's layer, the classifier): another
+        decoder is another run."""
+        f_dec = self.decoder.fc_first if self.decoder is not None else self.f_dec
+        parts = [m for m in (f_dec, self.classifier) if isinstance(m, nn.Module)]
+        return state_digest(nn.ModuleList(parts))
 
     # -- one step ---------------------------------------------------------------------------
     def encode(self, waves: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
@@ -242,7 +257,7 @@ class VoiceTrainer:
                 "epoch": self.epoch, "batch": self.batch, "dim": self.dim,
                 "best": self.kept.best,
                 "ema": None if self.ema is None else self.ema.state_dict(),
-                "config": self.cfg.model_dump_json(),
+                "config": self.cfg.model_dump_json(), "identity": self.identity.as_dict(),
                 "encoder_config": json.dumps(self.model.cfg.to_dict())}
 
     def save(self) -> Path:
@@ -253,14 +268,15 @@ class VoiceTrainer:
 
     def resume(self) -> bool:
         """Continue from `<ckpt_dir>/last.pt` if there is one; under torchrun rank 0 reads it
-        and every rank loads rank 0's copy."""
+        and every rank loads rank 0's copy. A checkpoint of another run identity raises
+        `ResumeMismatch` (on every rank)."""
         p = latest(self.ckpt_dir) if self.dist.is_main else None
         if not self.dist.distributed:
-            if p is not None:
-                self.load_state(load_checkpoint(p, self.device))
-            return p is not None
-        ck = self.dist.broadcast(None if p is None else load_checkpoint(p, "cpu"))
+            ck = None if p is None else load_checkpoint(p, self.device)
+        else:
+            ck = self.dist.broadcast(None if p is None else load_checkpoint(p, "cpu"))
         if ck is not None:
+            check_identity(ck, self.identity, self.cfg, self.ckpt_dir)
             self.load_state(ck)
         return ck is not None
 
@@ -348,7 +364,9 @@ class VoiceTrainer:
 
     # -- the run's records ------------------------------------------------------------------
     def run_params(self) -> dict[str, Any]:
-        return {**self.cfg.flat(), "input_fingerprint": input_fingerprint(self.layout),
+        return {**self.cfg.flat(), "input_fingerprint": self.fingerprint,
+                "config_hash": self.identity.config_hash, "frozen_sha1": self.identity.frozen,
+                "checkpoint_dir": str(self.ckpt_dir),
                 "git_commit": git_commit() or "unknown", "feature_dim": self.dim,
                 "train_pairs": self.train.index.height, "val_pairs": self.valid.index.height,
                 "resumed_at": self.step, "device": str(self.device),

@@ -78,6 +78,13 @@ def _step(ckpt: Path) -> int:
     return _SEEN[path][1]
 
 
+def _latest_run(model_dir: Path) -> Path:
+    """The run folder that the model folder's LATEST names (the flow trains into
+    checkpoints/voice_encoder/<run identity>); the model folder until a run has saved."""
+    latest = model_dir / "LATEST"
+    return model_dir / latest.read_text().strip() if latest.is_file() else model_dir
+
+
 def _assert_same_weights(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert a["step"] == b["step"]
     assert a["model"].keys() == b["model"].keys()
@@ -134,15 +141,17 @@ def test_train_flow_killed_then_resumed(prefect_server: None, corpus: DataLayout
     layout = DataLayout(tmp_path / "data").ensure()
     build(layout, SyntheticCorpus(identities=10, clips_per_identity=2, dim=8, seconds=1.0,
                                   shard_size=8))
-    ckpt = layout.root / "checkpoints" / "voice_encoder"
+    model_dir = layout.root / "checkpoints" / "voice_encoder"
     cli = python("-m", "flows.cli", "train", "--data-dir", str(layout.root), "--resume",
                  "--steps", str(CLI_STEPS), "--checkpoint-every", "2", "--decoder", "random",
                  "--no-track", "--device", "cpu")
     env = subprocess_env(PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_LOGGING_LEVEL="WARNING")
     proc = popen(cli, env, tmp_path / "flow.log")
     # After the first checkpoint (step 2), 0-0.5 s on: during step 3 (~2 s a step).
-    hit = kill_when(proc, lambda: _step(ckpt) >= 2, np.random.default_rng(61), 0.5)
+    hit = kill_when(proc, lambda: _step(_latest_run(model_dir)) >= 2, np.random.default_rng(61),
+                    0.5)
     assert hit, (tmp_path / "flow.log").read_text()[-3000:]
+    ckpt = _latest_run(model_dir)
     step = _step(ckpt)
     KILLS.append(f"flow: killed at checkpoint {step}/{CLI_STEPS}")
     assert 2 <= step < CLI_STEPS
