@@ -68,7 +68,8 @@ def valid_rows(pred: np.ndarray) -> np.ndarray:
 def similarity_scores(pred: np.ndarray, true: np.ndarray, method: str, seconds: float | None
                       ) -> tuple[dict[str, float], list[dict[str, object]]]:
     valid = valid_rows(pred)
-    sim = metrics.feature_similarity(pred[valid], true[valid])
+    sim = (metrics.feature_similarity(pred[valid], true[valid]) if valid.any() else
+           {f"{n}_{s}": float("nan") for n in ("cosine_deg", "l2", "l1") for s in ("mean", "std")})
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
     flat = {f"{prefix}{k}{suffix}": v for k, v in sim.items()}
