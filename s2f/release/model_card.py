@@ -122,6 +122,11 @@ def _controls_table(m: dict[str, float], control: dict[str, Any] | None,
                    "this snapshot | - |")
     out.append(f"| mean face (baseline) | {_ci(m, 'mean_face_recall_at_10')} | "
                f"{_ci(m, 'mean_face_paper_recall_at_10_cosine')} |")
+    for method, label in (("f0_ridge", "F0-only ridge"), ("gender_only", "gender-only"),
+                          ("paper_s2f_image", "paper's S2F images")):
+        if f"{method}_recall_at_10" in m:
+            out.append(f"| {label} | {_ci(m, f'{method}_recall_at_10')} | "
+                       f"{_ci(m, f'{method}_paper_recall_at_10_cosine')} |")
     if "oracle_recall_at_10" in m:
         out.append(f"| oracle ceiling (exact voice settings) | {_ci(m, 'oracle_recall_at_10')} | "
                    f"{_ci(m, 'oracle_paper_recall_at_10_cosine')} |")
