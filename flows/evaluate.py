@@ -27,13 +27,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 # Light imports only at module level: `prefect deploy` imports this file.
+from flows.guards import flow_guard, task_timeout
 from flows.params import EvaluateParams, EvaluateSeedsParams
 from flows.summaries import EvaluateSummary, SeedEvaluation
 
 T = TypeVar("T")
 
 
-@task(name="evaluate-model", cache_policy=NO_CACHE)
+@task(name="evaluate-model", **task_timeout("evaluate-model"), cache_policy=NO_CACHE)
 def evaluate_task(params: EvaluateParams, role: str = "test") -> dict[str, Any]:
     """One split's row; for test, the version's existing test row when it has one."""
     from s2f.evaluation.run import evaluate
@@ -52,7 +53,7 @@ def model_card_task(data_dir: Path, row: dict[str, Any]) -> str:
     return publish_model_card(DataLayout(data_dir), row)
 
 
-@flow(name="evaluate")
+@flow(name="evaluate", **flow_guard("evaluate"))
 def evaluate_flow(params: EvaluateParams) -> EvaluateSummary:
     """Evaluate one voice encoder on dev and test; returns the last role's `evaluations` row
     (metrics as a dict; the test row by default), with the dev row beside it."""
@@ -110,7 +111,7 @@ def _choice(summaries: list[EvaluateSummary]) -> tuple[EvaluateSummary, str]:
                         for d in devs if d is not None))
 
 
-@flow(name="evaluate-seeds")
+@flow(name="evaluate-seeds", **flow_guard("evaluate-seeds"))
 def evaluate_seeds_flow(params: EvaluateSeedsParams) -> EvaluateSummary:
     """Evaluate each seed's version on dev and test, hand the dev-best one to the gate as the
     challenger. Returns the picked version's summary with `seeds` (each version's dev and test

@@ -41,6 +41,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 from tqdm import tqdm
 
+from flows.guards import download_slot, flow_guard, stage_guard, task_timeout
 from flows.params import IngestPairsParams, IngestParams
 from flows.summaries import IngestSummary
 from s2f.ingest.download import download_video
@@ -50,7 +51,7 @@ from s2f.ingest.prior import read_prior_clips
 from s2f.ingest.shard import ShardResult, ingest_shard, remove_stale_shards
 from storage.io import remove_stale_temps
 from storage.layout import DataLayout
-from storage.lock import StageLocked, stage_lock
+from storage.lock import StageLocked
 from storage.schemas import CLIP_STATUSES
 
 
@@ -67,7 +68,7 @@ def plan_ingest(manifests: list[Path], shard_size: int, split: str | None = None
     return plan_manifests(manifests, shard_size, split, prior)
 
 
-@task(name="download-video", cache_policy=NO_CACHE)
+@task(name="download-video", **task_timeout("download-video"), cache_policy=NO_CACHE)
 def download_video_task(youtube_id: str, media_root: Path, url_template: str) -> Path:
     return download_video(youtube_id, media_root, url_template)
 
@@ -88,12 +89,13 @@ def _fetcher(media_root: Path, url_template: str, retries: int, first_delay_s: f
             try:
                 return find_media(media_root, youtube_id)  # another shard fetched it meanwhile
             except MediaError:
-                return download(youtube_id, media_root, url_template)
+                with download_slot():  # with a Prefect server: a bound over all hosts
+                    return download(youtube_id, media_root, url_template)
 
     return fetch
 
 
-@task(name="ingest-shard", cache_policy=NO_CACHE)
+@task(name="ingest-shard", **task_timeout("ingest-shard"), cache_policy=NO_CACHE)
 def ingest_shard_task(plan: ShardPlan, data_dir: Path, media_root: Path,
                       params: IngestParams) -> ShardResult:
     fetch = (_fetcher(media_root, params.url_template, params.download_retries,
@@ -106,14 +108,14 @@ def _status_table(counts: Counter[str]) -> list[dict[str, Any]]:
             for status, meaning in CLIP_STATUSES.items() if counts.get(status)]
 
 
-@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="ingest", **flow_guard("ingest"), task_runner=ThreadPoolTaskRunner(max_workers=2))
 def ingest_flow(params: IngestParams) -> IngestSummary:
     """Ingest every manifest line into `clips`; returns counts by status and table paths.
     Raises StageLocked if another ingest run holds this data directory."""
     params.check_media_root()
     layout = DataLayout(params.data_dir).ensure()
     # A second ingest on the same data directory would rewrite and delete the same shards.
-    with stage_lock(layout, "ingest"):
+    with stage_guard(layout, "ingest"):
         # Holding the lock, any temporary file is a killed run's leftover: nobody will rename it.
         removed = remove_stale_temps([layout.table_dir("clips"), layout.root / "audio"])
         if removed:
@@ -214,14 +216,14 @@ def plan_pairs(pairs: Path, seed: int, fractions: tuple[float, float, float],
     return plan_pair_shards(records, shard_size)
 
 
-@task(name="ingest-pairs-shard", cache_policy=NO_CACHE)
+@task(name="ingest-pairs-shard", **task_timeout("ingest-pairs-shard"), cache_policy=NO_CACHE)
 def ingest_pair_shard_task(shard: Any, data_dir: Path) -> ShardResult:
     from s2f.ingest.pairs import ingest_pair_shard
 
     return ingest_pair_shard(shard, DataLayout(data_dir))
 
 
-@flow(name="ingest-pairs", task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="ingest-pairs", **flow_guard("ingest-pairs"), task_runner=ThreadPoolTaskRunner(max_workers=2))
 def ingest_pairs_flow(params: IngestPairsParams) -> IngestSummary:
     """Ingest a directory laid out like the Speech2Face project page (`s2f.ingest.pairs`) into
     `clips`: one row per stem, split by person, audio cut to FLAC; same statuses, shards and
@@ -230,7 +232,7 @@ def ingest_pairs_flow(params: IngestPairsParams) -> IngestSummary:
 
     layout = DataLayout(params.data_dir).ensure()
     logger = get_run_logger()
-    with stage_lock(layout, "ingest"):
+    with stage_guard(layout, "ingest"):
         removed = remove_stale_temps([layout.table_dir("clips"), layout.root / "audio"])
         if removed:
             logger.info("removed %d temporary files of killed runs", len(removed))

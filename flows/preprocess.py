@@ -31,6 +31,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.guards import flow_guard, stage_guard, task_timeout
 from flows.params import PreprocessParams
 from flows.summaries import PreprocessSummary
 from s2f.preprocess.clips import PreprocessConfig
@@ -43,7 +44,7 @@ from s2f.preprocess.shards import (
 )
 from storage.io import remove_stale_temps, shard_paths
 from storage.layout import DataLayout
-from storage.lock import StageLocked, stage_lock
+from storage.lock import StageLocked
 from storage.schemas import PREPROCESS_STATUSES
 
 
@@ -55,7 +56,7 @@ def preprocess_config(params: PreprocessParams) -> PreprocessConfig:
                             workers=params.workers)
 
 
-@task(name="preprocess-shard", cache_policy=NO_CACHE)
+@task(name="preprocess-shard", **task_timeout("preprocess-shard"), cache_policy=NO_CACHE)
 def preprocess_shard_task(clips_shard: Path, data_dir: Path, params: PreprocessParams
                           ) -> dict[str, Any]:
     layout, config = DataLayout(data_dir), preprocess_config(params)
@@ -65,13 +66,13 @@ def preprocess_shard_task(clips_shard: Path, data_dir: Path, params: PreprocessP
     return preprocess_shard(clips_shard, layout, config)
 
 
-@flow(name="preprocess", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="preprocess", **flow_guard("preprocess"), task_runner=ThreadPoolTaskRunner(max_workers=1))
 def preprocess_flow(params: PreprocessParams) -> PreprocessSummary:
     """Preprocess every clips shard; returns counts by status, shard counts and table paths.
     Raises StageLocked if another preprocess run holds this data directory."""
     layout = DataLayout(params.data_dir).ensure()
     # A second run would write the same output shards under the first one's feet.
-    with stage_lock(layout, "preprocess"):
+    with stage_guard(layout, "preprocess"):
         # Holding the lock, any temporary file is a killed run's leftover: nobody will rename it.
         removed = remove_stale_temps([layout.table_dir(t) for t in OUTPUT_TABLES])
         if removed:

@@ -18,11 +18,12 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.evaluate import explaining_data_errors
+from flows.guards import flow_guard, task_timeout
 from flows.params import PromoteParams
 from flows.summaries import PromoteSummary
 
 
-@task(name="promotion-gate", cache_policy=NO_CACHE)
+@task(name="promotion-gate", **task_timeout("promotion-gate"), cache_policy=NO_CACHE)
 def promote_task(params: PromoteParams) -> PromoteSummary:
     from s2f.release.promote import promote
     from storage.layout import DataLayout
@@ -36,7 +37,7 @@ def promote_task(params: PromoteParams) -> PromoteSummary:
                           model_uri=f"models:/{result.model_name}/{result.challenger_version}")
 
 
-@flow(name="promote")
+@flow(name="promote", **flow_guard("promote"))
 def promote_flow(params: PromoteParams) -> PromoteSummary:
     """Challenger vs champion; returns the decision with its reasons."""
     decision = promote_task(params)

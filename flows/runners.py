@@ -14,7 +14,9 @@ Kinds:
   thread); `S2F_TASK_RUNNER` may override it (`thread` or `dask`).
 - `thread`: `ThreadPoolTaskRunner(max_workers)`: shards run in threads of this process.
 - `dask`: prefect-dask's `DaskTaskRunner`. With `dask_address` (or `S2F_DASK_ADDRESS`,
-  e.g. `tcp://scheduler:8786`) the shards go to an existing Dask cluster; otherwise a
+  e.g. `tcp://scheduler:8786`) the shards go to an existing Dask cluster, whose workers (and
+  any that join later, through a worker plugin) are first given this process's Prefect API
+  URL and the data-dir settings (`FORWARDED_ENV`), as the LocalCluster is; otherwise a
   `LocalCluster` of `dask_workers` processes × `dask_threads_per_worker` threads, dashboard off.
   Inside `task_runner_scope` that LocalCluster is started once and shared by every stage; a
   runner built by `build_task_runner` alone starts one per flow run.
@@ -23,11 +25,13 @@ Only paths, shard plans and pydantic params cross process boundaries: the stage 
 dlib's models, encoders and DALI pipelines inside the worker (once per worker thread, see
 `s2f.faces.detect` and `s2f.faces.features`), because dlib's CNN detector and ResNet cannot be pickled.
 Every Dask worker must see the data directory at the same path (a shared file system) and have
-this project installed.
+this project installed; a cluster on other hosts needs a Prefect server they can reach
+(PREFECT_API_URL), not the embedded one on this host's loopback (a warning says so).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +43,12 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from flows.params import RunnerParams
 
 F = TypeVar("F", bound=Flow[Any, Any])
+log = logging.getLogger(__name__)
+
+# What a worker of a cluster given by address must share with this process besides the API URL:
+# the data directory, the tracking store and how loud to be. A LocalCluster inherits them.
+FORWARDED_ENV = ("S2F_DATA_DIR", "MLFLOW_TRACKING_URI", "S2F_QUIET", "PREFECT_LOGGING_LEVEL",
+                 "PREFECT_LOGGING_EXTRA_LOGGERS", "MLFLOW_LOGGING_LEVEL")
 
 
 def build_task_runner(params: RunnerParams) -> TaskRunner[Any] | None:
@@ -52,7 +62,9 @@ def build_task_runner(params: RunnerParams) -> TaskRunner[Any] | None:
     from prefect_dask import DaskTaskRunner
 
     if p.dask_address:
-        return DaskTaskRunner(address=p.dask_address)
+        from flows.dask_remote import RemoteDaskTaskRunner
+
+        return RemoteDaskTaskRunner(address=p.dask_address, worker_env=remote_worker_env)
     return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(p))
 
 
@@ -74,6 +86,21 @@ def worker_env() -> dict[str, str]:
         with get_client(sync_client=True) as client:
             url = str(client.api_url)
     return {"PREFECT_API_URL": url.rstrip("/")}
+
+
+def remote_worker_env() -> dict[str, str]:
+    """Environment for the workers of a cluster given by address: `worker_env()` plus the
+    `FORWARDED_ENV` variables this process has. Warns when the API is on loopback (the
+    embedded server): workers on other hosts cannot reach it, and need `prefect server start`
+    somewhere they can, with PREFECT_API_URL set to it."""
+    env = worker_env()
+    env.update({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
+    host = env["PREFECT_API_URL"].split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    if host in ("127.0.0.1", "localhost", "[::1]"):
+        log.warning("the Dask cluster is given by address but the Prefect API is %s, on this "
+                    "host's loopback: workers on other hosts cannot report to it (run `prefect "
+                    "server start --host 0.0.0.0` and set PREFECT_API_URL)", env["PREFECT_API_URL"])
+    return env
 
 
 @contextmanager
@@ -101,7 +128,7 @@ def with_runner(flow: F, runner: TaskRunner[Any] | None) -> F:
 def describe(runner: TaskRunner[Any] | None) -> str:
     if runner is None:
         return "each stage's default (threads)"
-    if type(runner).__name__ == "DaskTaskRunner":
+    if type(runner).__name__ in ("DaskTaskRunner", "RemoteDaskTaskRunner"):
         address = getattr(runner, "address", None)
         return (f"dask at {address}" if address
                 else f"dask LocalCluster {getattr(runner, 'cluster_kwargs', {})}")

@@ -38,12 +38,13 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.guards import flow_guard, stage_guard, task_timeout
 from flows.params import TrainDecoderParams, TrainParams, TrainSeedsParams
 from flows.summaries import ControlSummary, TrainSeedsSummary, TrainSummary
 from s2f.registry.names import FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
 from storage.io import remove_stale_temps
 from storage.layout import DataLayout
-from storage.lock import StageLocked, stage_lock
+from storage.lock import StageLocked
 
 if TYPE_CHECKING:
     from s2f.train.checkpoint import RunResult
@@ -60,7 +61,7 @@ def _overrides(params: TrainDecoderParams) -> dict[str, Any]:
     return over
 
 
-@task(name="train-face-decoder", cache_policy=NO_CACHE)
+@task(name="train-face-decoder", **task_timeout("train-face-decoder"), cache_policy=NO_CACHE)
 def train_decoder_task(params: TrainDecoderParams) -> TrainSummary:
     from s2f.train.config import DecoderTrainConfig
     from s2f.train.decoder import train_face_decoder
@@ -110,7 +111,7 @@ def run_summary(res: RunResult[Any], stage: str = "train") -> TrainSummary:
                         if res.model_version else None)
 
 
-@task(name="train-voice-encoder", cache_policy=NO_CACHE)
+@task(name="train-voice-encoder", **task_timeout("train-voice-encoder"), cache_policy=NO_CACHE)
 def train_voice_task(params: TrainParams) -> TrainSummary:
     return run_summary(train_voice(params))
 
@@ -123,7 +124,7 @@ def _remove_temps(ckpt_dir: Path) -> None:
         get_run_logger().info("removed %d checkpoint temporaries of killed runs", len(removed))
 
 
-@flow(name="train-decoder")
+@flow(name="train-decoder", **flow_guard("train-decoder"))
 def train_decoder_flow(params: TrainDecoderParams) -> TrainSummary:
     """Train the face decoder; returns losses, checkpoint, MLflow run and model version.
     Raises StageLocked if another train-decoder run holds this data directory."""
@@ -131,21 +132,21 @@ def train_decoder_flow(params: TrainDecoderParams) -> TrainSummary:
 
     layout = DataLayout(params.data_dir).ensure()
     # Two runs would overwrite each other's checkpoints (and resume from a mixture).
-    with stage_lock(layout, "train-decoder"):
+    with stage_guard(layout, "train-decoder"):
         _remove_temps(checkpoint_dir(layout, "face_decoder"))
         summary = train_decoder_task(params)
     get_run_logger().info("face decoder: %s", summary.printed())
     return summary
 
 
-@flow(name="train")
+@flow(name="train", **flow_guard("train"))
 def train_flow(params: TrainParams) -> TrainSummary:
     """Train the voice encoder against the frozen face decoder.
     Raises StageLocked if another train run holds this data directory."""
     from s2f.train.checkpoint import checkpoint_dir
 
     layout = DataLayout(params.data_dir).ensure()
-    with stage_lock(layout, "train"):
+    with stage_guard(layout, "train"):
         _remove_temps(checkpoint_dir(layout, "voice_encoder"))
         summary = train_voice_task(params)
     logger = get_run_logger()
@@ -155,7 +156,7 @@ def train_flow(params: TrainParams) -> TrainSummary:
     return summary
 
 
-@task(name="train-shuffled-control", cache_policy=NO_CACHE)
+@task(name="train-shuffled-control", **task_timeout("train-shuffled-control"), cache_policy=NO_CACHE)
 def control_task(params: TrainSeedsParams) -> ControlSummary:
     """Train the shuffled-voice control and score it on dev and test (kind shuffled_control)."""
     from s2f.evaluation.run import evaluate
@@ -164,7 +165,7 @@ def control_task(params: TrainSeedsParams) -> ControlSummary:
 
     tp = params.control_params(TrainConfig.preset_config(params.train.config).steps)
     layout = DataLayout(tp.data_dir)
-    with stage_lock(layout, "train"):
+    with stage_guard(layout, "train"):
         result = train_voice(tp)
     scores: dict[str, Any] = {"steps": tp.steps}
     run_params: dict[str, str] = {"encoder": tp.encoder, "seed": str(tp.overrides.get("seed", 0))}
@@ -183,7 +184,7 @@ def control_task(params: TrainSeedsParams) -> ControlSummary:
     return ControlSummary(**run_summary(result).model_dump(), **scores)
 
 
-@flow(name="train-seeds")
+@flow(name="train-seeds", **flow_guard("train-seeds"))
 def train_seeds_flow(params: TrainSeedsParams) -> TrainSeedsSummary:
     """One voice encoder per seed (registered), then the shuffled control (scored, unregistered).
     Returns the last seed's summary with `seeds` (each seed's) and `control` beside it."""
