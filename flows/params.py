@@ -558,6 +558,7 @@ FLOW_TIMEOUT_SECONDS: dict[str, int] = {
     "ingest": 8 * HOUR, "ingest-pairs": 8 * HOUR, "preprocess": 14 * HOUR,
     "train-decoder": 24 * HOUR, "train": 48 * HOUR, "train-seeds": 96 * HOUR,
     "evaluate": 6 * HOUR, "evaluate-seeds": 12 * HOUR, "promote": 6 * HOUR,
+    "real-pairs": 96 * HOUR, "real-pairs-score-on": 24 * HOUR,
 }
 TASK_TIMEOUT_SECONDS: dict[str, int] = {
     "download-video": HOUR // 2, "ingest-shard": 4 * HOUR, "ingest-pairs-shard": 4 * HOUR,

@@ -25,6 +25,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.guards import flow_guard
 from flows.params import (
     IngestPairsParams,
     PipelineParams,
@@ -54,7 +55,7 @@ def preset_steps(params: RealPairsParams) -> int:
     return params.train_steps or TrainConfig.preset_config(params.config).steps
 
 
-@flow(name="real-pairs")
+@flow(name="real-pairs", **flow_guard("real-pairs"))
 def real_pairs_flow(params: RealPairsParams) -> PipelineSummary:
     """ingest-pairs → the pipeline from preprocess to promote; returns the pipeline's summary."""
     from flows.ingest import ingest_pairs_flow
@@ -75,7 +76,7 @@ def score_on_layout(params: RealPairsParams) -> DataLayout:
     return DataLayout(DataLayout(params.data_dir).root / "score_on" / name)
 
 
-@flow(name="real-pairs-score-on")
+@flow(name="real-pairs-score-on", **flow_guard("real-pairs-score-on"))
 def score_on_flow(params: RealPairsParams) -> EvaluateSummary:
     """Ingest OTHER all as test under D/score_on/<name>, preprocess it, score D's champion (else
     challenger) on it with the controls fitted on D's train split."""
