@@ -140,14 +140,27 @@ def _ingest(params: IngestParams) -> IngestSummary:
                 len(plans), sum(p.lines for p in plans), sum(p.blank_lines for p in plans),
                 len(shards), params.shard_size)
 
-    progress_id = create_progress_artifact(0.0, key="ingest-progress",
-                                           description="shards of manifest lines ingested")
     futures = ingest_shard_task.map(shards, unmapped(layout.root), unmapped(params.media_root),
                                     unmapped(params))
+    counts, results, failed = collect_shards(futures, len(shards), "ingest shards")
+    return ingest_summary(layout, counts, results, failed,
+                          lines=int(sum(p.lines for p in plans)),
+                          blank_lines=int(sum(p.blank_lines for p in plans)),
+                          tables=[p.manifest for p in plans])
+
+
+def collect_shards(futures: Any, n: int, desc: str
+                   ) -> tuple[Counter[str], list[ShardResult], list[str]]:
+    """Wait for every shard task: counts by status, the results, and the failures (reported
+    after the rest have finished: a full disk or a bug, never a bad row). Progress on the
+    terminal and as the `ingest-progress` artifact."""
+    logger = get_run_logger()
+    progress_id = create_progress_artifact(0.0, key="ingest-progress",
+                                           description=f"{desc}: shards done")
     counts: Counter[str] = Counter()
     results: list[ShardResult] = []
     failed: list[str] = []
-    with tqdm(total=len(shards), desc="ingest shards", unit="shard", file=sys.stderr) as bar:
+    with tqdm(total=n, desc=desc, unit="shard", file=sys.stderr) as bar:
         for done, future in enumerate(as_completed(futures), start=1):
             try:
                 result = future.result()
@@ -158,23 +171,27 @@ def _ingest(params: IngestParams) -> IngestSummary:
                 results.append(result)
                 counts.update(result.counts)
             bar.update(1)
-            if progress_id is not None and (done == len(shards) or done % 10 == 0):
-                update_progress_artifact(progress_id, 100.0 * done / max(len(shards), 1))
+            if progress_id is not None and (done == n or done % 10 == 0):
+                update_progress_artifact(progress_id, 100.0 * done / max(n, 1))
     if progress_id is not None:
         update_progress_artifact(progress_id, 100.0)
+    return counts, results, failed
 
+
+def ingest_summary(layout: DataLayout, counts: Counter[str], results: list[ShardResult],
+                   failed: list[str], lines: int, blank_lines: int, tables: list[str]
+                   ) -> IngestSummary:
+    """The status-count artifact and the summary; raises after them if a shard failed."""
     create_table_artifact(_status_table(counts), key="ingest-status-counts",
                           description="clips rows by status after this ingest run")
     summary = IngestSummary(
-        counts={k: int(v) for k, v in sorted(counts.items())},
-        clips=int(sum(counts.values())),
-        lines=int(sum(p.lines for p in plans)),
-        blank_lines=int(sum(p.blank_lines for p in plans)),
+        counts={k: int(v) for k, v in sorted(counts.items())}, clips=int(sum(counts.values())),
+        lines=lines, blank_lines=blank_lines,
         shards_run=sum(not r.skipped for r in results),
         shards_skipped=sum(r.skipped for r in results),
-        tables=sorted({str(layout.table_dir("clips") / p.manifest) for p in plans}),
+        tables=sorted({str(layout.table_dir("clips") / t) for t in tables}),
         failed_shards=failed)
-    logger.info("ingest summary: %s", summary.model_dump())
+    get_run_logger().info("ingest summary: %s", summary.model_dump())
     if failed:
         raise RuntimeError(f"{len(failed)} shards failed (re-run to retry them): {failed[:3]}")
     return summary
@@ -241,30 +258,6 @@ def ingest_pairs_flow(params: IngestPairsParams) -> IngestSummary:
         remove_stale_pair_shards(layout, shards)
         logger.info("%s: %d pairs shards", params.pairs, len(shards))
         futures = ingest_pair_shard_task.map(shards, unmapped(layout.root))
-        counts: Counter[str] = Counter()
-        results: list[ShardResult] = []
-        failed: list[str] = []
-        with tqdm(total=len(shards), desc="ingest pairs", unit="shard", file=sys.stderr) as bar:
-            for future in as_completed(futures):
-                try:
-                    result = future.result()
-                except Exception as exc:  # a full disk, a bug: report after the rest
-                    failed.append(f"{type(exc).__name__}: {exc}")
-                    logger.error("pairs shard failed: %s", exc)
-                else:
-                    results.append(result)
-                    counts.update(result.counts)
-                bar.update(1)
-    create_table_artifact(_status_table(counts), key="ingest-status-counts",
-                          description=f"clips rows by status after ingesting {params.pairs}")
-    summary = IngestSummary(
-        counts={k: int(v) for k, v in sorted(counts.items())}, clips=int(sum(counts.values())),
-        lines=int(sum(counts.values())), blank_lines=0,
-        shards_run=sum(not r.skipped for r in results),
-        shards_skipped=sum(r.skipped for r in results),
-        tables=sorted({str(layout.table_dir("clips") / r.manifest) for r in results}),
-        failed_shards=failed)
-    logger.info("ingest-pairs summary: %s", summary.model_dump())
-    if failed:
-        raise RuntimeError(f"{len(failed)} shards failed (re-run to retry them): {failed[:3]}")
-    return summary
+        counts, results, failed = collect_shards(futures, len(shards), "ingest pairs")
+    return ingest_summary(layout, counts, results, failed, lines=int(sum(counts.values())),
+                          blank_lines=0, tables=[s.manifest for s in shards])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -32,24 +33,33 @@ def _decode_jpeg(data: bytes | None) -> np.ndarray | None:
 def face_grid(labels: list[str], crops: list[bytes | None], f2f: np.ndarray, s2f: np.ndarray
               ) -> Figure:
     """`f2f`, `s2f`: N×H×W×3 uint8 reconstructions; `crops`: JPEG bytes or None per row."""
-    n = len(labels)
-    fig = Figure(figsize=(6, 2 * max(n, 1)))
-    axes = fig.subplots(max(n, 1), 3, squeeze=False)
-    for j, title in enumerate(("true face", "F2F (from face)", "S2F (from voice)")):
+    return image_grid(labels, ("true face", "F2F (from face)", "S2F (from voice)"),
+                      [(_decode_jpeg(crops[i]), f2f[i], s2f[i]) for i in range(len(labels))],
+                      missing="no crop")
+
+
+def image_grid(labels: Sequence[str], titles: Sequence[str],
+               rows: Sequence[Sequence[np.ndarray | None]], missing: str = "none",
+               note: str = "Reconstructions are statistical estimates, not the speakers' faces"
+               ) -> Figure:
+    """One row of images per label, one column per title (`missing` where an image is None)."""
+    n = len(rows)
+    fig = Figure(figsize=(2 * len(titles), 2 * max(n, 1)))
+    axes = fig.subplots(max(n, 1), len(titles), squeeze=False)
+    for j, title in enumerate(titles):
         axes[0, j].set_title(title, fontsize=9)
-    for i in range(n):
-        crop = _decode_jpeg(crops[i])
-        for j, img in enumerate((crop, f2f[i], s2f[i])):
+    for i, images in enumerate(rows):
+        for j, img in enumerate(images):
             ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
             if img is None:
-                ax.text(0.5, 0.5, "no crop", ha="center", va="center", fontsize=8)
+                ax.text(0.5, 0.5, missing, ha="center", va="center", fontsize=8)
             else:
                 ax.imshow(img)
         axes[i, 0].set_ylabel(labels[i], fontsize=7)
-    fig.suptitle("Reconstructions are statistical estimates, not the speakers' faces", fontsize=8)
-    fig.tight_layout()
+    fig.suptitle(note, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.99))
     return fig
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
+from s2f.evaluation import figures
 from s2f.evaluation.data import EvalSet
 
 CONTACT_SHEET_SIZE = 16
@@ -187,22 +188,7 @@ def contact_sheet(es: EvalSet, true_images: Sequence[np.ndarray | None],
             rows.append(i)
         if len(rows) == n:
             break
-    cols = ("true face", "paper S2F (Face_exg0)", "our S2F")
-    fig = Figure(figsize=(6, 2 * max(len(rows), 1)))
-    axes = fig.subplots(max(len(rows), 1), 3, squeeze=False)
-    for j, title in enumerate(cols):
-        axes[0, j].set_title(title, fontsize=9)
-    for r, i in enumerate(rows):
-        for j, img in enumerate((true_images[i], paper_s2f[i], our_s2f.get(i))):
-            ax = axes[r, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if img is None:
-                ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=8)
-            else:
-                ax.imshow(img)
-        axes[r, 0].set_ylabel(es.identities[i][:18], fontsize=7)
-    fig.suptitle("Test speakers. Reconstructions are statistical estimates, not the speakers' "
-                 "faces", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return figures.image_grid(
+        [es.identities[i][:18] for i in rows], ("true face", "paper S2F (Face_exg0)", "our S2F"),
+        [(true_images[i], paper_s2f[i], our_s2f.get(i)) for i in rows],
+        note="Test speakers. Reconstructions are statistical estimates, not the speakers' faces")
