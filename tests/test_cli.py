@@ -25,13 +25,14 @@ def test_flags_left_out_take_the_models_defaults(tmp_path: Path) -> None:
     manifest.write_text("abcdefghijk,0,1,0.5,0.5\n")
     required = {"ingest": ["--manifest", str(manifest), "--media-root", str(tmp_path)],
                 "demo-corpus": ["--out", str(tmp_path)],
-                "predict": [str(manifest), "--out", str(tmp_path)]}
+                "predict": [str(manifest), "--out", str(tmp_path)],
+                "real-pairs": ["--pairs", str(tmp_path)]}
     for command in COMMANDS:
         given = required.get(command.name, [])
         params = _params([command.name, *given])
         # The same fields given the same way through the model alone: every other field is
         # the model's default, none is argparse's.
-        assert params.model_fields_set <= {"manifests", "media_root", "out", "audio"}, command
+        assert params.model_fields_set <= {"manifests", "media_root", "out", "audio", "pairs"}, command
         assert params == command.model.model_validate(params.model_dump(
             include=params.model_fields_set))
     assert _params(["promote"]).min_diversity == P.PromoteParams().min_diversity == 0.2
