@@ -54,7 +54,8 @@ def test_stage_flows_and_long_tasks_have_timeouts_and_the_hook() -> None:
             if t.name in TASK_TIMEOUT_SECONDS:
                 assert t.timeout_seconds == TASK_TIMEOUT_SECONDS[t.name], t.name
     # Every named timeout belongs to a real flow or task (a renamed one would be dropped).
-    names = {t.name for module in ("ingest", "preprocess", "train", "evaluate", "promote")
+    names = {t.name for module in ("ingest", "preprocess", "train", "evaluate", "promote",
+                                   "real_pairs")
              for t in vars(importlib.import_module(f"flows.{module}")).values()
              if type(t).__name__ in ("Task", "Flow")}
     assert set(TASK_TIMEOUT_SECONDS) | set(FLOW_TIMEOUT_SECONDS) <= names, \
