@@ -98,8 +98,9 @@ def remote_worker_env() -> dict[str, str]:
     host = env["PREFECT_API_URL"].split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
     if host in ("127.0.0.1", "localhost", "[::1]"):
         log.warning("the Dask cluster is given by address but the Prefect API is %s, on this "
-                    "host's loopback: workers on other hosts cannot report to it (run `prefect "
-                    "server start --host 0.0.0.0` and set PREFECT_API_URL)", env["PREFECT_API_URL"])
+                    "host's loopback: workers on other hosts cannot report to it (start the Prefect "
+                    "server on an address they reach and set PREFECT_API_URL to it)",
+                    env["PREFECT_API_URL"])
     return env
 
 
