@@ -107,10 +107,20 @@ def publish_failure(flow: Any, flow_run: Any, state: Any) -> None:
         logger.error("could not publish the failure artifact %s: %s", key, exc)
 
 
+CROSS_HOST_LOCKS_ENV = "S2F_CROSS_HOST_LOCKS"
+
+
 def prefect_server_url() -> str | None:
-    """The Prefect API this process is configured to use, None with the embedded server."""
+    """The Prefect API whose global concurrency limits lock stages across hosts: only when
+    S2F_CROSS_HOST_LOCKS=1 and PREFECT_API_URL is set. Opt-in because a killed run's slot
+    stays leased until its lease expires (minutes), so a run resumed at once after a kill would
+    be refused; the host's flock is released the moment its process dies."""
+    import os
+
     from prefect.settings import PREFECT_API_URL
 
+    if os.environ.get(CROSS_HOST_LOCKS_ENV, "").strip() not in ("1", "true", "yes"):
+        return None
     return PREFECT_API_URL.value() or None
 
 
@@ -164,8 +174,9 @@ def stage_guard(layout: DataLayout, stage: str) -> Iterator[None]:
     with stage_lock(layout, stage):
         api = prefect_server_url()
         if api is None:
-            log.info("no Prefect server configured (PREFECT_API_URL unset): the %s lock is "
-                     "this host's flock only; runs on other hosts are not excluded", stage)
+            log.info("the %s lock is this host's flock only (cross-host locks need a Prefect "
+                     "server and %s=1); runs on other hosts are not excluded", stage,
+                     CROSS_HOST_LOCKS_ENV)
             yield
             return
         with ExitStack() as stack:

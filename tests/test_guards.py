@@ -152,9 +152,11 @@ def test_a_timed_out_run_publishes_why_and_what_to_do() -> None:
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_stage_guard_refuses_when_another_host_holds_the_slot(tmp_path: Path) -> None:
+def test_stage_guard_refuses_when_another_host_holds_the_slot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The slot is held here by `server_slot`, as a run on another host would hold it: this
-    host's flock is free, so only the Prefect limit can refuse."""
+    host's flock is free, so only the Prefect limit can refuse (cross-host locks opted in)."""
+    monkeypatch.setenv("S2F_CROSS_HOST_LOCKS", "1")
     from prefect import flow
     from prefect.client.orchestration import get_client
 
@@ -204,3 +206,6 @@ def test_without_a_server_the_flock_alone_and_the_log_says_so(tmp_path: Path) ->
         with stage_guard(layout, "preprocess"), download_slot():
             pass
     assert any("flock only" in m and "preprocess" in m for m in seen), seen
+    # A server without the opt-in: still the flock only (a killed run's leased slot would
+    # refuse its own resume for minutes).
+    assert prefect_server_url() is None
