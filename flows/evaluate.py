@@ -27,14 +27,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 # Light imports only at module level: `prefect deploy` imports this file.
-from flows.guards import flow_guard, task_timeout
+from flows.guards import flow_guard
 from flows.params import EvaluateParams, EvaluateSeedsParams
 from flows.summaries import EvaluateSummary, SeedEvaluation
 
 T = TypeVar("T")
 
 
-@task(name="evaluate-model", **task_timeout("evaluate-model"), cache_policy=NO_CACHE)
+@task(name="evaluate-model", cache_policy=NO_CACHE)
 def evaluate_task(params: EvaluateParams, role: str = "test") -> dict[str, Any]:
     """One split's row; for test, the version's existing test row when it has one."""
     from s2f.evaluation.run import evaluate

@@ -1,15 +1,16 @@
 """Guard rails for scheduled runs: timeouts, a failure hook, and locks that hold across hosts.
 
-    from flows.guards import download_slot, flow_guard, stage_guard, task_timeout
+    from flows.guards import download_slot, flow_guard, stage_guard
 
     @flow(name="ingest", **flow_guard("ingest"))        # timeout + on_failure/on_crashed hook
     def ingest_flow(...):
         with stage_guard(layout, "ingest"):              # flock, and a Prefect slot if a server
             ...
 
-    @task(name="download-video", **task_timeout("download-video"))
-
-- Timeouts come from `flows.params.FLOW_TIMEOUT_SECONDS` / `TASK_TIMEOUT_SECONDS` (one source).
+- Timeouts come from `flows.params.FLOW_TIMEOUT_SECONDS` (one source), on flows only: a stage
+  flow runs in the main thread, where Prefect can stop it; a task runs in a worker thread, where
+  Prefect 3.9 only marks it timed out *after* it returns (and warns on every task run), so a task
+  timeout would fail finished work and stop nothing.
 - `publish_failure` (the hook of every stage flow, on failure, time-out and crash) publishes a
   markdown artifact `failure-<flow name>` saying what failed, why, and what to do, and logs one
   ERROR line that starts with `FAILED`.
@@ -35,7 +36,6 @@ from flows.params import (
     FLOW_TIMEOUT_SECONDS,
     MAX_CONCURRENT_DOWNLOADS,
     STAGE_SLOT_WAIT_SECONDS,
-    TASK_TIMEOUT_SECONDS,
 )
 from storage.layout import DataLayout
 from storage.lock import StageLocked, stage_lock
@@ -48,10 +48,6 @@ def flow_guard(name: str) -> dict[str, Any]:
     """Decorator options of stage flow `name`: its timeout and the failure hook."""
     return {"timeout_seconds": FLOW_TIMEOUT_SECONDS[name], "on_failure": [publish_failure],
             "on_crashed": [publish_failure]}
-
-
-def task_timeout(name: str) -> dict[str, Any]:
-    return {"timeout_seconds": TASK_TIMEOUT_SECONDS[name]}
 
 
 def failure_advice(state_name: str, message: str, timeout_s: float | None) -> str:

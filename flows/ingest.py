@@ -41,7 +41,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 from tqdm import tqdm
 
-from flows.guards import download_slot, flow_guard, stage_guard, task_timeout
+from flows.guards import download_slot, flow_guard, stage_guard
 from flows.params import IngestPairsParams, IngestParams
 from flows.summaries import IngestSummary
 from s2f.ingest.download import download_video
@@ -68,7 +68,7 @@ def plan_ingest(manifests: list[Path], shard_size: int, split: str | None = None
     return plan_manifests(manifests, shard_size, split, prior)
 
 
-@task(name="download-video", **task_timeout("download-video"), cache_policy=NO_CACHE)
+@task(name="download-video", cache_policy=NO_CACHE)
 def download_video_task(youtube_id: str, media_root: Path, url_template: str) -> Path:
     return download_video(youtube_id, media_root, url_template)
 
@@ -95,7 +95,7 @@ def _fetcher(media_root: Path, url_template: str, retries: int, first_delay_s: f
     return fetch
 
 
-@task(name="ingest-shard", **task_timeout("ingest-shard"), cache_policy=NO_CACHE)
+@task(name="ingest-shard", cache_policy=NO_CACHE)
 def ingest_shard_task(plan: ShardPlan, data_dir: Path, media_root: Path,
                       params: IngestParams) -> ShardResult:
     fetch = (_fetcher(media_root, params.url_template, params.download_retries,
@@ -233,7 +233,7 @@ def plan_pairs(pairs: Path, seed: int, fractions: tuple[float, float, float],
     return plan_pair_shards(records, shard_size)
 
 
-@task(name="ingest-pairs-shard", **task_timeout("ingest-pairs-shard"), cache_policy=NO_CACHE)
+@task(name="ingest-pairs-shard", cache_policy=NO_CACHE)
 def ingest_pair_shard_task(shard: Any, data_dir: Path) -> ShardResult:
     from s2f.ingest.pairs import ingest_pair_shard
 

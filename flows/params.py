@@ -551,20 +551,14 @@ class PipelineParams(DataDirParams, ShardingParams, FaceParams, StepsParams, Boo
 # `concurrency_limit` (CANCEL_NEW) frees the next run instead of cancelling it night after
 # night. Each stage flow has a timeout; the stages one deployment runs add up to less than its
 # schedule's period (tests/test_guards.py checks it for every scheduled deployment in
-# prefect.yaml). Long tasks have their own, shorter ones. Prefect enforces a timeout in the
-# flow's process: it cannot interrupt C code until it returns (see docs/orchestration.md).
+# prefect.yaml). Tasks have none: they run in worker threads, where Prefect cannot stop them
+# (see flows/guards.py). A flow's timeout cannot interrupt C code until it returns either.
 HOUR = 3600
 FLOW_TIMEOUT_SECONDS: dict[str, int] = {
     "ingest": 8 * HOUR, "ingest-pairs": 8 * HOUR, "preprocess": 14 * HOUR,
     "train-decoder": 24 * HOUR, "train": 48 * HOUR, "train-seeds": 96 * HOUR,
     "evaluate": 6 * HOUR, "evaluate-seeds": 12 * HOUR, "promote": 6 * HOUR,
     "real-pairs": 96 * HOUR, "real-pairs-score-on": 24 * HOUR,
-}
-TASK_TIMEOUT_SECONDS: dict[str, int] = {
-    "download-video": HOUR // 2, "ingest-shard": 4 * HOUR, "ingest-pairs-shard": 4 * HOUR,
-    "preprocess-shard": 6 * HOUR, "train-face-decoder": 23 * HOUR,
-    "train-voice-encoder": 47 * HOUR, "train-shuffled-control": 24 * HOUR,
-    "evaluate-model": 4 * HOUR, "promotion-gate": 5 * HOUR,
 }
 # Cross-host locks (with a Prefect server: global concurrency limits): how long a stage waits
 # for its slot before it refuses with StageLocked, as the flock refuses at once; how many

@@ -31,7 +31,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.guards import flow_guard, stage_guard, task_timeout
+from flows.guards import flow_guard, stage_guard
 from flows.params import PreprocessParams
 from flows.summaries import PreprocessSummary
 from s2f.preprocess.clips import PreprocessConfig
@@ -56,7 +56,7 @@ def preprocess_config(params: PreprocessParams) -> PreprocessConfig:
                             workers=params.workers)
 
 
-@task(name="preprocess-shard", **task_timeout("preprocess-shard"), cache_policy=NO_CACHE)
+@task(name="preprocess-shard", cache_policy=NO_CACHE)
 def preprocess_shard_task(clips_shard: Path, data_dir: Path, params: PreprocessParams
                           ) -> dict[str, Any]:
     layout, config = DataLayout(data_dir), preprocess_config(params)

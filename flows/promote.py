@@ -18,12 +18,12 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.evaluate import explaining_data_errors
-from flows.guards import flow_guard, task_timeout
+from flows.guards import flow_guard
 from flows.params import PromoteParams
 from flows.summaries import PromoteSummary
 
 
-@task(name="promotion-gate", **task_timeout("promotion-gate"), cache_policy=NO_CACHE)
+@task(name="promotion-gate", cache_policy=NO_CACHE)
 def promote_task(params: PromoteParams) -> PromoteSummary:
     from s2f.release.promote import promote
     from storage.layout import DataLayout

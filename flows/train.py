@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.guards import flow_guard, stage_guard, task_timeout
+from flows.guards import flow_guard, stage_guard
 from flows.params import TrainDecoderParams, TrainParams, TrainSeedsParams
 from flows.summaries import ControlSummary, TrainSeedsSummary, TrainSummary
 from s2f.registry.names import FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
@@ -61,7 +61,7 @@ def _overrides(params: TrainDecoderParams) -> dict[str, Any]:
     return over
 
 
-@task(name="train-face-decoder", **task_timeout("train-face-decoder"), cache_policy=NO_CACHE)
+@task(name="train-face-decoder", cache_policy=NO_CACHE)
 def train_decoder_task(params: TrainDecoderParams) -> TrainSummary:
     from s2f.train.config import DecoderTrainConfig
     from s2f.train.decoder import train_face_decoder
@@ -111,7 +111,7 @@ def run_summary(res: RunResult[Any], stage: str = "train") -> TrainSummary:
                         if res.model_version else None)
 
 
-@task(name="train-voice-encoder", **task_timeout("train-voice-encoder"), cache_policy=NO_CACHE)
+@task(name="train-voice-encoder", cache_policy=NO_CACHE)
 def train_voice_task(params: TrainParams) -> TrainSummary:
     return run_summary(train_voice(params))
 
@@ -156,7 +156,7 @@ def train_flow(params: TrainParams) -> TrainSummary:
     return summary
 
 
-@task(name="train-shuffled-control", **task_timeout("train-shuffled-control"), cache_policy=NO_CACHE)
+@task(name="train-shuffled-control", cache_policy=NO_CACHE)
 def control_task(params: TrainSeedsParams) -> ControlSummary:
     """Train the shuffled-voice control and score it on dev and test (kind shuffled_control)."""
     from s2f.evaluation.run import evaluate
