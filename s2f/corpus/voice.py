@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from s2f.corpus import voice_constants as C
+from s2f.models.pitch import frame_f0, median_f0  # noqa: F401 (re-exported)
 
 PROJECTIONS = ("pitch", "range", "rate", "variant")
 MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
@@ -98,51 +99,3 @@ def voice_parameters(face_embedding: np.ndarray) -> VoiceParams:
         **{f"proj_{k}": float(v) for k, v in zip(PROJECTIONS, p, strict=True)},
         **{f"z_{k}": float(v) for k, v in zip(PROJECTIONS, z, strict=True)},
     )
-
-
-# -- pitch measurement ---------------------------------------------------------------------------
-
-def frame_f0(wave: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax: float = 420.0,
-             frame_s: float = 0.04, hop_s: float = 0.01, voicing: float = 0.6) -> np.ndarray:
-    """F0 in Hz of every voiced frame, by normalised autocorrelation: frames of 40 ms every
-    10 ms, Hann window (its own autocorrelation divided out); a frame is voiced when it is loud
-    (energy above a tenth of the 90th percentile) and its best autocorrelation peak in the
-    60..420 Hz lag range exceeds 0.6. The shortest-lag peak within 90% of the best is taken
-    (guards against octave-down errors), refined by parabolic interpolation."""
-    x = np.asarray(wave, np.float64).reshape(-1)
-    n, hop = int(frame_s * sample_rate), int(hop_s * sample_rate)
-    if len(x) < n:
-        return np.zeros(0)
-    starts = np.arange(0, len(x) - n + 1, hop)
-    win = np.hanning(n)
-    frames = x[starts[:, None] + np.arange(n)]
-    frames = (frames - frames.mean(1, keepdims=True)) * win
-    energy = (frames ** 2).sum(1)
-    loud = energy > 0.1 * np.percentile(energy, 90)
-    nfft = 1 << (2 * n - 1).bit_length()
-    ac = np.fft.irfft(np.abs(np.fft.rfft(frames, nfft)) ** 2, nfft)[:, :n]
-    ac /= ac[:, :1] + 1e-12
-    wac = np.correlate(win, win, "full")[n - 1:]
-    ac /= np.maximum(wac / wac[0], 1e-3)
-    lo, hi = int(sample_rate / fmax), int(sample_rate / fmin)
-    seg = ac[:, lo:hi + 1]
-    best = seg.argmax(1)
-    peak = seg[np.arange(len(seg)), best]
-    out = []
-    for r in np.nonzero(loud & (peak > voicing))[0]:
-        s = seg[r]
-        is_peak = (s[1:-1] >= s[:-2]) & (s[1:-1] >= s[2:]) & (s[1:-1] >= 0.9 * peak[r])
-        cand = np.nonzero(is_peak)[0] + 1
-        b = int(cand[0]) if len(cand) else int(best[r])
-        off = 0.0
-        if 0 < b < len(s) - 1:
-            den = s[b - 1] - 2 * s[b] + s[b + 1]
-            off = 0.5 * (s[b - 1] - s[b + 1]) / den if den != 0 else 0.0
-        out.append(sample_rate / (lo + b + off))
-    return np.asarray(out)
-
-
-def median_f0(wave: np.ndarray, sample_rate: int) -> float:
-    """Median F0 (Hz) over the voiced frames of `wave`; NaN if none is voiced."""
-    f0 = frame_f0(wave, sample_rate)
-    return float(np.median(f0)) if len(f0) else float("nan")

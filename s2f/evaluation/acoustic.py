@@ -1,7 +1,7 @@
 """Acoustic baselines: what one number measured on the voice predicts of the face.
 
 The F0-only ridge (`f0_ridge_`) stands beside every model number, on every corpus (the demo's,
-AVSpeech, the real pairs): the clip's median F0 (`s2f.corpus.voice.median_f0`: normalised
+AVSpeech, the real pairs): the clip's median F0 (`s2f.models.pitch.median_f0`: normalised
 autocorrelation on voiced frames) is regressed onto the face feature with the same closed-form
 ridge as the oracle (`scores.oracle_ridge`), fitted on the train role's clips only and applied
 to the scored role's. A model that does not beat it has learnt pitch, and pitch is mostly
@@ -29,7 +29,7 @@ from s2f.media.audio import SAMPLE_RATE, load_audio
 
 @lru_cache(maxsize=1 << 20)
 def _median_f0(path: str, size: int, mtime_ns: int) -> float:
-    from s2f.corpus.voice import median_f0
+    from s2f.models.pitch import median_f0
 
     return median_f0(load_audio(path), SAMPLE_RATE)
 

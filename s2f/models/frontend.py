@@ -1,4 +1,4 @@
-"""What every voice front-end shares: the output's target scaling and test-time window averaging.
+"""What every voice front-end shares: target scaling, test-time window averaging, the F0 input.
 
 A voice front-end maps speech to a predicted face feature B×D. Two exist: ``paper`` (the
 paper's CNN over the complex spectrogram, `s2f.models.voice_encoder.VoiceEncoder`) and
@@ -13,6 +13,11 @@ the same two optional pieces, kept here so that they behave the same:
 - `window_average` (``test_window_average``): in eval mode, an input longer than the window is
   cut into windows (hop: half a window, the last one flush with the end) whose predictions are
   averaged. Training sees one window per clip; this only changes inference.
+- `F0Input` (``f0_input``, ge2e only): the input's median F0 (`s2f.models.pitch.median_f0`, the
+  F0 ridge's measurement) as one more input of the head: log F0 standardised with the training
+  clips' statistics (buffers, saved with the model); an unvoiced input is 0, the training mean.
+  The model measures it on its own input wave, so training (on the augmented wave), evaluation,
+  predict and serving all compute it the same way, with no second input to pass.
 
     python -m s2f.models.frontend     # prints the window starts of a 6 s clip with 3 s windows
 """
@@ -21,8 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
+
+from s2f.models.pitch import median_f0
 
 FRONTENDS = ("paper", "ge2e")
 TEST_WINDOW_SECONDS = 3.0  # the window `test_window_average` averages over
@@ -46,6 +54,38 @@ class TargetScaler(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z * self.std.to(z.dtype) + self.mean.to(z.dtype)
+
+
+class F0Input(nn.Module):
+    """Waves B×N (16 kHz) → their standardised log median F0, B×1 (no gradient: a measurement).
+    Identity statistics (mean 0, std 1 of log Hz) until `fit`."""
+
+    def __init__(self, sample_rate: int = 16000) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.register_buffer("log_mean", torch.zeros(()))
+        self.register_buffer("log_std", torch.ones(()))
+
+    @torch.no_grad()
+    def fit(self, f0_hz: np.ndarray, min_std: float = 1e-3) -> None:
+        """Mean and standard deviation of log F0 over the voiced training clips (`f0_hz`, NaN or
+        0 where unvoiced); at least two must be voiced."""
+        f0 = np.asarray(f0_hz, np.float64)
+        log_f0 = np.log(f0[np.isfinite(f0) & (f0 > 0)])
+        if log_f0.size < 2:
+            raise ValueError(f"f0_input: {log_f0.size} of {f0.size} training clips are voiced; "
+                             "the F0 statistics need at least two")
+        self.log_mean.fill_(float(log_f0.mean()))
+        self.log_std.fill_(max(float(log_f0.std()), min_std))
+
+    @torch.no_grad()
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        host = waves.detach().float().cpu().numpy()
+        f0 = np.array([median_f0(w, self.sample_rate) for w in host])
+        voiced = np.isfinite(f0) & (f0 > 0)
+        log_f0 = torch.from_numpy(np.log(np.where(voiced, f0, 1.0))).float().to(waves.device)
+        z = (log_f0 - self.log_mean.float()) / self.log_std.float()
+        return torch.where(torch.from_numpy(voiced).to(waves.device), z, 0.0)[:, None]
 
 
 def window_starts(length: int, window: int) -> list[int]:

@@ -24,8 +24,9 @@ cut to speech. Measured against resemblyzer 0.1.4 + librosa 0.11 (`tests/test_vo
 holds golden values): see the test for the tolerances.
 
 `Ge2eVoiceEncoder` takes the 16 kHz wave B×N itself (`takes_waves`), not the paper's
-spectrogram: embedding (frozen unless ``finetune``) → MLP head (``head_width``, depth 2) →
-optional target scaling and activation → B×D. Registered models hold the encoder's weights
+spectrogram: embedding (frozen unless ``finetune``), with ``f0_input`` the wave's standardised
+log median F0 appended (`s2f.models.frontend.F0Input`: 257 inputs) → MLP head (``head_width``,
+depth 2) → optional target scaling and activation → B×D. Registered models hold the encoder's weights
 in their own safetensors file, so loading one needs neither resemblyzer nor the network.
 
     python -m s2f.models.ge2e            # loads the weights, embeds 6 s of a tone, times it
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from s2f.models.frontend import TargetScaler, window_average
+from s2f.models.frontend import F0Input, TargetScaler, window_average
 
 SAMPLE_RATE = 16000
 N_FFT = 400                 # 25 ms window
@@ -248,6 +249,7 @@ class Ge2eConfig:
     final_activation: Literal["relu", "none"] = "none"
     standardized: bool = False                # a TargetScaler after the head
     test_window_seconds: float | None = None  # eval: average predictions over such windows
+    f0_input: bool = False                    # the wave's median F0 as one more head input
     weights_sha256: str = GE2E_SHA256         # the pretrained encoder it started from
 
     def to_dict(self) -> dict[str, object]:
@@ -278,7 +280,9 @@ class Ge2eVoiceEncoder(nn.Module):
             self.speaker.load_state_dict(load_ge2e_state(weights))
         if not cfg.finetune:
             self.speaker.requires_grad_(False)
-        self.head = nn.Sequential(nn.Linear(EMBEDDING_DIM, cfg.head_width), nn.ReLU(inplace=True),
+        self.f0 = F0Input(SAMPLE_RATE) if cfg.f0_input else None
+        head_in = EMBEDDING_DIM + (1 if self.f0 is not None else 0)
+        self.head = nn.Sequential(nn.Linear(head_in, cfg.head_width), nn.ReLU(inplace=True),
                                   nn.Linear(cfg.head_width, cfg.out_dim))
         self.scaler = TargetScaler(cfg.out_dim) if cfg.standardized else None
 
@@ -288,7 +292,10 @@ class Ge2eVoiceEncoder(nn.Module):
             return self.speaker(waves)
 
     def _predict(self, waves: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.embed(waves).to(self.head[0].weight.dtype))
+        x = self.embed(waves).to(self.head[0].weight.dtype)
+        if self.f0 is not None:
+            x = torch.cat([x, self.f0(waves).to(x.dtype)], dim=1)
+        x = self.head(x)
         if self.scaler is not None:
             x = self.scaler(x)
         return torch.relu(x) if self.cfg.final_activation == "relu" else x

@@ -269,7 +269,10 @@ def _voice_frontend(params: dict[str, str], compact: bool = False) -> list[str]:
     return [
         "## Voice front-end",
         f"- `ge2e`: a pretrained GE2E speaker encoder ({mode}) and a trained 2-layer MLP head "
-        f"(width {params.get('ge2e_head_width', '?')}) to the face feature.",
+        f"(width {params.get('ge2e_head_width', '?')}) to the face feature"
+        + (" from the speaker embedding and the input's median F0 (`f0_input`: log F0, "
+           "standardised on the training clips, measured by the model on its input)."
+           if params.get("f0_input") == "True" else "."),
         f"- Pretrained weights: `{params.get('ge2e_weights_file', '?')}` of "
         f"{params.get('ge2e_package', '?')} {params.get('ge2e_version', '?')} "
         f"({params.get('ge2e_license', '?')}), sha256 {params.get('ge2e_weights_sha256', '?')}; "

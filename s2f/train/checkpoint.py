@@ -95,9 +95,18 @@ class RunIdentity:
         return asdict(self)
 
 
+# fields added after runs were checkpointed: at their default they are left out of the
+# identity, so a run from before them keeps its folder (and resumes) after the upgrade
+OMITTED_AT_DEFAULT = frozenset({"augment_speed", "augment_gain_db", "augment_snr_db",
+                                "f0_input"})
+
+
 def identity_config(cfg: BaseModel) -> dict[str, Any]:
-    """The config fields that change the weights (all but `NOT_IDENTITY`)."""
-    return {k: v for k, v in cfg.model_dump().items() if k not in NOT_IDENTITY}
+    """The config fields that change the weights (all but `NOT_IDENTITY`, and those of
+    `OMITTED_AT_DEFAULT` left at their default)."""
+    fields = type(cfg).model_fields
+    return {k: v for k, v in cfg.model_dump().items() if k not in NOT_IDENTITY
+            and not (k in OMITTED_AT_DEFAULT and v == fields[k].default)}
 
 
 def config_hash(cfg: BaseModel) -> str:

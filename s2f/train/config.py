@@ -11,7 +11,13 @@ the default) or `ge2e` (resemblyzer's pretrained GE2E speaker encoder, frozen un
 Small-data options, off by default: `standardize_targets` (the model predicts z-scores of the
 face feature, fitted on train and inverted inside the model), `cosine_weight` (a cosine term
 added to the loss), `test_window_average` (in eval mode, average the predictions over 3 s
-windows of the input; `s2f.models.frontend`).
+windows of the input; `s2f.models.frontend`); light audio augmentation of the training
+waves only, drawn from the run's seed (`augment_speed` [low, high] factor by resampling,
+`augment_gain_db` ± dB, `augment_snr_db` [low, high] dB of white noise; `s2f.train.augment`);
+`f0_input` (ge2e only: the input's median F0, log and standardised on train, appended to the
+embedding before the head; the model measures it on its own input wave, so evaluation, predict
+and serving need nothing new. The paper CNN gets the spectrogram, computed outside the model,
+and `models` may not import the STFT of `media`, so it has no wave to measure: refused).
 
     python -m s2f.train.config small      # prints the resolved config as JSON
 """
@@ -23,7 +29,7 @@ import sys
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from s2f.media.audio import AudioConfig
 from s2f.models.face_decoder import FaceDecoderConfig
@@ -31,6 +37,7 @@ from s2f.models.frontend import TEST_WINDOW_SECONDS
 from s2f.models.ge2e import Ge2eConfig
 from s2f.models.losses import DecoderLossConfig, LossConfig
 from s2f.models.voice_encoder import VoiceEncoderConfig
+from s2f.train.augment import Augment
 
 
 class _Base(BaseModel):
@@ -99,6 +106,32 @@ class TrainConfig(_Base):
     standardize_targets: bool = False        # predict z-scores of the feature (fitted on train)
     cosine_weight: float = 0.0               # + w·(1 − cos(v_f, v_s)) in the loss
     test_window_average: bool = False        # eval: average predictions over 3 s windows
+    augment_speed: list[float] | None = None  # [low, high] speed of training clips (resampled)
+    augment_gain_db: float = 0.0             # training windows × a gain in [−g, g] dB
+    augment_snr_db: list[float] | None = None  # [low, high]: + white noise at that SNR (dB)
+    f0_input: bool = False                   # ge2e: the input's median F0 into the head
+
+    @model_validator(mode="after")
+    def _small_data_options(self) -> TrainConfig:
+        for name in ("augment_speed", "augment_snr_db"):
+            value = getattr(self, name)
+            if value is not None and len(value) != 2:
+                raise ValueError(f"{name} is a [low, high] range, got {value}")
+        self.augment()  # the ranges' own checks
+        if self.f0_input and self.voice_frontend != "ge2e":
+            raise ValueError("f0_input needs voice_frontend='ge2e': the paper CNN takes the "
+                             "spectrogram, computed outside the model, so the model has no wave "
+                             "to measure F0 on at evaluation, predict and serving")
+        return self
+
+    def augment(self) -> Augment | None:
+        """The training waves' augmentation; None when every part is off."""
+        if self.augment_speed is None and not self.augment_gain_db and self.augment_snr_db is None:
+            return None
+        lo, hi = self.augment_speed or (1.0, 1.0)
+        snr = None if self.augment_snr_db is None else (self.augment_snr_db[0],
+                                                        self.augment_snr_db[1])
+        return Augment(speed=(lo, hi), gain_db=self.augment_gain_db, snr_db=snr)
 
     def test_window_seconds(self) -> float | None:
         return TEST_WINDOW_SECONDS if self.test_window_average else None
@@ -113,7 +146,8 @@ class TrainConfig(_Base):
                           finetune=self.ge2e_finetune, seconds=paper.seconds,
                           final_activation=paper.final_activation,
                           standardized=self.standardize_targets,
-                          test_window_seconds=self.test_window_seconds())
+                          test_window_seconds=self.test_window_seconds(),
+                          f0_input=self.f0_input)
 
     def encoder_config(self, out_dim: int | None = None) -> VoiceEncoderConfig:
         over: dict[str, object] = {"padding": self.padding,

@@ -26,6 +26,9 @@ a window at a random offset, drawn from (seed, epoch, the pair's position in the
 so a sample's crop does not depend on which batch or rank loads it. With 3 s windows of 4-10 s
 clips this is the cheapest augmentation there is: a fixed window lets a small corpus be
 memorised (the demo corpus's validation loss rose after a few hundred steps without it).
+With `augment` (training role only, `s2f.train.augment`: speed, gain, noise; off by default)
+each training sample is also perturbed, drawn from the same (seed, epoch, position) so resumed
+runs and loader workers see the same waves; validation and test never are.
 
 Determinism: the batch plan of epoch e depends only on (seed, e), so a run resumed from
 (epoch, batch) sees exactly the batches an uninterrupted run would. Under torchrun every rank
@@ -49,6 +52,7 @@ import polars as pl
 import torch
 
 from s2f.media.audio import AudioConfig, crop_fixed, load_audio
+from s2f.train.augment import Augment
 from s2f.train.distributed import rank_slice
 from storage.io import scan, shard_paths
 from storage.layout import DataLayout
@@ -195,7 +199,8 @@ class PairStream:
                  batch_size: int, seed: int = 0, dev_fraction: float = 0.1,
                  shuffle: bool = True, drop_last: bool = True,
                  loader: Literal["pyav", "dali"] = "pyav", random_crop: bool = False,
-                 part: tuple[int, int] = (0, 1), shuffle_voices: bool = False) -> None:
+                 part: tuple[int, int] = (0, 1), shuffle_voices: bool = False,
+                 augment: Augment | None = None) -> None:
         self.layout, self.audio, self.batch_size = layout, audio, batch_size
         self.part = part  # (rank, world): `batches` loads only this rank's slice of each batch
         self.loader = loader
@@ -206,6 +211,9 @@ class PairStream:
             self._dali = DaliAudioLoader(batch_size, audio.sample_rate)
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
         self.random_crop = random_crop
+        if augment is not None and role != "train":
+            raise ValueError("augment perturbs training waves only: dev and test stay as recorded")
+        self.augment = augment
         self.index = pair_index(layout, encoder, role, dev_fraction)
         self.shards = FeatureShards(shard_paths(layout, "face_features"))
         self._shard_of = self.index["shard"].to_numpy()
@@ -255,11 +263,22 @@ class PairStream:
         paths = [self.layout.resolve(self._audio[p]) for p in positions]
         raw = (self._dali.load(paths) if self._dali is not None
                else [load_audio(p, self.audio.sample_rate) for p in paths])
-        n = self.audio.num_samples
-        waves = np.stack([crop_fixed(w, n, where) for w, where
-                          in zip(raw, self.crop_positions(positions, epoch), strict=True)])
+        n, crops = self.audio.num_samples, self.crop_positions(positions, epoch)
+        if self.augment is None or epoch is None:  # no epoch: first windows, as recorded
+            waves = np.stack([crop_fixed(w, n, where) for w, where in zip(raw, crops, strict=True)])
+        else:
+            waves = np.stack([self._augmented(w, n, where, epoch, int(p)) for w, where, p
+                              in zip(raw, crops, positions, strict=True)])
         return Batch([self._keys[p] for p in positions], torch.from_numpy(waves),
                      torch.from_numpy(feats))
+
+    def _augmented(self, wave: np.ndarray, n: int, where: float | None, epoch: int,
+                   position: int) -> np.ndarray:
+        """One training window under `augment`: speed on the clip, then the crop, gain, noise."""
+        assert self.augment is not None
+        rng = self.augment.rng(self.seed, epoch, position)
+        clip = self.augment.before_crop(np.asarray(wave, np.float32), rng)
+        return self.augment.after_crop(crop_fixed(clip, n, where), rng)
 
     def tasks(self, epoch: int, start: int = 0,
               forever: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:

@@ -29,7 +29,9 @@ Voice front-end (`voice_frontend`, `s2f.models.frontend`): `paper` (the CNN abov
 spectrogram) or `ge2e` (the pretrained speaker encoder + head, `s2f.models.ge2e`, which takes
 the wave itself): same loop, loss, checkpoints and registration; the ge2e weights' provenance
 goes into the run's params and the model card. With `standardize_targets` the model's target
-scaler is fitted on the training features before the EMA copy is made.
+scaler is fitted on the training features before the EMA copy is made; with `f0_input` (ge2e)
+its F0 statistics on the median F0 of up to `F0_FIT_CLIPS` training clips (first windows, not
+augmented). `augment_*` perturb the training stream's waves only (`s2f.train.augment`).
 
 On CUDA, `bf16` autocasts the encoder's forward to bfloat16 (ignored on CPU); `channels_last`
 switches the memory format on any device (on CPU, mkldnn's channels-last convs are ~2x faster).
@@ -60,6 +62,7 @@ from s2f.media.audio import spectrogram
 from s2f.models.face_decoder import FaceDecoder
 from s2f.models.ge2e import GE2E_TRAINED_ON, Ge2eConfig, Ge2eVoiceEncoder, ge2e_provenance
 from s2f.models.losses import speech2face_loss, speech2face_loss_terms
+from s2f.models.pitch import median_f0
 from s2f.models.voice_encoder import VoiceEncoder
 from s2f.registry.names import VOICE_ENCODER_NAME
 from s2f.train.checkpoint import (
@@ -94,14 +97,37 @@ VoiceModel = VoiceEncoder | Ge2eVoiceEncoder  # the voice front-ends (`voice_fro
 TrainResult = RunResult[VoiceModel]  # what `train_voice_encoder` returns
 
 
-def voice_model(cfg: TrainConfig, out_dim: int, train_features: np.ndarray) -> VoiceModel:
+F0_FIT_CLIPS = 512  # training clips whose median F0 fits `f0_input`'s statistics
+HEAD_WITH_F0 = " (its inputs: the speaker embedding and the input's median F0)"
+
+
+def voice_model(cfg: TrainConfig, out_dim: int, train_features: np.ndarray,
+                train_f0: np.ndarray | None = None) -> VoiceModel:
     """The configured front-end, predicting `out_dim`-D features; with `standardize_targets`
-    its target scaler fitted on `train_features` (N×D)."""
+    its target scaler fitted on `train_features` (N×D), with `f0_input` its F0 statistics on
+    `train_f0` (Hz, NaN where unvoiced)."""
     fc = cfg.frontend_config(out_dim=out_dim)
     model: VoiceModel = Ge2eVoiceEncoder(fc) if isinstance(fc, Ge2eConfig) else VoiceEncoder(fc)
     if model.scaler is not None:
         model.scaler.fit(torch.from_numpy(np.asarray(train_features, np.float32)))
+    f0 = getattr(model, "f0", None)
+    if f0 is not None:
+        if train_f0 is None:
+            raise ValueError("f0_input: the training clips' median F0 is needed to fit it")
+        f0.fit(train_f0)
     return model
+
+
+def training_f0(stream: PairStream, limit: int = F0_FIT_CLIPS) -> np.ndarray:
+    """Median F0 (Hz, NaN unvoiced) of the first window of up to `limit` training clips, spread
+    evenly over the index: what `f0_input` standardises with. Every rank computes the same."""
+    n, batch = stream.index.height, stream.batch_size  # DALI's pipeline takes one batch at most
+    positions = np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(np.int64))
+    out: list[float] = []
+    for i in range(0, len(positions), batch):
+        waves = stream.load(positions[i:i + batch]).waves.numpy()  # no epoch: not augmented
+        out += [median_f0(w, stream.audio.sample_rate) for w in waves]
+    return np.asarray(out)
 
 
 def random_projection(in_dim: int, out_dim: int, seed: int) -> nn.Linear:
@@ -157,7 +183,7 @@ class VoiceTrainer:
         self.train = PairStream(layout, cfg.encoder, "train", self.audio, cfg.batch_size,
                                 cfg.seed, cfg.dev_fraction, loader=self.loader,
                                 random_crop=cfg.random_crop, part=part,
-                                shuffle_voices=cfg.shuffle_voices)
+                                shuffle_voices=cfg.shuffle_voices, augment=cfg.augment())
         self.valid = PairStream(layout, cfg.encoder, "dev", cfg.val_audio_config(), cfg.batch_size,
                                 cfg.seed, cfg.dev_fraction, shuffle=False, drop_last=False,
                                 loader=self.loader, part=part)
@@ -166,7 +192,8 @@ class VoiceTrainer:
         train_feats = self.train.features()
         self.dim = train_feats.shape[1]
         self.mean_feature = torch.from_numpy(train_feats.mean(axis=0)).to(self.device)
-        self.model = voice_model(cfg, self.dim, train_feats).to(self.device, self.dtype)
+        train_f0 = training_f0(self.train) if cfg.f0_input else None
+        self.model = voice_model(cfg, self.dim, train_feats, train_f0).to(self.device, self.dtype)
         self.takes_waves = bool(getattr(self.model, "takes_waves", False))
         if cfg.channels_last and not self.takes_waves:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -402,8 +429,9 @@ class VoiceTrainer:
                     f"encoder ({p['ge2e_package']} {p['ge2e_version']}, {p['ge2e_weights_file']} "
                     f"sha256 {p['ge2e_weights_sha256'][:16]}…, "
                     f"{'fine-tuned' if self.cfg.ge2e_finetune else 'frozen'}) and a trained MLP "
-                    f"head; decode it with the face decoder to draw a face. The speaker "
-                    f"encoder was trained on {GE2E_TRAINED_ON}")
+                    f"head{HEAD_WITH_F0 if self.cfg.f0_input else ''}; decode it with the "
+                    f"face decoder to draw a face. The speaker encoder was trained on "
+                    f"{GE2E_TRAINED_ON}")
         else:
             what = ("Maps 16 kHz speech (compressed complex STFT) to a face feature through the "
                     "paper's CNN, trained from scratch; decode it with the face decoder to draw "
