@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,10 +196,13 @@ def ingest_shard(plan: ShardPlan, layout: DataLayout, media_root: Path,
     return ShardResult(plan.manifest, plan.index, str(out), False, counts)
 
 
-def remove_stale_shards(layout: DataLayout, manifest: str, n_shards: int) -> list[Path]:
-    """Delete shards past the end of a manifest that shrank since the last run."""
+def remove_stale_shards(layout: DataLayout, manifest: str, n_shards: int,
+                        blank_shards: Iterable[int] = ()) -> list[Path]:
+    """Delete shards past the end of a manifest that shrank since the last run, and those
+    whose lines are all blank now (`ManifestPlan.blank_shards`: no shard is planned there)."""
+    blank = set(blank_shards)
     stale = [p for p in sorted((layout.table_dir(TABLE) / manifest).glob("shard-*.parquet"))
-             if int(p.stem.split("-")[1]) >= n_shards]
+             if int(p.stem.split("-")[1]) >= n_shards or int(p.stem.split("-")[1]) in blank]
     for path in stale:
         path.unlink()
     return stale

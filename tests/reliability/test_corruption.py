@@ -191,12 +191,12 @@ def test_a_huge_resolution_video_is_video_too_large_and_decoding_downscales(
     side = 5000
     assert side > MAX_VIDEO_SIDE
     media = tmp_path / "media"
-    frames = [np.full((side, side, 3), 60 * i, np.uint8) for i in range(5)]
-    big = write_media(media / "hugeframes_.mp4", frames, 25, tone(0.2), SAMPLE_RATE, "h264")
+    frames = [np.full((side, side, 3), 30 * i, np.uint8) for i in range(8)]
+    big = write_media(media / "hugeframes_.mp4", frames, 25, tone(0.32), SAMPLE_RATE, "h264")
     del frames
     make_good(media / "goodmp4____.mp4")  # a 1080p-or-smaller video still passes
     manifest = tmp_path / "m_train.csv"
-    manifest.write_text("hugeframes_,0.0,0.16,0.5,0.5\ngoodmp4____,0.0,1.0,0.5,0.5\n")
+    manifest.write_text("hugeframes_,0.0,0.3,0.5,0.5\ngoodmp4____,0.0,1.0,0.5,0.5\n")
     layout = DataLayout(tmp_path / "data").ensure()
     (result,) = _ingest(manifest, media, layout)
     rows = read_shard(Path(result.path), "clips").to_pylist()
@@ -204,7 +204,7 @@ def test_a_huge_resolution_video_is_video_too_large_and_decoding_downscales(
     assert "5000x5000 (25,000,000 pixels) exceed the limit" in rows[0]["error"]
 
     # Decoding (whatever reached it: data ingested before the limit) holds the working size.
-    (decoded,) = decode_clips([ClipRequest("k", str(big), 0.0, 0.16, 25.0, "h264")], 2,
+    (decoded,) = decode_clips([ClipRequest("k", str(big), 0.0, 0.3, 25.0, "h264")], 2,
                               gpu=False, force_decoder="pyav")
     assert decoded.frames.shape == (2, MAX_FRAME_SIDE, MAX_FRAME_SIDE, 3)
 
