@@ -342,8 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     command, params = parsed
     if command.data_dir:
         from flows.runtime import configure
+        from storage.layout import DataDirNotWritable
 
-        configure(params.data_dir)  # type: ignore[attr-defined]
+        try:
+            configure(params.data_dir)  # type: ignore[attr-defined]
+        except DataDirNotWritable as exc:  # before Prefect and MLflow open their databases
+            print(f"s2f {args.command}: {exc.strerror}", file=sys.stderr)
+            return 2
     module, function = command.handler.split(":")
     try:
         return int(getattr(importlib.import_module(module), function)(params) or 0)

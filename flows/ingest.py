@@ -132,7 +132,7 @@ def _ingest(params: IngestParams) -> IngestSummary:
     plans: list[ManifestPlan] = plan_ingest(params.manifests, params.shard_size, params.split,
                                             layout.root)
     for plan in plans:
-        removed = remove_stale_shards(layout, plan.manifest, len(plan.shards))
+        removed = remove_stale_shards(layout, plan.manifest, plan.n_shards, plan.blank_shards)
         if removed:
             logger.info("%s shrank: removed %d stale shards", plan.manifest, len(removed))
     shards = [shard for plan in plans for shard in plan.shards]

@@ -11,8 +11,8 @@ or from Python (after `flows.runtime.configure(data_dir)`):
 Thin on purpose: the work is in `s2f.preprocess.shards` and `.clips`. One task per clips shard
 (`tables/clips/<manifest>/shard-NNNNN.parquet` -> `tables/{preprocess,faces,face_features}/
 <manifest>/shard-NNNNN.parquet`). A shard whose three outputs exist and record the input
-shard's SHA-256 and the same parameters is skipped, so a re-run redoes only new, changed or
-failed shards. A shard task that crashes is retried; a shard that still fails is reported and
+shard's SHA-256 and the same parameters, and whose pages pass their checksums, is skipped, so
+a re-run redoes only new, changed, failed or damaged shards. A shard task that crashes is retried; a shard that still fails is reported and
 fails the run after the other shards finish. Bad clips never fail a shard: they get a status.
 Models (dlib, VGG-Face) and the DALI pipeline are loaded inside the worker thread, once per
 thread. Within a shard, clips are spread over `workers` processes (`s2f.preprocess.pool`;

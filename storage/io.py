@@ -3,6 +3,13 @@
 Writes are atomic: a shard is written to a hidden temporary file in the same directory, flushed
 to disk, then renamed over its final name, so a reader (or a resumed run) never sees half a
 file. Readers are polars lazy scans over the shard glob; temporary files never match it.
+
+Every page carries a CRC-32 (`write_page_checksum`), so a flipped bit on disk is detected
+instead of read as a different value. pyarrow verifies them when asked (`read_table_verified`,
+`shard_damage`: what the skip checks of ingest and preprocess, `read_shard` and training's
+feature reads use); polars 2.1 has no such option, so its scans (`scan`: status, evaluation)
+do not verify. Shards written before checksums (no CRC in their page headers) read as before:
+pyarrow verifies only the pages that carry one.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import pyarrow.parquet as pq
 from storage.layout import SHARD_GLOB, DataLayout
 
 EXTRA_METADATA_KEY = b"s2f.extra"
+# pq.read_table / pq.ParquetFile keyword arguments of every verified read.
+VERIFY_PAGES: dict[str, Any] = {"page_checksum_verification": True}
 
 
 def write_table_atomic(table: pa.Table, path: Path, extra: Mapping[str, Any] | None = None) -> Path:
@@ -36,7 +45,7 @@ def write_table_atomic(table: pa.Table, path: Path, extra: Mapping[str, Any] | N
         metadata[EXTRA_METADATA_KEY] = json.dumps(dict(extra), sort_keys=True).encode()
     table = table.replace_schema_metadata(metadata)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        pq.write_table(table, fh, compression="zstd")
+        pq.write_table(table, fh, compression="zstd", write_page_checksum=True)
     _fsync_dir(path.parent)
     return path
 
@@ -113,6 +122,23 @@ def read_extra(path: Path) -> dict[str, Any] | None:
     return json.loads(raw) if raw else {}
 
 
+def read_table_verified(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """`pq.read_table` that checks every page's CRC: raises OSError on a damaged page."""
+    return pq.read_table(path, columns=columns, **VERIFY_PAGES)
+
+
+def shard_damage(path: Path) -> str | None:
+    """Why a shard cannot be trusted (unreadable, torn, a page failing its checksum), or None
+    when every page of it reads and verifies. Reads the whole file, one row group at a time."""
+    try:
+        parquet = pq.ParquetFile(path, **VERIFY_PAGES)
+        for group in range(parquet.num_row_groups):
+            parquet.read_row_group(group)
+    except (OSError, pa.ArrowException) as exc:
+        return f"{type(exc).__name__}: {exc}"[:400]
+    return None
+
+
 def shard_paths(layout: DataLayout, table: str) -> list[Path]:
     """All finished shards of a table, in a stable order."""
     return sorted(layout.table_dir(table).glob(f"*/{SHARD_GLOB}"))
@@ -124,7 +150,7 @@ def read_shard(path: Path, table: str, columns: list[str] | None = None) -> pa.T
     from storage.schemas import RENAMED_COLUMNS
 
     renamed = RENAMED_COLUMNS.get(table, {})
-    data = pq.read_table(path)
+    data = read_table_verified(path)
     data = data.rename_columns([renamed.get(c, c) for c in data.column_names])
     data = _with_added_columns(data, table)
     return data.select(columns) if columns is not None else data
@@ -141,14 +167,16 @@ def _with_added_columns(data: pa.Table, table: str) -> pa.Table:
     return data
 
 
-def scan(layout: DataLayout, table: str, schema: pa.Schema | None = None) -> pl.LazyFrame:
-    """Lazy scan of every shard of a table; an empty frame with the schema if there are none.
+def scan(layout: DataLayout, table: str, schema: pa.Schema | None = None,
+         paths: list[Path] | None = None) -> pl.LazyFrame:
+    """Lazy scan of every shard of a table (or of `paths`, some of its shards); an empty frame
+    with the schema if there are none.
     Shards written before a column rename (`storage.schemas.RENAMED_COLUMNS`) are scanned one
     by one and renamed, so old and new shards read as one table; shards written before a
     table gained columns (`storage.schemas.ADDED_COLUMNS`) read them as nulls."""
     from storage.schemas import ADDED_COLUMNS, RENAMED_COLUMNS, TABLES
 
-    paths = shard_paths(layout, table)
+    paths = shard_paths(layout, table) if paths is None else paths
     if not paths:
         if schema is None:
             schema = TABLES[table]

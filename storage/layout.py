@@ -13,7 +13,9 @@ Video is never copied: clips reference their source media by path and time range
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,11 @@ def safe_name(name: str) -> str:
     if not _SAFE_NAME.match(name) or ".." in name:
         raise ValueError(f"not a safe name for a directory: {name!r}")
     return name
+
+
+class DataDirNotWritable(OSError):
+    """The data directory cannot be written: said once, before Prefect or MLflow open their
+    databases in it (a read-only one gave ~900 lines of "readonly database")."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,25 @@ class DataLayout:
         return self.root / "demo_corpus"
 
     def ensure(self) -> DataLayout:
+        """Create the directories and check that files can be written in each; raises
+        DataDirNotWritable naming the directory and the reason."""
         for d in (self.root / "tables", self.root / "audio", self.mlflow_dir, self.prefect_home,
                   self.locks_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                check_writable(d)
+            except OSError as exc:
+                raise DataDirNotWritable(
+                    exc.errno, f"the data directory {self.root} is not writable ({d}: "
+                    f"{exc.strerror or exc}); s2f keeps its tables and its Prefect and MLflow "
+                    "state there: fix its permissions or pass another --data-dir") from exc
         return self
+
+
+def check_writable(directory: Path) -> None:
+    """Create and remove a file in `directory` (os.access ignores read-only mounts and, for
+    root, permissions); raises the OSError of the failed write."""
+    probe = directory / f".s2f-write-check-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # per caller
+    fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    os.close(fd)
+    os.unlink(probe)

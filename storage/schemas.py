@@ -37,6 +37,9 @@ CLIP_STATUSES = {
                      "with no samples, NaN/inf samples or silence (which, in `error`)",
     "no_audio": "the container has no audio stream",
     "no_video": "the container has no video stream",
+    "video_too_large": "the video's frames exceed the pixel limit (s2f.ingest.media "
+                       "MAX_VIDEO_SIDE / MAX_VIDEO_PIXELS; size in `error`): decoding them "
+                       "would hold gigabytes per clip",
     "out_of_range": "the segment lies (partly) past the end of the media",
     "decode_failed": "the audio segment could not be decoded",
     "error": "an unexpected error while reading the media (message in `error`)",
@@ -88,12 +91,19 @@ CLIPS = _schema("clips", "One row per manifest line (or per file stem of a pairs
     _f("ethnicity", pa.string(), "ethnicity as the page writes it (`Non-Hispanic white`, ...)"),
     _f("native_speaker", pa.bool_(), "native English speaker, from the page's `Native` / "
        "`Non-native`"),
+    # Added with issue 24, last like every added column (old shards read them as nulls).
+    _f("media_size_bytes", pa.int64(), "size of the media file when it was probed; preprocess "
+       "gives the clip `media_changed` if it differs (null: ingested before the column)"),
+    _f("media_mtime_ns", pa.int64(), "modification time (ns) of the media file when it was "
+       "probed; compared like `media_size_bytes`"),
 ])
 
 PREPROCESS_STATUSES = {
     "ok": "face crop, landmarks and face features written",
     "no_face": "no face found in any sampled frame",
     "decode_failed": "the video frames could not be decoded",
+    "media_changed": "the media file's size or mtime differs from what ingest recorded (or it "
+                     "is gone): its audio was cut from another file; re-run `s2f ingest`",
     "audio_failed": "the FLAC segment could not be read",
     "error": "an unexpected error (message in `error`)",
 }
@@ -181,7 +191,7 @@ RENAMED_COLUMNS: dict[str, dict[str, str]] = {
 # directory with video clips ingested before them still reads as one table beside new shards.
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
     "clips": ("person_id", "face_image_path", "paper_s2f_path", "paper_f2f_path", "gender",
-              "age_band", "ethnicity", "native_speaker"),
+              "age_band", "ethnicity", "native_speaker", "media_size_bytes", "media_mtime_ns"),
 }
 
 STATUS_VOCABULARY: dict[str, dict[str, str]] = {"clips": CLIP_STATUSES, "preprocess": PREPROCESS_STATUSES}

@@ -12,18 +12,20 @@ far and has a row in the next stage's table moves to that stage and takes its st
 A stage table that does not exist yet is skipped. Everything is a polars lazy scan; printing
 streams the result in batches, so memory does not grow with the number of lines (beyond the
 join's hash table of stage keys). The CSV format prints rows only; the table format appends
-counts by (stage, status).
+counts by (stage, status). A shard that cannot be read whole (torn, truncated, a page failing
+its checksum: `storage.io.shard_damage`) is named on stderr and left out; the rest is shown.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TextIO
 
 import polars as pl
 import pyarrow as pa
 
-from storage.io import scan, shard_paths
+from storage.io import scan, shard_damage, shard_paths
 from storage.layout import DataLayout
 from storage.schemas import PREPROCESS
 
@@ -37,17 +39,39 @@ def has_clips(layout: DataLayout) -> bool:
     return bool(shard_paths(layout, "clips"))
 
 
-def clip_status_lazy(layout: DataLayout,
-                     stages: list[tuple[str, pa.Schema]] | None = None) -> pl.LazyFrame:
-    """The status query, not yet run: rows in manifest, line order."""
-    frame = (scan(layout, "clips")
+Shards = dict[str, list[Path]]
+
+
+def readable_shards(layout: DataLayout, tables: list[str], err: TextIO | None = None) -> Shards:
+    """Each table's shards that read whole; the others are named on `err` (stderr)."""
+    err = sys.stderr if err is None else err
+    readable: Shards = {}
+    for table in tables:
+        readable[table] = []
+        for path in shard_paths(layout, table):
+            damage = shard_damage(path)
+            if damage is None:
+                readable[table].append(path)
+            else:
+                err.write(f"s2f status: skipping unreadable shard {path}: {damage}\n")
+    return readable
+
+
+def clip_status_lazy(layout: DataLayout, stages: list[tuple[str, pa.Schema]] | None = None,
+                     shards: Shards | None = None) -> pl.LazyFrame:
+    """The status query, not yet run: rows in manifest, line order. `shards`: the shards to
+    read per table (default: the readable ones, the others named on stderr)."""
+    stages = STAGES if stages is None else stages
+    if shards is None:
+        shards = readable_shards(layout, ["clips", *(name for name, _ in stages)])
+    frame = (scan(layout, "clips", paths=shards["clips"])
              .select("manifest", "line_no", "youtube_id", "start_s", "end_s", "clip_key",
                      "status", "error")
              .with_columns(pl.lit("clips").alias("stage")))
-    for name, _schema in STAGES if stages is None else stages:
-        if not shard_paths(layout, name):
+    for name, _schema in stages:
+        if not shards.get(name):
             continue
-        stage_rows = (scan(layout, name)
+        stage_rows = (scan(layout, name, paths=shards[name])
                       .select("clip_key", pl.col("status").alias("_stage_status"),
                               pl.col("error").alias("_stage_error"))
                       .unique("clip_key", keep="any"))
@@ -73,8 +97,8 @@ def clip_status(layout: DataLayout) -> pl.DataFrame:
     return clip_status_lazy(layout).collect()
 
 
-def status_counts(layout: DataLayout) -> pl.DataFrame:
-    return (clip_status_lazy(layout).group_by("stage", "status").len("rows")
+def status_counts(layout: DataLayout, shards: Shards | None = None) -> pl.DataFrame:
+    return (clip_status_lazy(layout, shards=shards).group_by("stage", "status").len("rows")
             .sort("stage", "status").collect())
 
 
@@ -101,7 +125,10 @@ def print_status(layout: DataLayout, fmt: str = "table", out: TextIO = sys.stdou
         out.write(f"no clips yet under {layout.root}: run `s2f ingest --manifest CSV "
                   f"--media-root DIR --data-dir {layout.root}` first\n")
         return 1
-    batches = clip_status_lazy(layout).collect_batches(chunk_size=_BATCH_ROWS, lazy=True)
+    # Checked once for the rows and the counts; unreadable shards are named on stderr.
+    shards = readable_shards(layout, ["clips", *(name for name, _ in STAGES)])
+    batches = clip_status_lazy(layout, shards=shards).collect_batches(chunk_size=_BATCH_ROWS,
+                                                                      lazy=True)
     if fmt == "csv":
         header = True
         for batch in batches:
@@ -116,8 +143,11 @@ def print_status(layout: DataLayout, fmt: str = "table", out: TextIO = sys.stdou
         for row in batch.iter_rows(named=True):
             out.write(" ".join(_fmt(row[c], w) for c, w in _TABLE_WIDTHS.items()).rstrip()
                       + "\n")
-    counts = status_counts(layout)
+    counts = status_counts(layout, shards)
     out.write(f"\n{counts['rows'].sum()} manifest lines by furthest stage and status:\n")
+    skipped = sum(len(shard_paths(layout, t)) - len(p) for t, p in shards.items())
+    if skipped:
+        out.write(f"  ({skipped} unreadable shards left out, named above on stderr)\n")
     for stage, status, rows in counts.iter_rows():
         out.write(f"  {stage:<11} {status:<16} {rows}\n")
     return 0

@@ -52,6 +52,11 @@ def test_good_line_parses_to_ok_record_with_clip_key() -> None:
     ("AbC-_123xyz,1_0,20,0.5,0.5", "start_seconds is not a number"),
     ("AbC-_123xyz,-1,2,0.5,0.5", "start_seconds is negative"),
     ("AbC-_123xyz,3,3,0.5,0.5", "must be before end_seconds"),
+    ("AbC-_123xyz,1,1.0004,0.5,0.5", "segment is 0.0004 s long (at least 0.2 s)"),
+    # Other scripts' digits: `\d` and float() take them (float("١٢") == 12.0).
+    ("AbC-_123xyz,\u0661,\u0662\u0663,0.5,0.5", "start_seconds is not a number"),
+    ("AbC-_123xyz,1,2,0.5,\u06f0.\u06f5", "y is not a number"),
+    ("AbC-_123xyz,1,\uff12,0.5,0.5", "end_seconds is not a number"),
     ("AbC-_123xyz,4,3,0.5,0.5", "must be before end_seconds"),
     ("AbC-_123xyz,1,2,1.5,0.5", "x must lie in [0, 1]"),
     ("AbC-_123xyz,1,2,0.5,-0.1", "y must lie in [0, 1]"),
@@ -218,6 +223,29 @@ def test_plan_shards_and_duplicates_across_shards_and_manifests(tmp_path: Path) 
     for shard in plans[0].shards:
         expected = data.split(b"\n")[shard.first_line - 1]
         assert data[shard.offset:].split(b"\n")[0] == expected
+
+
+def test_blank_lines_make_no_shards(tmp_path: Path) -> None:
+    """Before: 200 KB of blank lines made 782 empty shards (a Parquet file and a Prefect task
+    each). Now a shard of only blank lines is not planned, and its old file is removed."""
+    from s2f.ingest.shard import ingest_shard, remove_stale_shards
+    from storage.io import shard_paths
+    from storage.layout import DataLayout
+
+    manifest = tmp_path / "blank_train.csv"
+    blank = b"\n" * 100_000 + b" \t\r\n" * 25_000
+    manifest.write_bytes(blank + (GOOD + "\n").encode() + b"\n" * 600)
+    (plan,) = plan_manifests([manifest], shard_size=256)
+    assert plan.lines == 125_601 and plan.blank_lines == 125_600
+    assert plan.n_shards == 491 and len(plan.blank_shards) == 490
+    (shard,) = plan.shards
+    assert shard.index == 125_000 // 256 and shard.first_line <= 125_001 < shard.first_line + 256
+    layout = DataLayout(tmp_path / "data").ensure()
+    ingest_shard(shard, layout, tmp_path / "media")
+    stale = layout.shard_path("clips", "blank_train", 3)  # a shard whose lines were blanked
+    stale.write_bytes(layout.shard_path("clips", "blank_train", shard.index).read_bytes())
+    assert remove_stale_shards(layout, plan.manifest, plan.n_shards, plan.blank_shards) == [stale]
+    assert [p.name for p in shard_paths(layout, "clips")] == [f"shard-{shard.index:05d}.parquet"]
 
 
 def test_plan_refuses_two_manifests_with_one_name(tmp_path: Path) -> None:

@@ -129,3 +129,21 @@ def test_cli_status_csv(layout: DataLayout, capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "manifest,line_no,youtube_id,start_s,end_s,stage,status,error"
     assert len(out.splitlines()) == 7
+
+
+def test_a_torn_shard_is_named_and_the_rest_is_shown(layout: DataLayout,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: `s2f status` ended in a polars traceback on a torn shard."""
+    _write_preprocess(layout)
+    torn = layout.shard_path("clips", "a_train", 1)
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])  # cut in half, no footer
+    assert cli_main(["status", "--data-dir", str(layout.root)]) == 0
+    captured = capsys.readouterr()
+    assert f"s2f status: skipping unreadable shard {torn}:" in captured.err
+    assert len(captured.err.splitlines()) == 1
+    assert "4 manifest lines by furthest stage and status" in captured.out
+    assert "(1 unreadable shards left out, named above on stderr)" in captured.out
+    assert "no_face" in captured.out and "missing_media" in captured.out
+    csv = io.StringIO()
+    assert print_status(layout, fmt="csv", out=csv) == 0
+    assert len(csv.getvalue().splitlines()) == 1 + 4  # header + the readable shards' lines

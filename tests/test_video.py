@@ -65,6 +65,28 @@ def test_dali_and_pyav_agree_on_the_same_vp9_clip(clips: dict[str, Path]) -> Non
     assert shifted.times_s[0] == pytest.approx(0.68) and off_by_one > diffs[0]
 
 
+def test_frames_above_the_working_size_come_out_at_it_from_both_decoders(
+        tmp_path: Path) -> None:
+    """A 1440p clip: DALI (CPU) and PyAV both hand over 1920x1080 frames (MAX_FRAME_SIDE),
+    alike up to resampling; 1080p and below are untouched (the test above)."""
+    from s2f.media.video import MAX_FRAME_SIDE, working_size
+
+    assert working_size(1920, 1080) == (1920, 1080)
+    assert working_size(2560, 1440) == (1920, 1080) and working_size(1440, 2560) == (1080, 1920)
+    assert MAX_FRAME_SIDE == 1920
+    clip = write_face_clip(tmp_path / "face1440.webm", "vp9", seconds=0.6, height=1440,
+                           width=2560, face_px=440)
+    request = _request(clip, "vp9", start=0.1, end=0.5)
+    (dali,) = decode_clips([request], 2, gpu=False, force_decoder="dali")
+    (pyav,) = decode_clips([request], 2, gpu=False, force_decoder="pyav")
+    assert isinstance(dali, DecodedClip) and isinstance(pyav, DecodedClip), (dali, pyav)
+    assert dali.frames.shape == pyav.frames.shape == (2, 1080, 1920, 3)
+    assert dali.frames.dtype == np.uint8
+    diff = np.abs(dali.frames.astype(np.int16) - pyav.frames.astype(np.int16)).mean()
+    print(f"DALI vs PyAV at the working size: {diff:.2f} grey levels")
+    assert diff < 3.0, diff  # two resamplers and two colour conversions, same picture
+
+
 def test_codec_routing_h264_goes_to_pyav_on_cpu(clips: dict[str, Path]) -> None:
     assert choose_decoder("h264", gpu=False) == "pyav"
     assert choose_decoder("vp9", gpu=False) == "dali-cpu"
@@ -104,3 +126,19 @@ def test_gpu_nvdec_frames_stay_on_the_gpu_and_match_pyav(clips: dict[str, Path])
         assert gpu.frames.dtype == torch.uint8 and tuple(gpu.frames.shape) == cpu.frames.shape
         np.testing.assert_allclose(gpu.times_s, cpu.times_s, atol=1e-3)
         assert np.abs(gpu.frames.cpu().numpy().astype(np.int16) - cpu.frames).mean() < 2.5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (NVDEC)")
+@pytest.mark.skipif(not dali_available(), reason="needs NVIDIA DALI for NVDEC (not installed)")
+def test_gpu_frames_above_the_working_size_are_scaled_on_the_gpu(tmp_path: Path) -> None:
+    """The NVDEC path scales a 1440p clip to 1920x1080 on the device, as PyAV does."""
+    clip = write_face_clip(tmp_path / "face1440.mp4", "h264", seconds=0.6, height=1440,
+                           width=2560, face_px=440)
+    request = _request(clip, "h264", start=0.1, end=0.5)
+    (gpu,) = decode_clips([request], 2, gpu=True)
+    (cpu,) = decode_clips([request], 2, gpu=False, force_decoder="pyav")
+    assert isinstance(gpu, DecodedClip) and gpu.decoder == "dali-gpu", gpu
+    assert isinstance(gpu.frames, torch.Tensor) and gpu.frames.is_cuda
+    assert tuple(gpu.frames.shape) == cpu.frames.shape == (2, 1080, 1920, 3)
+    assert np.abs(gpu.frames.cpu().numpy().astype(np.int16) - cpu.frames).mean() < 3.0

@@ -26,6 +26,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from s2f.evaluation.scores import Scores
@@ -126,7 +127,9 @@ def log_to_mlflow(result: EvaluationResult, artifact_root: Path | None = None) -
                                    ("paper_recall", result.scores.paper_recall)):
                 if df is None:
                     continue
-                df.write_parquet(t / f"{table_name}.parquet")
+                # page checksums, as every shard of the data directory (storage.io)
+                pq.write_table(df.to_arrow(), t / f"{table_name}.parquet",
+                               write_page_checksum=True)
             (t / "evaluation.json").write_text(json.dumps(
                 {k: (v.isoformat() if isinstance(v, datetime) else v)
                  for k, v in result.row().items()}, indent=2, allow_nan=True))

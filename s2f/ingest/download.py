@@ -26,6 +26,10 @@ DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={id}"
 FORMAT = ("best[ext=mp4][acodec!=none][vcodec!=none]/best[ext=webm][acodec!=none][vcodec!=none]"
           "/best[ext=mp4]/best[ext=webm]/best")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# No video is fetched past this size: yt-dlp refuses one whose Content-Length says more
+# (`max_filesize`), and a progress hook stops one sent without a length once it gets there.
+# An hour of 720p progressive MP4 is about 1 GB.
+MAX_DOWNLOAD_BYTES = 2 << 30
 MAX_REASON_CHARS = 300
 
 
@@ -54,6 +58,7 @@ def download_video(youtube_id: str, media_root: Path,
     url = video_url(youtube_id, url_template)
     media_root = Path(media_root).resolve()
     media_root.mkdir(parents=True, exist_ok=True)
+    logger = _QuietLogger()
     options: dict[str, Any] = {
         "outtmpl": str(media_root / f"{youtube_id}.%(ext)s"),
         "format": FORMAT,
@@ -65,17 +70,25 @@ def download_video(youtube_id: str, media_root: Path,
         "fragment_retries": 0,
         "socket_timeout": timeout_s,
         "overwrites": False,
-        "logger": _QuietLogger(),
+        "logger": logger,
+        "max_filesize": MAX_DOWNLOAD_BYTES,
+        "progress_hooks": [_stop_past(MAX_DOWNLOAD_BYTES, url)],
     }
     try:
         with yt_dlp.YoutubeDL(options) as ydl:
             info = ydl.extract_info(url, download=True)
     except yt_dlp.utils.YoutubeDLError as exc:
         raise DownloadFailed(f"{url}: {_clean(str(exc))}") from exc
+    except DownloadFailed:
+        for part in media_root.glob(f"{youtube_id}.*.part"):
+            part.unlink(missing_ok=True)  # stopped by the hook: nothing half-fetched stays
+        raise
     ext = (info or {}).get("ext")
     try:
         return find_media(media_root, youtube_id)
     except MediaError as exc:
+        if logger.too_large:
+            raise DownloadFailed(f"{url}: {logger.too_large} (MAX_DOWNLOAD_BYTES)") from exc
         got = media_root / f"{youtube_id}.{ext}"
         if ext and ext not in MEDIA_EXTENSIONS and got.exists():
             got.unlink()  # a format the pipeline cannot read; leave nothing half-usable behind
@@ -83,11 +96,27 @@ def download_video(youtube_id: str, media_root: Path,
         raise DownloadFailed(f"{url}: yt-dlp reported success but {exc.reason}") from exc
 
 
+def _stop_past(limit: int, url: str) -> Any:
+    """A yt-dlp progress hook raising DownloadFailed once more than `limit` bytes came in."""
+
+    def hook(progress: dict[str, Any]) -> None:
+        if progress.get("status") == "downloading" and \
+                (progress.get("downloaded_bytes") or 0) > limit:
+            raise DownloadFailed(f"{url}: more than the {limit} bytes allowed "
+                                 "(MAX_DOWNLOAD_BYTES); stopped")
+
+    return hook
+
+
 class _QuietLogger:
     """yt-dlp prints errors to stderr by default; the reason is recorded instead."""
 
+    def __init__(self) -> None:
+        self.too_large: str | None = None  # yt-dlp's "larger than max-filesize" line, if any
+
     def debug(self, msg: str) -> None:
-        pass
+        if "max-filesize" in msg:  # said on screen only: the download "succeeds" with no file
+            self.too_large = _clean(msg)
 
     def info(self, msg: str) -> None:
         pass

@@ -44,14 +44,18 @@ from s2f.ingest.prior import PriorClips
 from storage.layout import clip_key, safe_name
 
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
-# Plain decimal numbers only: Python's float() would also take "nan", "inf" and "1_000".
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# Plain ASCII decimal numbers only: Python's float() would also take "nan", "inf", "1_000" and
+# other scripts' digits ("١٢" is 12), which `\d` matches too.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 EXPECTED_COLUMNS = ("youtube_id", "start_seconds", "end_seconds", "x", "y")
 MAX_LINE_BYTES = 4096
 ERROR_QUOTE_CHARS = 200
 # AVSpeech segments are 3-10 s. A cut is decoded into memory, so a hostile row asking for
 # hours of a long video would cost gigabytes: refuse it as a bad row instead.
 MAX_SEGMENT_S = 600.0
+# ... and a segment too short to hold speech or the frames preprocessing samples (3 at 25 fps
+# span 0.12 s) is refused too: a 0.0004 s one was `ok`.
+MIN_SEGMENT_S = 0.2
 _BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 16
 
@@ -217,6 +221,8 @@ def parse_line(raw: RawLine, manifest: str, split: str) -> dict[str, Any]:
         problems.append(f"start_seconds ({start}) must be before end_seconds ({end})")
     elif start is not None and end is not None and end - start > MAX_SEGMENT_S:
         problems.append(f"segment is {end - start:g} s long (limit {MAX_SEGMENT_S:g} s)")
+    elif start is not None and end is not None and end - start < MIN_SEGMENT_S:
+        problems.append(f"segment is {end - start:g} s long (at least {MIN_SEGMENT_S:g} s)")
     for name, column in (("x", "hint_x"), ("y", "hint_y")):
         value = values.get(name)
         if value is None:
@@ -272,7 +278,12 @@ class ManifestPlan:
     path: Path
     lines: int = 0
     blank_lines: int = 0
+    # Shards with a non-blank line; `n_shards` counts every shard-sized range of lines and
+    # `blank_shards` the indices of those holding only blank lines (no file: a manifest of
+    # blank lines made one empty Parquet file and one Prefect task per 256 of them).
     shards: list[ShardPlan] = field(default_factory=list)
+    n_shards: int = 0
+    blank_shards: list[int] = field(default_factory=list)
 
 
 def _key_digest(key: str) -> bytes:
@@ -310,14 +321,17 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
         plan = ManifestPlan(manifest=name, path=Path(path).resolve())
         m_split = splits[m_idx]
         offsets: list[int] = []
+        filled: list[bool] = []  # per shard: has a non-blank line
         with open(path, "rb") as fh:
             for raw in iter_raw_lines(fh):
                 if (raw.line_no - 1) % shard_size == 0:
                     offsets.append(raw.offset)
+                    filled.append(False)
                 plan.lines = raw.line_no
                 if is_blank(raw):
                     plan.blank_lines += 1
                     continue
+                filled[-1] = True
                 record = parse_line(raw, name, m_split)
                 if record["status"] == "ok":
                     digests += _key_digest(record["clip_key"])
@@ -331,6 +345,8 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
             plan.shards.append(ShardPlan(
                 manifest=name, manifest_path=str(plan.path), split=m_split, index=index,
                 offset=offset, first_line=first, n_lines=min(shard_size, plan.lines - first + 1)))
+        plan.n_shards = len(offsets)
+        plan.blank_shards = [i for i, has_lines in enumerate(filled) if not has_lines]
         plans.append(plan)
 
     if line_nos:
@@ -351,7 +367,15 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
             where = {sp: f"{files[m]}:{n}" for sp, (m, n) in by_split.items()}
             for m_idx, shard_idx in shards_of.get(youtube_id, ()):
                 plans[m_idx].shards[shard_idx].conflicts[youtube_id] = where
+    _drop_blank_shards(plans)  # after the positional look-ups above
     return plans
+
+
+def _drop_blank_shards(plans: list[ManifestPlan]) -> None:
+    """Leave out the shards whose lines are all blank: nothing to write, no task to run."""
+    for plan in plans:
+        blank = set(plan.blank_shards)
+        plan.shards = [s for s in plan.shards if s.index not in blank]
 
 
 def _seed_prior(prior: PriorClips, names: list[str], claims: dict[str, dict[str, tuple[int, int]]],

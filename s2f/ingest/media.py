@@ -7,7 +7,9 @@
 
 Every failure is a `MediaError(status, reason)` whose status is one of
 `storage.schemas.CLIP_STATUSES`: missing_media, corrupt_media (empty, truncated or not a
-container), no_audio, no_video, out_of_range, decode_failed. Video is never re-encoded: the clip
+container), no_audio, no_video, video_too_large (frames past `MAX_VIDEO_SIDE` /
+`MAX_VIDEO_PIXELS`, from the stream header: nothing is decoded), out_of_range, decode_failed.
+The probe records the file's size and mtime, which preprocessing compares (`media_changed`). Video is never re-encoded: the clip
 references the source file and its time range. The FLAC is written to a temporary name and
 renamed, so a killed run never leaves half a file under the final name.
 
@@ -37,6 +39,11 @@ END_TOLERANCE_S = 0.1
 # Seek this far before the segment: demuxers land on the packet at or after the target.
 _SEEK_MARGIN_S = 0.5
 _FLAC_FRAME = 4096
+# Frames larger than this are refused at ingest (`video_too_large`): one RGB frame of 8192x8192
+# is 200 MB and preprocessing holds K frames of 16 clips per worker. AVSpeech is at most 1080p;
+# 4K UHD (3840x2160) and DCI 4K (4096x2160) pass, as does a portrait 2160x3840.
+MAX_VIDEO_SIDE = 4096
+MAX_VIDEO_PIXELS = 4096 * 2160
 
 
 class MediaError(Exception):
@@ -87,11 +94,22 @@ class MediaProbe:
     height: int
     fps: float | None
     media_duration_s: float | None
+    media_size_bytes: int | None = None
+    media_mtime_ns: int | None = None
 
     def as_record(self) -> dict[str, Any]:
         record = asdict(self)
         record["video_path"] = self.media_path
         return record
+
+
+def check_frame_size(path: Path, width: int, height: int) -> None:
+    """Raise `video_too_large` for frames past MAX_VIDEO_SIDE or MAX_VIDEO_PIXELS."""
+    if max(width, height) > MAX_VIDEO_SIDE or width * height > MAX_VIDEO_PIXELS:
+        raise MediaError("video_too_large", f"{path}: frames of {width}x{height} "
+                                            f"({width * height:,} pixels) exceed the limit of "
+                                            f"{MAX_VIDEO_SIDE} per side and "
+                                            f"{MAX_VIDEO_PIXELS:,} pixels")
 
 
 class MediaSource:
@@ -100,7 +118,9 @@ class MediaSource:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._used = False  # has a segment been decoded from self.container yet
-        size = self.path.stat().st_size
+        # Taken before the file is read: a change during or after ingest shows as a difference.
+        self._stat = self.path.stat()
+        size = self._stat.st_size
         if size == 0:
             raise MediaError("corrupt_media", f"{self.path} is empty (0 bytes)")
         try:
@@ -131,11 +151,13 @@ class MediaSource:
                          if s.duration is not None and s.time_base is not None]
             duration = max(durations) if durations else None
         rate = video.average_rate or video.guessed_rate
+        check_frame_size(self.path, int(video.width), int(video.height))
         return MediaProbe(
             media_path=str(self.path), video_codec=video.codec_context.name,
             audio_codec=audio.codec_context.name, width=int(video.width),
             height=int(video.height), fps=float(rate) if rate else None,
-            media_duration_s=duration)
+            media_duration_s=duration, media_size_bytes=int(self._stat.st_size),
+            media_mtime_ns=int(self._stat.st_mtime_ns))
 
     def close(self) -> None:
         self.container.close()

@@ -86,11 +86,11 @@ DEFAULT_PAIR_SHARD_SIZE = 256
 SILENT_PEAK_DBFS = -60.0
 HINT = 0.5  # the page's faces are centred crops
 
-_AVSPEECH_STEM = re.compile(r"(?P<yid>[A-Za-z0-9_-]{11})_(?P<start>\d+(?:\.\d*)?)-"
-                            r"(?P<end>\d+(?:\.\d*)?)")
+_AVSPEECH_STEM = re.compile(r"(?P<yid>[A-Za-z0-9_-]{11})_(?P<start>[0-9]+(?:\.[0-9]*)?)-"
+                            r"(?P<end>[0-9]+(?:\.[0-9]*)?)")
 # The youtube id is 11 characters before `_<7 digits>` at the end, so the name is what is left.
-_VOX_STEM = re.compile(r"(?P<group>\d{4})(?P<name>[^/\\]+)_(?P<yid>[A-Za-z0-9_-]{11})_"
-                       r"(?P<utt>\d{7})")
+_VOX_STEM = re.compile(r"(?P<group>[0-9]{4})(?P<name>[^/\\]+)_(?P<yid>[A-Za-z0-9_-]{11})_"
+                       r"(?P<utt>[0-9]{7})")
 # Keys a record carries beside the schema's columns (rows_to_table ignores them).
 _STEM, _FOLDER, _SETTINGS = "_stem", "_folder", "_split_settings"
 

@@ -10,7 +10,8 @@ the same video share one open of the media file. The shard's Parquet file carrie
 rows depend on (lines, duplicate references, the media files' name/size/mtime, the download
 flag). A re-run skips a shard whose fingerprint is unchanged, so re-ingesting adds no rows;
 appending lines redoes only the last shard and the new ones; media appearing later redoes the
-shards that name it. A shard's FLACs are written before its Parquet file, which is the commit
+shards that name it; a shard whose pages fail their checksums (a bit flipped on disk) is
+redone, logged with the reason. A shard's FLACs are written before its Parquet file, which is the commit
 point: a killed shard is redone whole.
 
     python -m s2f.ingest.shard MANIFEST.csv MEDIA_ROOT DATA_DIR [SHARD_SIZE]
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from s2f.ingest.media import (
     media_state,
     write_flac_atomic,
 )
-from storage.io import read_extra, rows_to_table, write_table_atomic
+from storage.io import read_extra, rows_to_table, shard_damage, write_table_atomic
 from storage.layout import DataLayout
 from storage.schemas import CLIPS
 
@@ -43,6 +45,8 @@ INGEST_VERSION = 2  # 2: split_conflict
 TABLE = "clips"
 
 Fetch = Callable[[str], Path]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,11 @@ def ingest_shard(plan: ShardPlan, layout: DataLayout, media_root: Path,
     before = shard_fingerprint(plan, lines_sha, video_ids, media_root, download)
     extra = read_extra(out) if out.exists() else None
     if extra and extra.get("fingerprint") == before:
-        return ShardResult(plan.manifest, plan.index, str(out), True, dict(extra.get("counts", {})))
+        damage = shard_damage(out)  # the footer is current: are its pages still intact?
+        if damage is None:
+            return ShardResult(plan.manifest, plan.index, str(out), True,
+                               dict(extra.get("counts", {})))
+        log.warning("redoing %s: the shard is damaged (%s)", out, damage)
     records = ingest_shard_rows(plan, layout, media_root, fetch, records)
     counts = dict(Counter(r["status"] for r in records))
     # After downloads the media state differs; fingerprint what the rows were made from.
@@ -188,10 +196,13 @@ def ingest_shard(plan: ShardPlan, layout: DataLayout, media_root: Path,
     return ShardResult(plan.manifest, plan.index, str(out), False, counts)
 
 
-def remove_stale_shards(layout: DataLayout, manifest: str, n_shards: int) -> list[Path]:
-    """Delete shards past the end of a manifest that shrank since the last run."""
+def remove_stale_shards(layout: DataLayout, manifest: str, n_shards: int,
+                        blank_shards: Iterable[int] = ()) -> list[Path]:
+    """Delete shards past the end of a manifest that shrank since the last run, and those
+    whose lines are all blank now (`ManifestPlan.blank_shards`: no shard is planned there)."""
+    blank = set(blank_shards)
     stale = [p for p in sorted((layout.table_dir(TABLE) / manifest).glob("shard-*.parquet"))
-             if int(p.stem.split("-")[1]) >= n_shards]
+             if int(p.stem.split("-")[1]) >= n_shards or int(p.stem.split("-")[1]) in blank]
     for path in stale:
         path.unlink()
     return stale

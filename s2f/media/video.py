@@ -8,6 +8,9 @@ operators (`device_id=None`). DALI's CPU decoder reads VP8/VP9/MJPEG only, so on
 H.264 (and other) clips are decoded by PyAV, chosen per clip from its `video_codec` and logged.
 
 Both paths return `DecodedClip`: uint8 RGB frames (K, H, W, 3) and the frames' times in seconds.
+Frames whose longer side exceeds `MAX_FRAME_SIDE` (the working size: 1080p passes untouched)
+are scaled down to it, keeping the aspect ratio; PyAV converts to RGB at the smaller size, so
+a full-size RGB frame is never held. Face boxes and landmarks are in these frames' pixels.
 DALI takes the whole encoded file in memory (`fn.decoders.video` reads from a buffer), so clips
 of one video are batched together and share one read; it then seeks through its keyframe index
 (`build_index`), so only the GOPs around the wanted frames are decoded. PyAV seeks likewise.
@@ -40,6 +43,17 @@ log = logging.getLogger(__name__)
 # Codecs each DALI backend decodes (DALI 2.4 docs of fn.decoders.video).
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 DALI_GPU_CODECS = frozenset({"vp8", "vp9", "mjpeg", "av1", "mpeg4", "h264", "hevc"})
+# The working size: the longer side of a frame handed to face search (AVSpeech is <= 1080p).
+# Ingest refuses frames past s2f.ingest.media.MAX_VIDEO_SIDE; this bounds what is held.
+MAX_FRAME_SIDE = 1920
+
+
+def working_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) scaled so the longer side is at most MAX_FRAME_SIDE (even sizes)."""
+    scale = MAX_FRAME_SIDE / max(width, height)
+    if scale >= 1:
+        return width, height
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
 @dataclass(frozen=True)
@@ -146,7 +160,8 @@ def decode_frames_pyav(path: str, indices: Sequence[int], fps: float) -> tuple[n
                     break
             if picked is None:
                 raise ValueError(f"{path}: no frame at {target:.3f} s")
-            out.append(picked.to_ndarray(format="rgb24"))
+            width, height = working_size(picked.width, picked.height)
+            out.append(picked.to_ndarray(format="rgb24", width=width, height=height))
             times.append(float(picked.time))
     return np.stack(out), times
 
@@ -241,8 +256,25 @@ class DaliFrameDecoder:
         if tuple(frames.shape[:1]) != (len(job.indices),) or frames.shape[-1] != 3:
             return DecodeError(job.request.clip_key, self.name,
                                f"DALI returned frames of shape {tuple(frames.shape)}")
-        return DecodedClip(job.request.clip_key, frames, [i / job.fps for i in job.indices],
-                           self.name)
+        return DecodedClip(job.request.clip_key, _to_working_size(frames),
+                           [i / job.fps for i in job.indices], self.name)
+
+
+def _to_working_size(frames: Any) -> Any:
+    """DALI's (K, H, W, 3) uint8 frames (numpy or a CUDA tensor) scaled down to the working
+    size, as the PyAV path does; unchanged when they fit."""
+    height, width = int(frames.shape[1]), int(frames.shape[2])
+    new_width, new_height = working_size(width, height)
+    if (new_width, new_height) == (width, height):
+        return frames
+    import torch
+
+    tensor = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(frames)
+    small = torch.nn.functional.interpolate(tensor.permute(0, 3, 1, 2).float(),
+                                            size=(new_height, new_width), mode="bilinear",
+                                            antialias=True, align_corners=False)
+    small = small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return small if isinstance(frames, torch.Tensor) else small.numpy()
 
 
 def _first_error(exc: BaseException) -> str:

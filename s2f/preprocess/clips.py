@@ -18,7 +18,9 @@ frame), else the highest-scored face. The feature is computed from the crop befo
 A shard's driver (read, spread over processes, write three shards) is `s2f.preprocess.shards`.
 
 Statuses: ok, no_face (no face in any sampled frame; the reason names the frames, the hint and
-the best detector score), decode_failed, error (message kept). A bad
+the best detector score), decode_failed, media_changed (the media file's size or mtime is not
+what ingest recorded, or it is gone: its audio came from another file; nothing is decoded),
+error (message kept). A bad
 clip never stops the shard. Clips are processed in chunks of `chunk_clips`, so memory stays flat
 in the shard size.
 
@@ -168,6 +170,8 @@ def preprocess_clips(rows: Sequence[Mapping[str, Any]], config: PreprocessConfig
     feature_rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(ok_rows), desc=desc, unit="clip", disable=not progress, leave=False)
     for chunk in _chunks(ok_rows, config.chunk_clips):
+        taken = len(chunk)
+        chunk = _unchanged_media(chunk, status_rows)
         decoded = _decode_chunk(chunk, config.frames, gpu, dali)
         reps: list[tuple[str, np.ndarray]] = []
         for row, result in zip(chunk, decoded, strict=True):
@@ -203,10 +207,43 @@ def preprocess_clips(rows: Sequence[Mapping[str, Any]], config: PreprocessConfig
             if faces:
                 reps.append((key, crops[_representative(faces, len(result.times_s))]))
         _encode(reps, encoder, status_rows, feature_rows)
-        bar.update(len(chunk))
+        bar.update(taken)
     bar.close()
     return PreprocessTables(rows_to_table(status_rows, PREPROCESS), rows_to_table(face_rows, FACES),
                             rows_to_table(feature_rows, face_features_schema(encoder.dim)))
+
+
+def media_change(row: Mapping[str, Any]) -> str | None:
+    """Why a clip's media file is not the one ingest probed (size or mtime differ, or it is
+    gone), or None. Rows with nothing recorded (ingested before the columns; still images)
+    pass: there is nothing to compare."""
+    size, mtime = row.get("media_size_bytes"), row.get("media_mtime_ns")
+    if size is None or mtime is None or row.get("face_image_path"):
+        return None
+    path = Path(str(row.get("video_path") or row.get("media_path")))
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{path} is gone since ingest ({exc.strerror}); re-run s2f ingest"
+    if (st.st_size, st.st_mtime_ns) == (size, mtime):
+        return None
+    return (f"{path} changed after ingest: {size} -> {st.st_size} bytes, mtime {mtime} -> "
+            f"{st.st_mtime_ns} ns; its audio was cut from the old file: re-run s2f ingest")
+
+
+def _unchanged_media(chunk: Sequence[Mapping[str, Any]], status_rows: list[dict[str, Any]]
+                     ) -> list[Mapping[str, Any]]:
+    """The rows whose media is as ingested; the others get `media_changed` in `status_rows`."""
+    kept = []
+    for row in chunk:
+        reason = media_change(row)
+        if reason is None:
+            kept.append(row)
+            continue
+        status_rows.append({"clip_key": str(row["clip_key"]), "status": "media_changed",
+                            "error": reason, "video_decoder": None, "frames_sampled": 0,
+                            "faces_found": 0})
+    return kept
 
 
 def _decode_chunk(chunk: Sequence[Mapping[str, Any]], frames: int, gpu: bool,

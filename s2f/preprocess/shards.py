@@ -6,7 +6,9 @@
 
 The clips are spread over one process per core (`s2f.preprocess.pool`), each running the
 per-clip work of `s2f.preprocess.clips`. A shard is done when its three outputs record this
-input's hash and these parameters (resumability); `preprocess` is written last.
+input's hash and these parameters (resumability) and every page of them passes its checksum
+(`storage.io.shard_damage`: a flipped bit on disk redoes the shard, logged with the reason);
+`preprocess` is written last.
 
 Tests: `pytest tests/test_preprocess_flow.py tests/reliability/test_crash_preprocess.py`.
 """
@@ -14,17 +16,24 @@ Tests: `pytest tests/test_preprocess_flow.py tests/reliability/test_crash_prepro
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from s2f.preprocess.clips import PreprocessConfig
 from s2f.preprocess.pool import preprocess_parallel
-from storage.io import file_sha256, read_extra, write_table_atomic
+from storage.io import (
+    file_sha256,
+    read_extra,
+    read_table_verified,
+    shard_damage,
+    write_table_atomic,
+)
 from storage.layout import DataLayout
+
+log = logging.getLogger(__name__)
 
 OUTPUT_TABLES = ("preprocess", "faces", "face_features")
 
@@ -41,13 +50,21 @@ def shard_extra(clips_shard: Path, config: PreprocessConfig) -> dict[str, Any]:
 
 
 def shard_is_done(layout: DataLayout, clips_shard: Path, config: PreprocessConfig) -> bool:
-    """True when every output exists and records this input's hash and these parameters."""
+    """True when every output exists, records this input's hash and these parameters, and
+    reads whole with every page checksum verified. A damaged output is logged (it is redone)."""
     want = shard_extra(clips_shard, config)
-    for path in output_paths(layout, clips_shard).values():
+    paths = output_paths(layout, clips_shard)
+    for path in paths.values():
         extra = read_extra(path)
         if not extra or extra.get("input_sha256") != want["input_sha256"] \
                 or json.dumps(extra.get("params"), sort_keys=True) != json.dumps(want["params"],
                                                                               sort_keys=True):
+            return False
+    # Only once the footers say "done": a shard that is redone anyway is not read twice.
+    for path in paths.values():
+        damage = shard_damage(path)
+        if damage is not None:
+            log.warning("redoing %s: its output %s is damaged (%s)", clips_shard, path, damage)
             return False
     return True
 
@@ -59,7 +76,7 @@ def preprocess_shard(clips_shard: Path, layout: DataLayout, config: PreprocessCo
     `preprocess` is written last: it marks the shard finished. Returns a small summary record."""
     clips_shard = Path(clips_shard)
     extra = shard_extra(clips_shard, config)
-    rows = pq.read_table(clips_shard).to_pylist()
+    rows = read_table_verified(clips_shard).to_pylist()
     tables = preprocess_parallel(rows, config, progress=progress,
                                  desc=f"{clips_shard.parent.name}/{clips_shard.stem}")
     paths = output_paths(layout, clips_shard)
@@ -85,6 +102,6 @@ def _encoder_notes(config: PreprocessConfig) -> dict[str, Any]:
 def read_status_counts(paths: Sequence[Path]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for path in paths:
-        for s in pq.read_table(path, columns=["status"]).column("status").to_pylist():
+        for s in read_table_verified(path, ["status"]).column("status").to_pylist():
             counts[s] = counts.get(s, 0) + 1
     return counts

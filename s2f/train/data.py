@@ -54,7 +54,7 @@ import torch
 from s2f.media.audio import AudioConfig, crop_fixed, load_audio
 from s2f.train.augment import Augment
 from s2f.train.distributed import rank_slice
-from storage.io import scan, shard_paths
+from storage.io import read_table_verified, scan, shard_paths
 from storage.layout import DataLayout
 
 Role = Literal["train", "dev", "test"]
@@ -186,7 +186,9 @@ class FeatureShards:
         if shard not in self._loaded:
             while len(self._loaded) >= self.cache:
                 self._loaded.pop(next(iter(self._loaded)))
-            col = pl.read_parquet(self.paths[shard], columns=["feature"])["feature"]
+            # Verified: a flipped bit in a feature page is an error, never a wrong target.
+            col = pl.DataFrame(pl.from_arrow(read_table_verified(self.paths[shard],
+                                                                 ["feature"])))["feature"]
             self._loaded[shard] = np.asarray(col.to_numpy().tolist(), dtype=np.float32) \
                 if col.dtype != pl.Array else col.to_numpy().astype(np.float32)
         return self._loaded[shard][rows]

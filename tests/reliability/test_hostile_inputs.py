@@ -113,6 +113,12 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "damaged": damaged, "lines": lines}
 
 
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `root`: relative path -> (size, mtime in ns)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def _by_key(frame: pl.DataFrame) -> dict[str, dict]:
     return {r["clip_key"]: r for r in frame.filter(pl.col("status") == "ok").iter_rows(named=True)}
 
@@ -122,6 +128,7 @@ def test_hostile_manifest_and_media_through_the_flow(
     from flows.ingest import IngestParams, ingest_flow
 
     data_dir = tmp_path / "data"
+    media_before = _snapshot(hostile["media"].parent)
     summary = ingest_flow(IngestParams(manifests=[hostile["manifest"]], media_root=hostile["media"],
                                        data_dir=data_dir, shard_size=7))
     assert summary.failed_shards == []
@@ -131,8 +138,11 @@ def test_hostile_manifest_and_media_through_the_flow(
     for line_no, status in hostile["expected"].items():
         if status is not None:  # damaged media: any recorded status (checked by check_clips)
             assert got[line_no] == status, (line_no, hostile["lines"][line_no - 1], got[line_no])
-    # Nothing in the media root was touched or added (no `pwn`, no stray outputs).
-    assert not any(p.name.startswith("pwn") for p in hostile["media"].parent.rglob("*"))
+    # Nothing beside the data directory was touched or added: the media root and manifests
+    # are read only. (This replaces a check for a `pwn` file, which could not fail: ids never
+    # reach a shell, and a `$(touch pwn)` run by one would land in the shell's working
+    # directory, not here. That ids never reach yt-dlp or a path is test_safety's.)
+    assert _snapshot(hostile["media"].parent) == media_before
 
     by_id = {r["youtube_id"]: r for r in frame.filter(pl.col("status") == "ok")
              .iter_rows(named=True)}

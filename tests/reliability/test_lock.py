@@ -1,6 +1,7 @@
 """One run per (stage, data directory), with real processes: a second run is refused with a
 message naming the holder, a SIGKILLed holder frees the lock at once, and two ingests (or two
-preprocess runs) started together never produce a corrupted or double-counted table; a second
+preprocess runs) started together overlap for certain (the first holder is SIGSTOPped while it
+holds) and never produce a corrupted or double-counted table; a second
 preprocess, train-decoder or train run is refused by the CLI (exit 3) and the flow.
 
     pytest tests/reliability/test_lock.py
@@ -68,6 +69,39 @@ def _session_env() -> dict[str, str]:
 
     return subprocess_env(PREFECT_API_URL=PREFECT_API_URL.value(),
                           PREFECT_LOGGING_LEVEL="WARNING")
+
+
+def _stop_the_holder(procs: list[subprocess.Popen[bytes]], layout: DataLayout, stage: str,
+                     timeout_s: float = 240.0) -> subprocess.Popen[bytes]:
+    """Wait until one of `procs` holds `stage`'s lock and SIGSTOP it while it does, so the other
+    run's attempt is certain to overlap the hold (before: the tests accepted two exit codes 0,
+    "they did not overlap", and so could not fail on a lock that let both in)."""
+    by_pid = {p.pid: p for p in procs}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pid = read_holder(layout, stage).get("pid")
+        if pid in by_pid:
+            os.kill(pid, signal.SIGSTOP)
+            if read_holder(layout, stage).get("pid") == pid:  # stopped while still holding
+                return by_pid[pid]
+            os.kill(pid, signal.SIGCONT)  # it released just then: wait for the next holder
+        assert not all(p.poll() is not None for p in procs), "both exited before holding"
+        time.sleep(0.02)
+    raise AssertionError(f"no run took the {stage} lock within {timeout_s} s")
+
+
+def _overlapping_runs(procs: list[subprocess.Popen[bytes]], layout: DataLayout, stage: str
+                      ) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Hold the first holder stopped until the other run has exited; then let it finish.
+    Returns the holder, the other's stderr and the holder's stderr."""
+    holder = _stop_the_holder(procs, layout, stage)
+    other = next(p for p in procs if p is not holder)
+    try:
+        _, other_err = other.communicate(timeout=300)
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+    _, holder_err = holder.communicate(timeout=300)
+    return holder, other_err.decode(), holder_err.decode()
 
 
 def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
@@ -140,20 +174,12 @@ def test_two_ingests_started_together(prefect_server: None, small: dict, tmp_pat
     data_dir = tmp_path / "data"
     env = _session_env()
     procs = [subprocess.Popen(_cli(small, data_dir), env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
-    results = [(p.pid, p.wait(timeout=300), p.stderr.read().decode())  # type: ignore[union-attr]
-               for p in procs]
-    for p in procs:
-        p.stdout.close()  # type: ignore[union-attr]
-        p.stderr.close()  # type: ignore[union-attr]
-    codes = sorted(rc for _, rc, _ in results)
-    # Either one was refused while the other ran, or they happened not to overlap; never both
-    # writing, never a failure other than the refusal.
-    assert codes in ([0, 3], [0, 0]), results
-    for pid, rc, err in results:
-        if rc == 3:
-            other = next(q for q, _, _ in results if q != pid)
-            assert f"pid {other}" in err, err
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    holder, other_err, holder_err = _overlapping_runs(procs, DataLayout(data_dir), "ingest")
+    other = next(p for p in procs if p is not holder)
+    # The overlap is certain: the refused run tried while the holder held the lock.
+    assert (holder.returncode, other.returncode) == (0, 3), (holder_err[-1500:], other_err)
+    assert "another ingest run" in other_err and f"pid {holder.pid}" in other_err, other_err
     frame = check_clips(data_dir, {"lock_train": small["manifest"]})
     assert frame.height == 62
     assert frame.filter(pl.col("status") == "ok")["clip_key"].n_unique() == 60
@@ -228,19 +254,11 @@ def test_two_preprocess_runs_started_together(prefect_server: None, faces: dict,
     layout = ingest_clips(faces, tmp_path / "data")
     env = _session_env()
     procs = [subprocess.Popen(_stage_cli("preprocess", layout.root), env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
-    results = []
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        results.append((p.pid, p.returncode, err.decode()))
-    codes = sorted(rc for _, rc, _ in results)
-    print(f"two preprocess runs started together: exit codes {codes}")
-    # One refused while the other ran, or they did not overlap (the second skipped every
-    # finished shard); never both writing, never another failure.
-    assert codes in ([0, 3], [0, 0]), [(pid, rc, err[-1500:]) for pid, rc, err in results]
-    for pid, rc, err in results:
-        if rc == 3:
-            other = next(q for q, _, _ in results if q != pid)
-            assert "another preprocess run" in err and f"pid {other}" in err, err
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    holder, other_err, holder_err = _overlapping_runs(procs, layout, "preprocess")
+    other = next(p for p in procs if p is not holder)
+    # The overlap is certain: the refused run tried while the holder held the lock.
+    assert (holder.returncode, other.returncode) == (0, 3), (holder_err[-1500:], other_err)
+    assert "another preprocess run" in other_err and f"pid {holder.pid}" in other_err, other_err
     tables = check_preprocess(layout)
     assert tables["preprocess"].height == 12 and tables["faces"].height == 24

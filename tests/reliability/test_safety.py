@@ -31,7 +31,8 @@ HOSTILE_IDS = ["--exec=rm", "http://x", "a;b$(c)", "-o/tmp/pwn", "$(id)", "`id`"
 # Valid in form (11 of [A-Za-z0-9_-]) yet option-like: must still only ever become a URL.
 OPTION_LIKE_IDS = ["--exec-befo", "-----------", "--batch-fil", "-o_________"]
 OPTION_KEYS = {"outtmpl", "format", "noplaylist", "quiet", "no_warnings", "noprogress",
-               "retries", "fragment_retries", "socket_timeout", "overwrites", "logger"}
+               "retries", "fragment_retries", "socket_timeout", "overwrites", "logger",
+               "max_filesize", "progress_hooks"}
 
 
 class _Spy(yt_dlp.YoutubeDL):
@@ -97,6 +98,49 @@ def test_option_like_ids_only_become_a_templated_url(spy: str, tmp_path: Path,
     assert call["params"]["outtmpl"] == str(media.resolve() / f"{odd_id}.%(ext)s")
     assert _NotFound.paths == [f"/v/{odd_id}.mp4"]
     assert list(media.iterdir()) == []
+
+
+class _Big(http.server.BaseHTTPRequestHandler):
+    """300 kB of bytes for any path; with a Content-Length (`/len/`) or streamed without one."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        if self.path.startswith("/len/"):
+            self.send_header("Content-Length", str(300_000))
+        self.end_headers()
+        try:
+            for _ in range(30):
+                self.wfile.write(b"\0" * 10_000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped, as it should
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.mark.parametrize("kind", ["len", "stream"])
+def test_a_download_past_the_size_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   kind: str) -> None:
+    """Before: yt-dlp had no `max_filesize`; any size was fetched. Now a Content-Length over
+    the limit is refused before the body, and a stream without one is stopped past it."""
+    import s2f.ingest.download as download
+
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 50_000)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Big)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    media = tmp_path / "media"
+    try:
+        template = f"http://127.0.0.1:{server.server_address[1]}/{kind}/{{id}}.mp4"
+        with pytest.raises(DownloadFailed) as failed:
+            download_video("bigvideo___", media, template)
+    finally:
+        server.shutdown()
+        server.server_close()
+    reason = str(failed.value)
+    assert "MAX_DOWNLOAD_BYTES" in reason
+    assert ("300000 bytes > 50000 bytes" if kind == "len" else "more than the 50000") in reason
+    assert list(media.iterdir()) == []  # no media, no .part left behind
 
 
 def test_manifest_ids_go_through_validation_in_the_flow(prefect_server: None, spy: str,
