@@ -145,11 +145,13 @@ def run_real_pairs_from_cli(params: RealPairsParams) -> int:
         print(f"\ns2f real-pairs: the run failed: {state.message}", file=sys.stderr)
         return 1
     result = state.result()
-    row, control = report_rows(layout, result)
+    row, control, seeds, picked_by = report_rows(layout, result)
     if row is None:
         print("s2f real-pairs: no test evaluation to report", file=sys.stderr)
         return 1
-    print("\n" + save_report(layout, row, control, source))  # type: ignore[arg-type]
+    frontend = None if params.score_on is not None else (params.voice_frontend or "paper")
+    print("\n" + save_report(layout, row, control, source, seeds, picked_by,  # type: ignore[arg-type]
+                             frontend))
     return 0
 
 
@@ -171,29 +173,35 @@ def plan_text(params: RealPairsParams) -> str:
 
 
 def report_rows(layout: DataLayout, result: Any) -> tuple[dict[str, Any] | None,
-                                                          dict[str, Any] | None]:
-    """The test row to report (as stored) and the shuffled control's test row, if any."""
+                                                          dict[str, Any] | None,
+                                                          list[dict[str, Any]], str | None]:
+    """The test row to report (as stored), the shuffled control's test row (if any), every
+    seed's test row and how the reported seed was picked."""
     from s2f.evaluation.record import read_evaluations
 
     stored = {r["evaluation_id"]: r for r in read_evaluations(layout)}
     if isinstance(result, EvaluateSummary):
-        return stored.get(result.evaluation_id, result.row), None
+        return stored.get(result.evaluation_id, result.row), None, [], None
     evaluated = result.results.get("evaluate")
     trained = result.results.get("train")
     row = stored.get(evaluated.evaluation_id, evaluated.row) if evaluated else None
     control = trained.control if isinstance(trained, TrainSeedsSummary) else None
-    return row, stored.get(control.test_evaluation_id or "") if control else None
+    seeds = [stored[s.test_evaluation_id] for s in (evaluated.seeds if evaluated else [])
+             if s.test_evaluation_id in stored]
+    return (row, stored.get(control.test_evaluation_id or "") if control else None, seeds,
+            evaluated.picked_by if evaluated else None)
 
 
 def save_report(layout: DataLayout, row: dict[str, Any], control: dict[str, Any] | None,
-                source: Path) -> str:
+                source: Path, seeds: list[dict[str, Any]] | None = None,
+                picked_by: str | None = None, frontend: str | None = None) -> str:
     """The report as text, saved under reports/ with the evaluation's contact sheet."""
     from s2f.release.report import pairs_report
 
     reports = layout.root / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     sheet = copy_figure(row, "contact_sheet", reports / f"contact-sheet-{row['evaluation_id']}.png")
-    report = pairs_report(row, control, source, sheet)
+    report = pairs_report(row, control, source, sheet, seeds or [], picked_by, frontend)
     saved = reports / f"real-pairs-report-{row['evaluation_id']}.txt"
     saved.write_text(report)
     return report + f"\n(this report is also in {saved})"

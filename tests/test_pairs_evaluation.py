@@ -170,3 +170,19 @@ def test_pairs_report_has_every_row() -> None:
         assert label in text
     assert "shuffled-voice control (same steps)" in text and "chance" in text
     assert "0.75 [" in text and "0.50 (majority)" in text and "/r/sheet.png" in text
+
+
+def test_pairs_report_shows_every_seed_and_their_spread() -> None:
+    from s2f.release.report import pairs_report
+
+    def seed_row(seed: int, r10: float) -> dict[str, object]:
+        return {"metrics": {"paper_recall_at_10_cosine_6s": r10, "recall_at_10_6s": r10,
+                            "cosine_deg_mean_6s": 23.0, "our_s2f_gender_agreement": 0.8},
+                "model_version": str(seed + 1), "seed": seed, "evaluation_id": f"e{seed}"}
+
+    seeds = [seed_row(0, 0.1), seed_row(1, 0.3)]
+    text = pairs_report(seeds[1], None, "/pairs", None, seeds, "dev recall@10", "ge2e")
+    assert "voice front-end ge2e" in text and "v2 seed 1 (picked)" in text
+    assert "mean over 2 seeds" in text and "0.200" in text  # mean of 0.1 and 0.3
+    assert "sd over 2 seeds" in text and "0.141" in text    # sample sd
+    assert "training seeds" not in pairs_report(seeds[1], None, "/pairs", None, seeds[1:])

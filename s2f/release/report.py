@@ -213,9 +213,11 @@ def _pairs_row(m: Mapping[str, float], prefix: str, label: str, demo: str | None
 
 
 def pairs_report(row: Mapping[str, Any], control: Mapping[str, Any] | None, source: Any,
-                 contact_sheet: Any = None) -> str:
+                 contact_sheet: Any = None, seeds: Sequence[Mapping[str, Any]] = (),
+                 picked_by: str | None = None, frontend: str | None = None) -> str:
     """The `s2f real-pairs` report: every row of the test split on one pool, beside the
-    paper's own reconstructions, the controls and chance, then the demographics' caveats."""
+    paper's own reconstructions, the controls and chance, then the spread over seeds (`seeds`:
+    every seed's test row) and the demographics' caveats."""
     m = row["metrics"]
     pool = m.get("paper_pool_size")
     rows = [_pairs_row(m, "", PAIRS_ROWS[0][1], "our_s2f", "_6s")]
@@ -230,6 +232,8 @@ def pairs_report(row: Mapping[str, Any], control: Mapping[str, Any] | None, sour
     lines = [
         "=" * WIDTH, "Speech2Face on real voice-face pairs".center(WIDTH), "=" * WIDTH,
         f"pairs: {source}", f"model: {row.get('model_name')} v{row.get('model_version')} "
+        + (f"(voice front-end {frontend}) " if frontend else "")
+        + f"seed {row.get('seed')} "
         f"(evaluation {row.get('evaluation_id')}), test split {row.get('split_snapshot_id')}: "
         f"{row.get('n_clips')} clips of {row.get('n_identities')} persons never seen in "
         f"training, + {fmt(m.get('n_distractors'), '.0f')} distractor faces in the pools",
@@ -243,6 +247,7 @@ def pairs_report(row: Mapping[str, Any], control: Mapping[str, Any] | None, sour
         *table(["row", "n", "R@1", "R@5", "R@10 [CI]", "id R@10", "cos", "gender", "age band"],
                rows),
         "",
+        *(pairs_seeds_section(seeds, row, picked_by) if len(seeds) > 1 else []),
         *_classifier_lines(m),
         "",
         "What this can show: whether a voice encoder trained on ~700 clips recovers anything "
@@ -255,6 +260,24 @@ def pairs_report(row: Mapping[str, Any], control: Mapping[str, Any] | None, sour
     if contact_sheet:
         lines += ["", f"contact sheet (true face | paper S2F | our S2F): {contact_sheet}"]
     return "\n".join(lines)
+
+
+def pairs_seeds_section(seeds: Sequence[Mapping[str, Any]], picked: Mapping[str, Any],
+                        picked_by: str | None) -> list[str]:
+    """Each seed's test row (the table above shows the dev-picked one), and mean ± sd."""
+    keys = ("paper_recall_at_10_cosine_6s", "recall_at_10_6s", "cosine_deg_mean_6s",
+            "our_s2f_gender_agreement", "our_s2f_age_band_agreement")
+    rows = [[f"v{r.get('model_version')} seed {r.get('seed')}"
+             + (" (picked)" if r.get("evaluation_id") == picked.get("evaluation_id") else ""),
+             _ci(r["metrics"], keys[0]),
+             *(fmt(r["metrics"].get(k), ".2f" if "cosine_deg" in k else ".3f")
+               for k in keys[1:])] for r in seeds]
+    for label, fn in (("mean", _mean), ("sd", _sd)):
+        rows.append([f"{label} over {len(seeds)} seeds",
+                     *(fmt(fn([r["metrics"].get(k) for r in seeds])) for k in keys)])
+    return [f"Our voice encoder over {len(seeds)} training seeds, each scored on test once; the "
+            f"one above was picked by DEV recall@10, never by test ({picked_by or '-'}):",
+            *table(["version", "R@10 [CI]", "id R@10", "cos", "gender", "age band"], rows), ""]
 
 
 def _majority(m: Mapping[str, float], attr: str) -> str:
