@@ -137,3 +137,42 @@ def test_non_finite_samples_and_bad_seconds_are_refused(models, tmp_path: Path) 
             predict_files([clean], tmp_path / "out", seconds=seconds)
         with pytest.raises(ValueError, match="seconds"):
             PredictParams(audio=[clean], out=tmp_path / "out", seconds=seconds)
+
+
+def _silent_flac(path: Path, seconds: int, sr: int = 16000) -> Path:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("flac", rate=sr)
+        stream.layout = "mono"
+        block = np.zeros((1, sr * 10), np.int16)
+        for _ in range(seconds // 10):
+            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
+            frame.sample_rate = sr
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def test_a_two_hour_silent_file_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """Issue 24: a silent 2-hour FLAC (1.3 MB) took 4.4 GB and 11.6 s before it was refused.
+    Predict decodes at most PREDICT_READ_SECONDS; the peak RSS of the refusal is measured in a
+    fresh process, beside the RSS it had before (its imports)."""
+    import subprocess
+    import sys
+
+    from s2f.registry.predict import PREDICT_READ_SECONDS
+
+    flac = _silent_flac(tmp_path / "two_hours.flac", 2 * 3600)
+    code = ("import resource, sys\n"
+            "from s2f.registry.predict import PredictInputError, read_speech\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    read_speech(sys.argv[1])\nexcept PredictInputError as exc:\n"
+            "    print(exc)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(flac)], capture_output=True,
+                         text=True, check=True, timeout=300).stdout.splitlines()
+    assert f"in {PREDICT_READ_SECONDS:.2f} s (the first seconds read)" in out[0], out
+    assert int(out[-1]) < 150 * 1024, f"peak RSS grew by {int(out[-1]) // 1024} MB"  # KiB

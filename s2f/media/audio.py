@@ -66,10 +66,14 @@ def num_frames(num_samples: int, win_length: int = 400, hop_length: int = 160) -
     return (num_samples - win_length) // hop_length + 1
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode any audio file PyAV reads (FLAC from ingestion) to float32 mono at `sample_rate`."""
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE,
+               max_seconds: float | None = None) -> np.ndarray:
+    """Decode any audio file PyAV reads (FLAC from ingestion) to float32 mono at `sample_rate`;
+    with `max_seconds`, decoding stops there (memory bounded whatever the file's length)."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    limit = None if max_seconds is None else int(max_seconds * sample_rate)
     chunks: list[np.ndarray] = []
+    total = 0
     with av.open(str(path)) as container:
         if not container.streams.audio:
             raise ValueError(f"{path}: no audio stream")
@@ -77,11 +81,16 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
+                total += chunks[-1].size
+            if limit is not None and total >= limit:
+                break
+        else:
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
     if not chunks:
         raise ValueError(f"{path}: no audio samples decoded")
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    wave = np.concatenate(chunks).astype(np.float32, copy=False)
+    return wave if limit is None else wave[:limit]
 
 
 def fix_length(wave: np.ndarray, num_samples: int) -> np.ndarray:

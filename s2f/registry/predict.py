@@ -47,6 +47,11 @@ VOICED_FLOOR_DBFS = -40.0
 VOICED_RANGE_DB = 30.0
 
 
+# How much of an input file predict decodes: twice the longest window a prediction uses, so
+# the speech check has room and a long (or hostile) file's memory stays bounded.
+PREDICT_READ_SECONDS = 2 * MAX_PREDICT_SECONDS
+
+
 class PredictInputError(ValueError):
     """An input file that cannot give a prediction, with the reason."""
 
@@ -68,15 +73,18 @@ def voiced_seconds(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
     return float(np.count_nonzero(rms > floor)) * hop / sample_rate
 
 
-def read_speech(path: Path, min_voiced_s: float = 1.0) -> np.ndarray:
-    """Decode `path` to 16 kHz mono float32, or raise PredictInputError saying why not."""
+def read_speech(path: Path, min_voiced_s: float = 1.0,
+                max_seconds: float = PREDICT_READ_SECONDS) -> np.ndarray:
+    """Decode at most the first `max_seconds` of `path` to 16 kHz mono float32 (a prediction
+    uses at most MAX_PREDICT_SECONDS: a 2-hour file costs no more than a 2-minute one), or raise
+    PredictInputError saying why not."""
     path = Path(path)
     if not path.exists():
         raise PredictInputError(f"{path}: file not found")
     if not path.is_file():
         raise PredictInputError(f"{path}: not a file")
     try:
-        wave = load_audio(path, SAMPLE_RATE)
+        wave = load_audio(path, SAMPLE_RATE, max_seconds)
     except av.error.FFmpegError as exc:
         raise PredictInputError(f"{path}: not a readable audio or video file ({exc})") from exc
     except ValueError as exc:  # load_audio: no audio stream / nothing decoded
@@ -88,8 +96,9 @@ def read_speech(path: Path, min_voiced_s: float = 1.0) -> np.ndarray:
     voiced = voiced_seconds(wave)
     if voiced < min_voiced_s:
         raise PredictInputError(
-            f"{path}: only {voiced:.2f} s of speech (of {wave.size / SAMPLE_RATE:.2f} s); "
-            f"at least {min_voiced_s:g} s is needed")
+            f"{path}: only {voiced:.2f} s of speech in {wave.size / SAMPLE_RATE:.2f} s"
+            + (" (the first seconds read)" if wave.size >= int(max_seconds * SAMPLE_RATE) else "")
+            + f"; at least {min_voiced_s:g} s is needed")
     return wave
 
 
