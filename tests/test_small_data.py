@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from train_helpers import tiny
 
 from s2f.models.ge2e import Ge2eVoiceEncoder
 from s2f.models.pitch import median_f0
@@ -28,16 +29,6 @@ SR = 16000
 CORPUS = SyntheticCorpus(identities=10, clips_per_identity=2, test_identities=2, dim=8,
                          seconds=1.2, faces=False, shard_size=8)
 AUGMENT = {"augment_speed": [0.9, 1.1], "augment_gain_db": 6.0, "augment_snr_db": [10.0, 30.0]}
-
-
-def tiny(**over: object) -> TrainConfig:
-    base: dict[str, object] = dict(
-        preset="small", seconds=1.0, channels=[4] * 6 + [8] * 3, fc_width=32, batch_size=4,
-        steps=1, checkpoint_every=100, val_every=1000, log_every=1, dev_fraction=0.2,
-        decoder="random", track=False, register_model=False, val_seconds=None, ema_decay=0.0,
-        ge2e_head_width=16)
-    base.update(over)
-    return TrainConfig(**base)  # type: ignore[arg-type]
 
 
 def tone(f0: float, seconds: float = 1.0) -> np.ndarray:

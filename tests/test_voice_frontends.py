@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from train_helpers import tiny
 
 from s2f.models.frontend import TEST_WINDOW_SECONDS, window_starts
 from s2f.models.ge2e import (
@@ -34,7 +35,6 @@ from s2f.models.ge2e import (
     normalize_volume,
     partial_starts,
 )
-from s2f.train.config import TrainConfig
 from s2f.train.synthetic import SyntheticCorpus, build
 from s2f.train.voice import VoiceTrainer, train_voice_encoder
 from storage.layout import DataLayout
@@ -73,16 +73,6 @@ def speechlike_wave(seconds: float, sr: int = SR) -> np.ndarray:
 
 CORPUS = SyntheticCorpus(identities=12, clips_per_identity=2, test_identities=2, dim=8,
                          seconds=0.6, faces=False, shard_size=8)
-
-
-def tiny(**over: object) -> TrainConfig:
-    base: dict[str, object] = dict(
-        preset="small", seconds=1.0, channels=[4] * 6 + [8] * 3, fc_width=32, batch_size=4,
-        steps=1, checkpoint_every=100, val_every=1000, log_every=1, dev_fraction=0.2,
-        decoder="random", track=False, register_model=False, val_seconds=None, ema_decay=0.0,
-        ge2e_head_width=16)
-    base.update(over)
-    return TrainConfig(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
