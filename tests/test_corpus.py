@@ -33,12 +33,12 @@ from s2f.corpus.faces import (
     umeyama,
 )
 from s2f.corpus.voice import (
-    FEMALE_VARIANTS,
-    MALE_VARIANTS,
     PROJECTIONS,
+    SETTINGS,
     median_f0,
     voice_parameters,
 )
+from s2f.media.acoustics import ACOUSTIC_STATISTICS, acoustic_statistics
 
 N_IDS, N_CLIPS = 6, 2
 YT_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
@@ -306,34 +306,57 @@ def _embedding_at(z: dict[str, float]) -> np.ndarray:
 
 def test_voice_function_constants():
     d = np.asarray(C.DIRECTIONS)
-    np.testing.assert_allclose(d @ d.T, np.eye(4), atol=1e-6)
-    for table in C.F0_TABLE.values():
-        assert np.all(np.diff(table) > 0)
-    assert set(C.F0_TABLE) == set(MALE_VARIANTS + FEMALE_VARIANTS)
+    assert d.shape == (len(PROJECTIONS), 128)
+    np.testing.assert_allclose(d @ d.T, np.eye(len(PROJECTIONS)), atol=1e-6)
+    assert np.all(np.diff(C.SPREAD_TABLE) > 0) and np.all(np.diff(C.F0_OVER_BASE) > 0)
 
 
-def test_voice_parameters_deterministic_and_monotone():
+def test_voice_parameters_deterministic_and_each_monotone_in_its_own_projection():
     rng = np.random.default_rng(1)
     e = rng.normal(0, 0.1, 128)
     assert voice_parameters(e) == voice_parameters(e.copy())
     ts = np.linspace(-4, 4, 81)
-    for name, field in (("pitch", "pitch_hz"), ("range", "pitch_range"), ("rate", "rate_wpm")):
+    for setting, name, _, _ in SETTINGS:
         u = _direction(name) * C.SCALES[PROJECTIONS.index(name)]
-        vals = [getattr(voice_parameters(e + t * u), field) for t in ts]
-        projs = [getattr(voice_parameters(e + t * u), f"proj_{name}") for t in ts]
-        assert np.all(np.diff(projs) > 0)
-        assert np.all(np.diff(vals) >= 0), name
-        assert vals[-1] > vals[0], name
+        voices = [voice_parameters(e + t * u) for t in ts]
+        vals = [getattr(v, setting) for v in voices]
+        assert np.all(np.diff([getattr(v, f"proj_{name}") for v in voices]) > 0)
+        assert np.all(np.diff(vals) >= 0), setting
+        assert vals[-1] > vals[0], setting
+        for other, other_name, _, _ in SETTINGS:  # the other settings do not move (the
+            if other_name != name:                 # directions are orthonormal to ~1e-8)
+                others = np.array([getattr(v, other) for v in voices], np.float64)
+                assert np.allclose(others, others[0], rtol=1e-6), (setting, other)
     pitch = [voice_parameters(e + t * _direction("pitch") * C.SCALES[0]) for t in ts]
     assert np.all(np.diff([p.pitch_hz for p in pitch]) > 0)  # strictly: the pitch parameter
     assert pitch[0].pitch_hz < 95 and pitch[-1].pitch_hz > 240  # wide spread
-    assert pitch[0].group == "male" and pitch[-1].group == "female"
-    u = _direction("variant") * C.SCALES[3]
-    for base in (e - 2 * _direction("pitch") * C.SCALES[0], e + 2 * _direction("pitch") * C.SCALES[0]):
-        group = voice_parameters(base).group
-        names = MALE_VARIANTS if group == "male" else FEMALE_VARIANTS
-        idx = [names.index(voice_parameters(base + t * u).variant) for t in ts]
-        assert np.all(np.diff(idx) >= 0) and idx[0] == 0 and idx[-1] == len(names) - 1
+
+
+SPOKEN = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue "
+          "background. It is easy to tell the depth of a well.")
+
+
+def _spoken_statistics(vp) -> np.ndarray:
+    with EspeakSession() as tts:
+        tts.set_voice_file(vp.voice_file_text(), rate=vp.rate_wpm)
+        wave = tts.synth(SPOKEN, seed=5).astype(np.float32) / 32768
+        return acoustic_statistics(wave, tts.sample_rate)
+
+
+@pytest.mark.parametrize("setting,projection,statistic",
+                         [(s, p, st) for s, p, _, st in SETTINGS], ids=[s for s, *_ in SETTINGS])
+def test_each_voice_setting_moves_its_statistic_in_the_audio(setting, projection, statistic):
+    """One projection moved at a time from the mean morph: the synthesised speech's own
+    statistic (s2f.media.acoustics, no model) follows it monotonically, and by a margin."""
+    col = ACOUSTIC_STATISTICS.index(statistic)
+    sign = -1.0 if statistic == "periodicity" else 1.0  # breath noise lowers periodicity
+    measured = [sign * _spoken_statistics(voice_parameters(_embedding_at({projection: z})))[col]
+                for z in (-1.5, -0.5, 0.5, 1.5)]
+    assert np.all(np.diff(measured) > 0), (setting, measured)
+    spread = {"log_f0": 0.5, "log_f0_range": 0.05, "syllable_rate": 0.5, "f1_centroid_hz": 80,
+              "f2_centroid_hz": 200, "f3_centroid_hz": 300, "periodicity": 0.05,
+              "log_jitter": 1.0}[statistic]
+    assert measured[-1] - measured[0] > spread, (setting, measured)
 
 
 def test_espeak_is_deterministic_in_fresh_sessions():
@@ -358,7 +381,7 @@ def test_low_and_high_pitch_voices_differ_in_f0():
     for z in (-1.8, 1.8):
         vp = voice_parameters(_embedding_at({"pitch": z}))
         with EspeakSession() as tts:
-            tts.set_voice(vp.voice, rate=vp.rate_wpm, pitch=vp.espeak_pitch, pitch_range=vp.pitch_range)
+            tts.set_voice_file(vp.voice_file_text(), rate=vp.rate_wpm)
             f0 = median_f0(tts.synth(text).astype(np.float32), tts.sample_rate)
         assert abs(f0 / vp.pitch_hz - 1) < 0.15, (vp, f0)
         measured.append(f0)

@@ -20,7 +20,10 @@ from s2f.corpus.persons import (
     check_annotations,
     persons_of,
     same_person_clusters,
+    split_gap,
+    stratified_splits,
 )
+from s2f.corpus.voice import projections
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +94,40 @@ def test_assign_splits_keeps_clusters_whole_and_fills_every_split() -> None:
     # same-person clusters of real faces: every face of a person shares its cluster
     with pytest.raises(ValueError, match="cannot fill"):
         assign_splits(np.asarray([0, 0]), ["a", "b"], fractions, seed=0)
+
+
+def test_default_split_is_stratified_by_voice_projection(real, tmp_path: Path) -> None:
+    """Train, dev and test real faces cover the same range of every voice projection: the
+    chosen split's worst gap (mean or SD, in train SDs) is well below the plain greedy split's
+    and under one train SD."""
+    config = CorpusConfig(out=tmp_path)
+    people = split_persons(config, real)
+    values = np.asarray([projections(f.embedding) for f in real])
+    persons = persons_of(real, ASSETS_DIR)
+    clusters = same_person_clusters(real, persons)
+    fractions = {"train": 1 - config.test_fraction - config.dev_fraction,
+                 "dev": config.dev_fraction, "test": config.test_fraction}
+    plain = assign_splits(clusters, persons, fractions, config.seed)
+    plain_gap = split_gap(values, [plain[int(c)] for c in clusters])
+    chosen_gap = split_gap(values, people.splits)
+    assert chosen_gap < 1.0 and chosen_gap < 0.6 * plain_gap, (chosen_gap, plain_gap)
+    for split in ("train", "dev", "test"):  # a morph mixes two persons of its split
+        assert len({people.persons[i] for i, s in enumerate(people.splits) if s == split}) >= 2
+
+
+def test_stratified_splits_pick_the_closest_of_the_candidates() -> None:
+    rng = np.random.default_rng(3)
+    persons = [f"p{i}" for i in range(40)]
+    labels = np.arange(40)  # every person its own cluster
+    values = rng.normal(size=(40, 3))
+    values[:5] += 6.0  # five outliers: a split holding most of them is far from train
+    fractions = {"train": 0.6, "dev": 0.1, "test": 0.3}
+    out = stratified_splits(labels, persons, fractions, seed=0, values=values, candidates=64)
+    best = split_gap(values, [out[int(c)] for c in labels])
+    gaps = [split_gap(values, [assign_splits(labels, persons, fractions, 0, a)[int(c)]
+                               for c in labels]) for a in range(64)]
+    assert best == pytest.approx(min(gaps)) and best < np.median(gaps)
+    assert stratified_splits(labels, persons, fractions, 0, values, 64) == out  # deterministic
 
 
 def test_same_person_clusters_join_look_alikes(real) -> None:

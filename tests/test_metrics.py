@@ -193,17 +193,16 @@ def test_random_pair_baseline_is_a_permutation_distribution() -> None:
 def test_oracle_ridge_recovers_a_linear_map_fitted_on_train_only() -> None:
     import polars as pl
 
-    from s2f.evaluation.scores import oracle_ridge, voice_design
+    from s2f.evaluation.scores import ORACLE_NUMERIC, oracle_ridge, voice_design
 
-    params = pl.DataFrame({"pitch_hz": [100.0, 150, 200, 120, 180, 90],
-                           "espeak_pitch": [10, 40, 70, 20, 60, 5],
-                           "pitch_range": [30, 40, 50, 60, 70, 80],
-                           "rate_wpm": [140, 150, 160, 170, 180, 190],
-                           "variant": ["m1", "f1", "f2", "m1", "f1", "m3"]})
-    x, cats = voice_design(params)
-    assert x.shape == (6, 4 + 4) and cats["variant"] == ["f1", "f2", "m1", "m3"]
-    x_new, _ = voice_design(params.with_columns(pl.lit("m9").alias("variant")), cats)
-    assert x_new[:, 4:].sum() == 0  # an unseen variant: no one-hot column
+    params = pl.DataFrame({c: [100.0 + 10 * i + j for j in range(6)]
+                           for i, c in enumerate(ORACLE_NUMERIC)})
+    x = voice_design(params)
+    assert x.shape == (6, len(ORACLE_NUMERIC))
+    assert np.allclose(x[:, 0], np.log(params["pitch_hz"].to_numpy()))  # pitch as log Hz
+    assert np.allclose(x[:, 1:], params.drop("pitch_hz").to_numpy())
+    with pytest.raises(ValueError, match="no voice parameters"):
+        voice_design(params.drop("breath"))
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(200, 3))
     w = rng.normal(size=(3, 5))

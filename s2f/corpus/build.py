@@ -197,13 +197,15 @@ class PersonSplit:
 
 def split_persons(config: CorpusConfig, faces) -> PersonSplit:
     """Whole same-person clusters of real persons to train / dev / test (`s2f.corpus.persons`)."""
-    from s2f.corpus.persons import assign_splits, persons_of, same_person_clusters
+    from s2f.corpus.persons import persons_of, same_person_clusters, stratified_splits
+    from s2f.corpus.voice import projections
 
     persons = persons_of(faces, config.faces_dir)
     clusters = same_person_clusters(faces, persons)
     fractions = {"train": 1.0 - config.test_fraction - config.dev_fraction,
                  "dev": config.dev_fraction, "test": config.test_fraction}
-    of_cluster = assign_splits(clusters, persons, fractions, config.seed)
+    values = np.asarray([projections(f.embedding) for f in faces])
+    of_cluster = stratified_splits(clusters, persons, fractions, config.seed, values)
     return PersonSplit(persons=tuple(persons), clusters=tuple(int(c) for c in clusters),
                        splits=tuple(of_cluster[int(c)] for c in clusters))
 
@@ -338,8 +340,7 @@ def _speak_segment(voice, rng: np.random.Generator) -> tuple[np.ndarray, float, 
     parts: list[np.ndarray] = []
     total = 0
     with EspeakSession() as tts:
-        tts.set_voice(voice.voice, rate=voice.rate_wpm, pitch=voice.espeak_pitch,
-                      pitch_range=voice.pitch_range)
+        tts.set_voice_file(voice.voice_file_text(), rate=voice.rate_wpm)
         sr = tts.sample_rate
         for _ in range(12):
             text = sentence(rng)
@@ -460,6 +461,7 @@ def build_identity(plan: IdentityPlan) -> dict:
     from PIL import Image
 
     from s2f.corpus.voice import median_f0, voice_parameters
+    from s2f.media.acoustics import ACOUSTIC_STATISTICS, acoustic_statistics
 
     if _STATE.get("error") is not None:
         raise RuntimeError(f"demo-corpus worker failed to start: {_STATE['error']!r}")
@@ -484,7 +486,9 @@ def build_identity(plan: IdentityPlan) -> dict:
         segments += _segment_rows(plan, video, placed, layout)
 
     t0 = time.process_time()
-    f0 = median_f0(np.concatenate(all_speech).astype(np.float32), SAMPLE_RATE)
+    speech = np.concatenate(all_speech).astype(np.float32)
+    f0 = median_f0(speech, SAMPLE_RATE)
+    measured = acoustic_statistics(speech / 32768.0, SAMPLE_RATE)
     timings["voices"] += time.process_time() - t0
     real = [faces[j] for j in picks]
     row = {
@@ -496,6 +500,7 @@ def build_identity(plan: IdentityPlan) -> dict:
         "face_embedding": found.embedding.astype(np.float32).tolist(),
         **voice.as_dict(),
         "f0_measured_hz": f0,
+        **{f"acoustic_{k}": float(v) for k, v in zip(ACOUSTIC_STATISTICS, measured, strict=True)},
         "speech_seconds": float(sum(len(s) for s in all_speech) / SAMPLE_RATE),
     }
     return {"row": row, "segments": segments, "timings": timings, "media_seconds": media_seconds}

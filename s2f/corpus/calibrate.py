@@ -2,14 +2,16 @@
 
     python -m s2f.corpus.calibrate            # rewrites voice_constants.py (about a minute)
 
-- DIRECTIONS: the first four principal directions of the dlib descriptors of the real faces
+- DIRECTIONS: the first eight principal directions of the dlib descriptors of the real faces
   (each computed on its photograph with its 68 landmarks), unit length, signs such that the
   faces of bald_guys.jpg (all adult men) project below the real faces' mean.
 - OFFSETS, SCALES: mean and standard deviation of each projection over CALIBRATION_MORPHS
   morphs drawn with `sample_mix` from `default_rng(CALIBRATION_SEED)`, the way the corpus draws
   them (a morph averages 2-3 faces, so its spread is narrower than the real faces').
-- F0_TABLE: median F0 (Hz, `median_f0`) of each espeak-ng variant speaking CALIBRATION_TEXT at
-  espeak pitch settings F0_TABLE_SETTINGS (range 50, 165 words per minute), made increasing.
+- SPREAD_TABLE, F0_OVER_BASE: the median F0 (`median_f0`) espeak-ng speaks CALIBRATION_TEXT
+  with, over the voice file's base pitch, at each top / base spread of SPREAD_TABLE (geometric
+  mean over the base pitches CALIBRATION_BASES_HZ; neutral formants, no breath or flutter, 165
+  words per minute), made increasing: `voice.pitch_line` inverts it.
 
 Run it again only if the face assets, dlib's models or espeak-ng change: the corpus's ground
 truth is defined by the constants written here, not by this script.
@@ -26,12 +28,15 @@ CALIBRATION_SEED = 20190519
 CALIBRATION_MORPHS = 512
 CALIBRATION_TEXT = ("The birch canoe slid on the smooth planks. "
                     "Glue the sheet to the dark blue background.")
-F0_TABLE_SETTINGS = tuple(range(0, 101, 10))
+SPREAD_TABLE = tuple(round(1.1 + 0.1 * k, 2) for k in range(13))  # 1.1 .. 2.3
+CALIBRATION_BASES_HZ = (60, 90, 130)  # tops stay under frame_f0's 420 Hz
+N_DIRECTIONS = 8
 MEN_PHOTO = "bald_guys.jpg"
 OUT = Path(__file__).with_name("voice_constants.py")
 
 
-def principal_directions(real_embeddings: np.ndarray, men: np.ndarray, k: int = 4) -> np.ndarray:
+def principal_directions(real_embeddings: np.ndarray, men: np.ndarray,
+                         k: int = N_DIRECTIONS) -> np.ndarray:
     mu = real_embeddings.mean(0)
     _, _, vt = np.linalg.svd(real_embeddings - mu, full_matrices=False)
     dirs = vt[:k].copy()
@@ -57,20 +62,21 @@ def morph_statistics(models, faces, dirs: np.ndarray) -> tuple[np.ndarray, np.nd
     return p.mean(0), p.std(0)
 
 
-def f0_table() -> dict[str, list[float]]:
+def f0_over_base() -> list[float]:
     from s2f.corpus.espeak import EspeakSession
-    from s2f.corpus.voice import FEMALE_VARIANTS, LANGUAGE, MALE_VARIANTS, median_f0
+    from s2f.corpus.voice import median_f0, voice_file_text
 
-    table = {}
-    for variant in MALE_VARIANTS + FEMALE_VARIANTS:
-        row = []
-        for setting in F0_TABLE_SETTINGS:
+    ratios = []
+    for spread in SPREAD_TABLE:
+        logs = []
+        for base in CALIBRATION_BASES_HZ:
             with EspeakSession() as tts:
-                tts.set_voice(f"{LANGUAGE}+{variant}", rate=165, pitch=setting, pitch_range=50)
-                row.append(median_f0(tts.synth(CALIBRATION_TEXT).astype(np.float32), tts.sample_rate))
-        # np.interp needs increasing abscissae: make the table strictly increasing
-        table[variant] = [round(float(v), 2) for v in np.maximum.accumulate(row) + np.arange(len(row)) * 1e-3]
-    return table
+                tts.set_voice_file(voice_file_text(base, round(base * spread)), rate=165)
+                f0 = median_f0(tts.synth(CALIBRATION_TEXT).astype(np.float32), tts.sample_rate)
+            logs.append(np.log(f0 / base))
+        ratios.append(float(np.exp(np.mean(logs))))
+    # np.interp needs increasing ordinates for the inverse to be monotone: make them so
+    return [round(float(v), 4) for v in np.maximum.accumulate(ratios) + np.arange(len(ratios)) * 1e-4]
 
 
 def _fmt(values) -> str:
@@ -85,7 +91,7 @@ def write_constants(dirs, offsets, scales, table, out: Path = OUT) -> Path:
         "",
         "# fmt: off",
         "# Unit directions u_k in the 128-D dlib descriptor space (one per line): pitch, range,",
-        "# rate, variant.",
+        "# rate, f1, f2, f3, breath, flutter.",
         "DIRECTIONS = (",
         *[f"    {_fmt(d)}," for d in dirs],
         ")",
@@ -93,11 +99,9 @@ def write_constants(dirs, offsets, scales, table, out: Path = OUT) -> Path:
         f"SCALES = {_fmt(scales)}  # s_k",
         f"CALIBRATION_SEED = {CALIBRATION_SEED}",
         f"CALIBRATION_MORPHS = {CALIBRATION_MORPHS}",
-        f"F0_TABLE_SETTINGS = {tuple(F0_TABLE_SETTINGS)!r}",
-        "# Median F0 (Hz) of each variant at each espeak pitch setting above.",
-        "F0_TABLE = {",
-        *[f"    {k!r}: {_fmt(v)}," for k, v in table.items()],
-        "}",
+        "# Median F0 over the voice file's base pitch at each top / base spread.",
+        f"SPREAD_TABLE = {_fmt(SPREAD_TABLE)}",
+        f"F0_OVER_BASE = {_fmt(table)}",
         "# fmt: on",
         "",
     ]
@@ -119,7 +123,7 @@ def main() -> int:
     models, faces, emb, men = real_face_embeddings()
     dirs = principal_directions(emb, men)
     offsets, scales = morph_statistics(models, faces, dirs)
-    table = f0_table()
+    table = f0_over_base()
     path = write_constants(dirs, offsets, scales, table)
     print(f"wrote {path}: {len(faces)} real faces, {CALIBRATION_MORPHS} morphs")
     print("offsets", np.round(offsets, 4), "scales", np.round(scales, 4))

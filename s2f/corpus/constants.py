@@ -5,7 +5,7 @@ The face → voice function's calibrated constants are in `s2f.corpus.voice_cons
 `python -m s2f.corpus.calibrate` writes whole; these are hand-chosen and stay apart from it.
 """
 
-CORPUS_VERSION = 2  # 2: person-disjoint train / dev / test
+CORPUS_VERSION = 3  # 2: person-disjoint train / dev / test; 3: voice files, 8 settings
 FPS = 25
 SAMPLE_RATE = 22050          # espeak-ng's rate; the muxer resamples to 48 kHz for AAC/Opus
 MIN_CLIP_S, MAX_CLIP_S = 4.0, 10.0

@@ -17,6 +17,7 @@ import numpy as np
 from s2f.corpus import voice as V
 from s2f.corpus import voice_constants as C
 from s2f.corpus.constants import FPS, MAX_CLIP_S, MIN_CLIP_S, SAMPLE_RATE, SPLITS
+from s2f.corpus.persons import SAME_PERSON, STRATIFY_CANDIDATES, split_gap
 
 PASCAL = re.compile(r"^\d{4}_\d{6}\.jpg$")
 
@@ -38,22 +39,23 @@ def voice_function_record() -> dict:
             "z_k": "(p_k - offset_k) / scale_k",
             "q_k": "Phi(z_k), the standard normal CDF",
             "pitch_hz": f"{V.PITCH_HZ_MIN:g} * ({V.PITCH_HZ_MAX:g} / {V.PITCH_HZ_MIN:g}) ** q_pitch",
-            "group": "female if q_pitch >= 0.5 else male",
-            "variant": "group_variants[min(floor(q_variant * len), len - 1)]",
-            "espeak_pitch": "clip(round(interp(log pitch_hz, log f0_table[variant], "
-                            "f0_table_settings)), 0, 100)",
-            "pitch_range": f"round({V.RANGE_MIN} + {V.RANGE_SPAN} * q_range)",
+            "pitch_spread": f"{V.SPREAD_MIN:g} + {V.SPREAD_SPAN:g} * q_range",
+            "pitch_base_hz": "round(pitch_hz / interp(pitch_spread, spread_table, f0_over_base))",
+            "pitch_top_hz": "round(pitch_base_hz * pitch_spread)",
             "rate_wpm": f"round({V.RATE_MIN} + {V.RATE_SPAN} * q_rate)",
-            "voice": f"'{V.LANGUAGE}+' + variant",
+            **{f"{k}_pct": f"round({V.FORMANT_PCT_MIN} + {V.FORMANT_PCT_SPAN} * q_{k})"
+               for k in ("f1", "f2", "f3")},
+            "breath": f"round({V.BREATH_MAX} * q_breath)",
+            "flutter": f"round({V.FLUTTER_MAX} * q_flutter)",
+            "voice_file": "s2f.corpus.voice.voice_file_text: language en, pitch base top, "
+                          "formant 1-5 (3-5 share f3_pct), breath x8, flutter",
         },
         "projections": list(V.PROJECTIONS),
         "directions": [list(d) for d in C.DIRECTIONS],
         "offsets": list(C.OFFSETS),
         "scales": list(C.SCALES),
-        "male_variants": list(V.MALE_VARIANTS),
-        "female_variants": list(V.FEMALE_VARIANTS),
-        "f0_table_settings": list(C.F0_TABLE_SETTINGS),
-        "f0_table": {k: list(v) for k, v in C.F0_TABLE.items()},
+        "spread_table": list(C.SPREAD_TABLE),
+        "f0_over_base": list(C.F0_OVER_BASE),
         "calibration": {"seed": C.CALIBRATION_SEED, "morphs": C.CALIBRATION_MORPHS,
                         "script": "python -m s2f.corpus.calibrate"},
     }
@@ -151,7 +153,28 @@ def _face_sources(config, faces, used: list[str], photos: list[str]) -> list[str
     ]
 
 
+def _lookalikes(rows: list[dict]) -> list[str]:
+    """How many dev and test morphs dlib would take for the same person as a morph of another
+    split (descriptor distance below 0.6): morphs of different real persons can still look
+    alike, and the retrieval numbers should be read with that count."""
+    emb = np.asarray([r["face_embedding"] for r in rows], np.float64)
+    split = np.asarray([r["split"] for r in rows])
+    counts = []
+    for s in ("dev", "test"):
+        mine, other = emb[split == s], emb[split != s]
+        if len(mine) == 0 or len(other) == 0:
+            continue
+        near = np.linalg.norm(mine[:, None] - other[None], axis=2).min(axis=1) < SAME_PERSON
+        counts.append(f"{int(near.sum())} of {len(mine)} {s} identities")
+    if not counts:
+        return []
+    return [f"No real person or real face is in two splits, but a morph of different persons "
+            f"can look like a morph of another split: {' and '.join(counts)} lie within dlib's "
+            f"same-person distance ({SAME_PERSON}) of some identity of another split."]
+
+
 def _persons_and_splits(config, rows: list[dict], faces, people) -> list[str]:
+    gap = split_gap(np.asarray([V.projections(f.embedding) for f in faces]), people.splits)
     n_test = sum(r["split"] == "test" for r in rows)
     by_split = people.persons_by_split()
     faces_by_split = Counter(people.splits)
@@ -184,6 +207,15 @@ def _persons_and_splits(config, rows: list[dict], faces, people) -> list[str]:
         f"{config.test_fraction:g}), and an identity is morphed only from its own split's faces. "
         "A morph that dlib places within 0.6 of any real face of another split is redrawn.",
         "",
+        f"The split is **stratified by voice**: of {STRATIFY_CANDIDATES} such greedy splits "
+        "(tie orders drawn from the seed), the one whose dev and test real faces lie closest to "
+        "train's in every voice projection (mean and SD) is kept, so train, dev and test cover "
+        "the same range of each voice setting. Its worst gap over the "
+        f"{len(V.PROJECTIONS)} projections: **{gap:.2f} train SDs** (real faces; "
+        "`s2f.corpus.persons.split_gap`).",
+        "",
+        *_lookalikes(rows),
+        "",
         *_table(["split", "identities", "persons", "clusters", "real faces", "photos"],
                 [[s, sum(r["split"] == s for r in rows), by_split[s], clusters_by_split.get(s, 0),
                   faces_by_split.get(s, 0), ", ".join(f"`{p}`" for p in photos_by_split[s])]
@@ -191,7 +223,7 @@ def _persons_and_splits(config, rows: list[dict], faces, people) -> list[str]:
         "",
         f"Chance on the test split: recall@10 = {min(10 / max(n_test, 1), 1.0):.3f} "
         f"({n_test} test identities). A group photograph can hold persons of several splits "
-        "(its people are different individuals); no person, and no face, is in two splits.",
+        "(its people are different individuals).",
         "",
     ]
 
@@ -226,62 +258,88 @@ def _synthesis(rows: list[dict]) -> list[str]:
     ]
 
 
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return float("nan")
+    rx, ry = (np.argsort(np.argsort(v[ok])) for v in (x, y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _voice_checks(rows: list[dict]) -> list[str]:
+    """Each setting against the statistic it should move, measured on every identity's speech
+    (`s2f.media.acoustics`), and against the other settings' statistics."""
+    from s2f.media.acoustics import ACOUSTIC_STATISTICS
+
+    stats = {k: np.array([r[f"acoustic_{k}"] for r in rows], np.float64)
+             for k in ACOUSTIC_STATISTICS}
+    table = []
+    for setting, proj, what, stat in V.SETTINGS:
+        x = np.array([r[setting] for r in rows], np.float64)
+        others = [abs(_spearman(x, stats[s])) for _, _, _, s in V.SETTINGS if s != stat]
+        table.append([f"`{setting}`", proj, what, f"{x.min():.3g}–{x.max():.3g}", f"`{stat}`",
+                      f"{_spearman(x, stats[stat]):.2f}", f"{np.nanmax(others):.2f}"])
+    return _table(["setting", "projection", "what it is", "range here", "statistic it moves",
+                   "Spearman r", "largest |r| with another statistic"], table)
+
+
 def _voices(rows: list[dict], faces) -> list[str]:
-    groups = Counter(r["group"] for r in rows)
     pitch = np.array([r["pitch_hz"] for r in rows])
     f0 = np.array([r["f0_measured_hz"] for r in rows])
     ok = np.isfinite(f0)
     corr = float(np.corrcoef(np.log(pitch[ok]), np.log(f0[ok]))[0, 1]) if ok.sum() > 2 else float("nan")
-    rate = np.array([r["rate_wpm"] for r in rows])
-    rng_ = np.array([r["pitch_range"] for r in rows])
-    variants = Counter(r["variant"] for r in rows)
 
     return [
         "## Voices: the face → voice function (ground truth)",
         "",
         "Every voice is espeak-ng speech, synthesised in-process from the `espeakng_loader` wheel "
         f"at {SAMPLE_RATE} Hz, speaking sentences drawn from a small grammar "
-        "(`s2f/corpus/sentences.py`). Its parameters are a deterministic function of the "
-        "identity's face embedding `e` and of nothing else "
-        "(`s2f.corpus.voice.voice_parameters`):",
+        "(`s2f/corpus/sentences.py`), with a voice file of its own. Its settings are a "
+        "deterministic function of the identity's face embedding `e` and of nothing else "
+        "(`s2f.corpus.voice.voice_parameters`), each monotone in its own projection; no setting "
+        "is a category:",
         "",
         "```",
-        "p_k = e · u_k                      k ∈ {pitch, range, rate, variant}",
+        f"p_k = e · u_k          k ∈ {{{', '.join(V.PROJECTIONS)}}}",
         "z_k = (p_k − m_k) / s_k",
-        "q_k = Φ(z_k)                       standard normal CDF: monotone increasing in p_k",
-        f"pitch_hz     = {V.PITCH_HZ_MIN:g} · ({V.PITCH_HZ_MAX:g} / {V.PITCH_HZ_MIN:g}) ^ q_pitch"
-        "      target median F0 (the pitch parameter)",
-        "group        = female if q_pitch ≥ 0.5 else male",
-        "variant      = group[min(⌊q_variant · len(group)⌋, len(group) − 1)]",
-        f"               male   = {', '.join(V.MALE_VARIANTS)}",
-        f"               female = {', '.join(V.FEMALE_VARIANTS)}",
-        "espeak_pitch = clip(round(interp(log pitch_hz, log F0_TABLE[variant], settings)), 0, 100)",
-        f"pitch_range  = round({V.RANGE_MIN} + {V.RANGE_SPAN} · q_range)                "
-        "espeak intonation range",
-        f"rate_wpm     = round({V.RATE_MIN} + {V.RATE_SPAN} · q_rate)                 "
-        "words per minute",
-        f"voice        = \"{V.LANGUAGE}+\" + variant",
+        "q_k = Φ(z_k)           standard normal CDF: monotone increasing in p_k",
+        f"pitch_hz      = {V.PITCH_HZ_MIN:g} · ({V.PITCH_HZ_MAX:g} / {V.PITCH_HZ_MIN:g}) ^ q_pitch"
+        "   target median F0",
+        f"pitch_spread  = {V.SPREAD_MIN:g} + {V.SPREAD_SPAN:g} · q_range"
+        "              top / base of the voice's pitch line",
+        f"rate_wpm      = round({V.RATE_MIN} + {V.RATE_SPAN} · q_rate)         words per minute",
+        *[f"{k}_pct        = round({V.FORMANT_PCT_MIN} + {V.FORMANT_PCT_SPAN} · q_{k})"
+          f"           {label}" for k, label in
+          (("f1", "formant 1 frequency, % of espeak's"), ("f2", "formant 2"),
+           ("f3", "formants 3-5"))],
+        f"breath        = round({V.BREATH_MAX} · q_breath)              breath noise at the formants",
+        f"flutter       = round({V.FLUTTER_MAX} · q_flutter)             F0 wobble",
+        "pitch line    = (base, top) = (pitch_hz / F0_OVER_BASE(pitch_spread), base · pitch_spread)",
         "```",
         "",
-        "- `u_k`: the first four principal directions of the descriptors of the "
+        f"- `u_k`: the first {len(V.PROJECTIONS)} principal directions of the descriptors of the "
         f"{len(faces)} real faces (unit vectors; signs such that the faces of bald_guys.jpg, "
         "all adult men, project below the mean). The pitch uses the first, the direction of "
-        "widest spread. All 4×128 components are in `voice_function.json`.",
+        f"widest spread. All {len(V.PROJECTIONS)}×128 components are in `voice_function.json`.",
         f"- `m_k`, `s_k`: mean and standard deviation of `p_k` over {C.CALIBRATION_MORPHS} "
         f"morphs drawn as above from seed {C.CALIBRATION_SEED}: "
         + ", ".join(f"{k}: m={m:.5f}, s={s:.5f}" for k, m, s in
                     zip(V.PROJECTIONS, C.OFFSETS, C.SCALES, strict=True)) + ".",
-        "- `F0_TABLE`: median F0 (Hz) that each variant has at espeak pitch settings "
-        f"{', '.join(str(x) for x in C.F0_TABLE_SETTINGS)}, measured once "
+        "- `F0_OVER_BASE`: the median F0 espeak-ng speaks with, over the voice file's base pitch, "
+        f"at top / base spreads {', '.join(f'{x:g}' for x in C.SPREAD_TABLE)}, measured once "
         "(`python -m s2f.corpus.calibrate`); it is in `voice_function.json`.",
         "",
-        "In this corpus: "
-        f"pitch_hz {pitch.min():.0f}–{pitch.max():.0f} Hz (median {np.median(pitch):.0f}); "
-        f"{groups.get('male', 0)} male-variant and {groups.get('female', 0)} female-variant voices; "
-        f"variants {', '.join(f'{k} {v}' for k, v in sorted(variants.items()))}; "
-        f"pitch range {rng_.min()}–{rng_.max()}; rate {rate.min()}–{rate.max()} wpm. "
-        f"The median F0 measured on each identity's speech (autocorrelation on voiced frames, "
-        f"`f0_measured_hz`) correlates with pitch_hz at r = {corr:.3f} (log scale).",
+        "**Checked in the audio.** Every identity's speech is measured (`s2f.media.acoustics`: "
+        "no model) and each setting is compared, across this corpus's identities, with the "
+        "statistic it should move (Spearman r) and with the others' (the largest |r|: the "
+        "settings are independent projections, so that one should be small; F0 statistics "
+        "also move a little with the formants and the rate). `tests/test_corpus.py` checks "
+        "the same on controlled voices, one setting moved at a time.",
+        "",
+        *_voice_checks(rows),
+        "",
+        f"The median F0 measured on each identity's speech (`f0_measured_hz`) correlates with "
+        f"pitch_hz at r = {corr:.3f} (log scale).",
         "",
     ]
 

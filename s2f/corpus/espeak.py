@@ -13,6 +13,11 @@ A session costs about 5 ms. Within a session, utterances are deterministic given
     with EspeakSession() as tts:
         tts.set_voice("en+m3", rate=160, pitch=40, pitch_range=50)
         wave = tts.synth("Hello there.", seed=7)   # int16 samples at tts.sample_rate (22050 Hz)
+        tts.set_voice_file(voice_file_text, rate=160)   # a voice defined by a voice file's text
+
+A voice file is loaded by path (`espeak_SetVoiceByFile`), which espeak-ng copies into a
+60-byte buffer: the file goes to a short content-addressed path under the temp directory
+(`voice_file_path`), written once, atomically, so concurrent builders share it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
                              ctypes.c_void_p)
 _LOCK = threading.Lock()  # one session at a time per process: the library is not reentrant
 _PRIVATE_COPY: list[Path] = []
+VOICE_PATH_MAX = 59  # espeak_ng_SetVoiceByFile copies the path into char[60]
 
 
 class EspeakError(RuntimeError):
@@ -65,6 +71,25 @@ def _private_library() -> Path:
     return _PRIVATE_COPY[0]
 
 
+def voice_file_path(text: str) -> Path:
+    """A file holding the voice file `text`, at a path espeak-ng can take (≤ VOICE_PATH_MAX
+    bytes): `<temp>/s2fv/<sha1 prefix>`, or under /tmp when the temp directory's name is long."""
+    name = hashlib.sha1(text.encode()).hexdigest()[:16]
+    for root in (Path(tempfile.gettempdir()), Path("/tmp")):
+        path = root / "s2fv" / name
+        if len(str(path).encode()) <= VOICE_PATH_MAX:
+            break
+    else:
+        raise EspeakError(f"no temp directory with a path short enough for espeak-ng's "
+                          f"{VOICE_PATH_MAX + 1}-byte voice-file buffer: set TMPDIR to one")
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
+
+
 def _bind(lib: ctypes.CDLL) -> None:
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_Initialize.restype = ctypes.c_int
@@ -72,6 +97,8 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.espeak_SetSynthCallback.restype = None
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
     lib.espeak_SetVoiceByName.restype = ctypes.c_int
+    lib.espeak_SetVoiceByFile.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetVoiceByFile.restype = ctypes.c_int
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_SetParameter.restype = ctypes.c_int
     lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
@@ -137,6 +164,20 @@ class EspeakSession:
         lib = self._require()
         if lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise EspeakError(f"espeak-ng has no voice {voice!r}")
+        self._set_parameters(rate, pitch, pitch_range, volume)
+
+    def set_voice_file(self, text: str, rate: int = 175, volume: int = 100) -> None:
+        """The voice a voice file's `text` defines (espeak-ng's voice file format: `language`,
+        `pitch`, `formant`, `breath`, `flutter`, ... lines); pitch and range parameters at 50,
+        the file's own."""
+        lib = self._require()
+        path = voice_file_path(text)
+        if lib.espeak_SetVoiceByFile(str(path).encode()) != 0:
+            raise EspeakError(f"espeak-ng did not load the voice file {path}")
+        self._set_parameters(rate, 50, 50, volume)
+
+    def _set_parameters(self, rate: int, pitch: int, pitch_range: int, volume: int) -> None:
+        lib = self._require()
         for param, value in ((ESPEAK_RATE, rate), (ESPEAK_PITCH, pitch),
                              (ESPEAK_RANGE, pitch_range), (ESPEAK_VOLUME, volume),
                              (ESPEAK_WORDGAP, 0)):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from s2f.corpus.voice import PROJECTIONS
+from s2f.media.acoustics import ACOUSTIC_STATISTICS
 from storage.io import rows_to_table, write_table_atomic
 
 
@@ -31,24 +33,24 @@ IDENTITIES = pa.schema([
     _f("face_det_score", pa.float32(), "HOG detection score of the morph (upsample 0)"),
     _f("face_embedding", pa.list_(pa.float32(), 128),
        "dlib ResNet descriptor of the morph: the input of voice_parameters"),
-    _f("voice", pa.string(), "espeak-ng voice name, language+variant"),
-    _f("variant", pa.string(), "espeak-ng voice variant (formant set)"),
-    _f("group", pa.string(), "male | female variant family, from the pitch projection"),
-    _f("pitch_hz", pa.float64(), "the pitch parameter: target median F0 in Hz"),
-    _f("espeak_pitch", pa.int32(), "espeak pitch setting 0..100 that gives pitch_hz"),
-    _f("pitch_range", pa.int32(), "espeak intonation range setting 0..100"),
-    _f("rate_wpm", pa.int32(), "speaking rate, words per minute"),
-    _f("proj_pitch", pa.float64(), "projection of the embedding on the pitch direction"),
-    _f("proj_range", pa.float64(), "projection on the range direction"),
-    _f("proj_rate", pa.float64(), "projection on the rate direction"),
-    _f("proj_variant", pa.float64(), "projection on the variant direction"),
-    _f("z_pitch", pa.float64(), "standardised pitch projection"),
-    _f("z_range", pa.float64(), "standardised range projection"),
-    _f("z_rate", pa.float64(), "standardised rate projection"),
-    _f("z_variant", pa.float64(), "standardised variant projection"),
+    _f("pitch_hz", pa.float64(), "target median F0 in Hz (from the pitch projection)"),
+    _f("pitch_spread", pa.float64(), "top / base of the voice's pitch line (range projection)"),
+    _f("pitch_base_hz", pa.int32(), "the voice file's pitch line: base, Hz"),
+    _f("pitch_top_hz", pa.int32(), "the voice file's pitch line: top, Hz"),
+    _f("rate_wpm", pa.int32(), "speaking rate, words per minute (rate projection)"),
+    _f("f1_pct", pa.int32(), "first formant frequency, % of espeak-ng's default (f1 projection)"),
+    _f("f2_pct", pa.int32(), "second formant frequency, % (f2 projection)"),
+    _f("f3_pct", pa.int32(), "third to fifth formant frequencies, % (f3 projection)"),
+    _f("breath", pa.int32(), "breath noise at every formant, 0-45 (breath projection)"),
+    _f("flutter", pa.int32(), "F0 flutter, 0-40 (flutter projection)"),
+    *[_f(f"proj_{k}", pa.float64(), f"projection of the embedding on the {k} direction")
+      for k in PROJECTIONS],
+    *[_f(f"z_{k}", pa.float64(), f"standardised {k} projection") for k in PROJECTIONS],
     _f("f0_measured_hz", pa.float64(), "median F0 measured on all of the identity's speech"),
+    *[_f(f"acoustic_{k}", pa.float64(), f"{k} measured on all of the identity's speech "
+         "(s2f.media.acoustics)") for k in ACOUSTIC_STATISTICS],
     _f("speech_seconds", pa.float64(), "seconds of synthesised speech (before padding)"),
-], metadata={"s2f.table": "demo_identities", "s2f.schema_version": "2",
+], metadata={"s2f.table": "demo_identities", "s2f.schema_version": "3",
              "s2f.doc": "One row per identity of the built-in demo corpus."})
 
 

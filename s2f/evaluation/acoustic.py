@@ -1,4 +1,4 @@
-"""Acoustic baselines: what one number measured on the voice predicts of the face.
+"""Acoustic baselines: what numbers measured on the voice, without a model, predict of the face.
 
 The F0-only ridge (`f0_ridge_`) stands beside every model number, on every corpus (the demo's,
 AVSpeech, the real pairs): the clip's median F0 (`s2f.models.pitch.median_f0`: normalised
@@ -8,10 +8,17 @@ to the scored role's. A model that does not beat it has learnt pitch, and pitch 
 gender. Input: log F0 (pitch perception and the male/female gap are multiplicative); a clip
 with no voiced frame takes the train median, and how many did is kept as a metric.
 
-Median F0 is measured once per audio file and process (keyed by path, size and mtime): a
+The all-statistic acoustic ridge (`acoustic_ridge_`) does the same from every statistic of
+`s2f.media.acoustics` (pitch, intonation range, syllable rate, three formant-band centroids,
+periodicity, jitter): what the voice shows of the face without learning. On the demo corpus it
+is the bar between "learnt the voice's qualities" and "learnt more than a few measurements";
+a statistic no train clip has (unvoiced) is dropped, a missing one takes the train median.
+
+Median F0 and the statistics are measured once per audio file and process (keyed by path, size and mtime): a
 pipeline run scores dev and test, for the model and the control, on the same train clips.
 
     python -m s2f.evaluation.acoustic AUDIO...     # prints each file's median F0
+    python -m s2f.media.acoustics AUDIO...         # prints each file's statistics
 """
 
 from __future__ import annotations
@@ -46,6 +53,28 @@ def median_f0_of(paths: Sequence[Path | str]) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=1 << 20)
+def _statistics(path: str, size: int, mtime_ns: int) -> tuple[float, ...]:
+    from s2f.media.acoustics import acoustic_statistics
+
+    return tuple(acoustic_statistics(load_audio(path), SAMPLE_RATE).tolist())
+
+
+def acoustic_statistics_of(paths: Sequence[Path | str]) -> np.ndarray:
+    """`s2f.media.acoustics.ACOUSTIC_STATISTICS` of each audio file (rows; NaN where a statistic
+    is undefined or the file is gone)."""
+    from s2f.media.acoustics import ACOUSTIC_STATISTICS
+
+    out = np.full((len(paths), len(ACOUSTIC_STATISTICS)), np.nan)
+    for n, path in enumerate(paths):
+        try:
+            st = Path(path).stat()
+        except OSError:
+            continue
+        out[n] = _statistics(str(path), st.st_size, st.st_mtime_ns)
+    return out
+
+
 MIN_VOICED_TRAIN = 2  # a ridge on one input needs two distinct points
 
 
@@ -67,6 +96,27 @@ def f0_ridge(train_f0: np.ndarray, train_features: np.ndarray, eval_f0: np.ndarr
 
     pred = oracle_ridge(design(train_f0), train_features, design(eval_f0))
     return pred, {**info, "f0_ridge_train_median_hz": fill}
+
+
+def acoustic_ridge(train_stats: np.ndarray, train_features: np.ndarray, eval_stats: np.ndarray
+                   ) -> tuple[np.ndarray | None, dict[str, float]]:
+    """The all-statistic acoustic ridge's prediction for each scored clip, fitted on train only
+    (None when fewer than `MIN_VOICED_TRAIN` train clips have every kept statistic), and what
+    went into it: statistics kept (those finite on at least `MIN_VOICED_TRAIN` train clips);
+    a missing value takes that statistic's train median."""
+    finite = np.isfinite(train_stats)
+    keep = finite.sum(axis=0) >= MIN_VOICED_TRAIN
+    info = {"acoustic_ridge_statistics": float(keep.sum()),
+            "acoustic_ridge_eval_incomplete": float((~np.isfinite(eval_stats[:, keep])).any(axis=1).sum())}
+    if not keep.any() or len(train_stats) < MIN_VOICED_TRAIN:
+        return None, info
+    fill = np.array([np.median(train_stats[finite[:, j], j]) for j in np.nonzero(keep)[0]])
+
+    def design(stats: np.ndarray) -> np.ndarray:
+        x = stats[:, keep]
+        return np.where(np.isfinite(x), x, fill)
+
+    return oracle_ridge(design(train_stats), train_features, design(eval_stats)), info
 
 
 def main(argv: list[str] | None = None) -> int:

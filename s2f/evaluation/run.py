@@ -35,7 +35,12 @@ import numpy as np
 import polars as pl
 
 from s2f.evaluation import figures, pairs
-from s2f.evaluation.acoustic import f0_ridge, median_f0_of
+from s2f.evaluation.acoustic import (
+    acoustic_ridge,
+    acoustic_statistics_of,
+    f0_ridge,
+    median_f0_of,
+)
 from s2f.evaluation.data import (
     DEFAULT_DEV_FRACTION,
     EvalRole,
@@ -157,16 +162,14 @@ def oracle_predictions(es: EvalSet, identities_path: Path, train_ids: list[str],
         return None
     by_video = table.unique("youtube_id", keep="first")
 
-    def design_of(ids: list[str], cats: dict[str, list[str]] | None = None
-                  ) -> tuple[np.ndarray, dict[str, list[str]]]:
+    def design_of(ids: list[str]) -> np.ndarray:
         rows = pl.DataFrame({"youtube_id": ids}).join(by_video, on="youtube_id", how="left",
                                                       maintain_order="left")
         if rows["identity"].null_count():
             raise EvaluationDataError(f"{identities_path}: videos without an identity")
-        return voice_design(rows, cats)
+        return voice_design(rows)
 
-    x_train, cats = design_of(train_ids)
-    x_eval, _ = design_of(es.youtube_ids, cats)
+    x_train, x_eval = design_of(train_ids), design_of(es.youtube_ids)
     return oracle_ridge(x_train, train_feats, x_eval)
 
 
@@ -259,16 +262,23 @@ def _score_model(encoder: LoadedModel, es: EvalSet, waves: list[np.ndarray], poo
 def _score_controls(train_layout: DataLayout, es: EvalSet, identities_path: Path | None,
                     train: pl.DataFrame, pools: _Pools, n_boot: int, seed: int,
                     scored: _Scored) -> list[str]:
-    """Score the mean training face, the F0-only ridge and (with voice settings) the oracle;
-    returns their names. `train`: `training_set` of `train_layout` (read once)."""
+    """Score the mean training face, the F0-only and all-statistic acoustic ridges and (with
+    voice settings) the oracle; returns their names. `train`: `training_set` of
+    `train_layout` (read once)."""
     train_ids, train_feats = train["youtube_id"].to_list(), feature_matrix(train)
     controls: list[tuple[str, np.ndarray]] = [
         ("mean_face", np.broadcast_to(train_feats.mean(axis=0), es.features.shape))]
-    train_f0 = median_f0_of([train_layout.resolve(p) for p in train["audio_path"].to_list()])
-    f0_pred, f0_info = f0_ridge(train_f0, train_feats, median_f0_of(es.audio_paths))
+    train_paths = [train_layout.resolve(p) for p in train["audio_path"].to_list()]
+    f0_pred, f0_info = f0_ridge(median_f0_of(train_paths), train_feats,
+                                median_f0_of(es.audio_paths))
     scored.flat.update(f0_info)
     if f0_pred is not None:  # None: no voiced train clip (synthetic tones); the metric says so
         controls.append(("f0_ridge", f0_pred))
+    ac_pred, ac_info = acoustic_ridge(acoustic_statistics_of(train_paths), train_feats,
+                                      acoustic_statistics_of(es.audio_paths))
+    scored.flat.update(ac_info)
+    if ac_pred is not None:
+        controls.append(("acoustic_ridge", ac_pred))
     oracle = None if identities_path is None else oracle_predictions(
         es, identities_path, train_ids, train_feats)
     if oracle is not None:

@@ -32,8 +32,8 @@ from s2f.evaluation import metrics
 SECONDS = (3.0, 6.0)
 # The demo corpus's voice parameters (s2f.corpus.table.IDENTITIES) worth a read-out; the other
 # numeric columns (index, n_clips, detection scores) say nothing about the voice.
-VOICE_PARAMETERS = ("pitch_hz", "espeak_pitch", "pitch_range", "rate_wpm", "f0_measured_hz",
-                    "proj_pitch", "proj_range", "proj_rate", "proj_variant")
+VOICE_PARAMETERS = ("pitch_hz", "pitch_spread", "rate_wpm", "f1_pct", "f2_pct", "f3_pct", "breath",
+                    "flutter", "f0_measured_hz")
 PRIMARY_SECONDS = 6.0  # the paper's headline input length; the promotion gate reads these
 
 
@@ -44,8 +44,8 @@ def sec_tag(seconds: float) -> str:
 PAPER_MAX_POOL = 5000  # the paper's retrieval database: 5,000 face images, one per test clip
 # The demo corpus's voice settings (s2f.corpus.voice.VoiceParams): what espeak-ng is told, so
 # the best any voice encoder can recover. The proj_*/z_* columns are face projections, not voice.
-ORACLE_NUMERIC = ("pitch_hz", "espeak_pitch", "pitch_range", "rate_wpm")
-ORACLE_CATEGORICAL = ("variant",)
+ORACLE_NUMERIC = ("pitch_hz", "pitch_spread", "rate_wpm", "f1_pct", "f2_pct", "f3_pct", "breath",
+                  "flutter")
 
 
 @dataclass
@@ -154,20 +154,15 @@ def paper_distance_label(distance: str, m: dict[str, float] | None = None) -> st
     return f"{distance} ({'raw' if raw else 'normalised'})"
 
 
-def voice_design(params: pl.DataFrame, categories: dict[str, list[str]] | None = None
-                 ) -> tuple[np.ndarray, dict[str, list[str]]]:
-    """The demo corpus's exact voice settings as a design matrix: the numeric settings
-    (`ORACLE_NUMERIC`) and a one-hot of the espeak variant. `categories` (from the training
-    identities) fixes the one-hot columns; a variant unseen in training gets all zeros."""
-    missing = [c for c in (*ORACLE_NUMERIC, *ORACLE_CATEGORICAL) if c not in params.columns]
+def voice_design(params: pl.DataFrame) -> np.ndarray:
+    """The demo corpus's exact voice settings (`ORACLE_NUMERIC`, all continuous) as a design
+    matrix; pitch as log Hz (the setting is log-uniform in its projection's quantile)."""
+    missing = [c for c in ORACLE_NUMERIC if c not in params.columns]
     if missing:
         raise ValueError(f"no voice parameters {missing} in the identities table")
-    cats = categories or {c: sorted(params[c].unique().to_list()) for c in ORACLE_CATEGORICAL}
     cols = [params[c].cast(pl.Float64).to_numpy() for c in ORACLE_NUMERIC]
-    for c in ORACLE_CATEGORICAL:
-        values = params[c].to_list()
-        cols += [np.array([v == cat for v in values], np.float64) for cat in cats[c]]
-    return np.stack(cols, axis=1), cats
+    cols[0] = np.log(cols[0])
+    return np.stack(cols, axis=1)
 
 
 def oracle_ridge(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,

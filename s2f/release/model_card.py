@@ -122,7 +122,8 @@ def _controls_table(m: dict[str, float], control: dict[str, Any] | None,
                    "this snapshot | - |")
     out.append(f"| mean face (baseline) | {_ci(m, 'mean_face_recall_at_10')} | "
                f"{_ci(m, 'mean_face_paper_recall_at_10_cosine')} |")
-    for method, label in (("f0_ridge", "F0-only ridge"), ("gender_only", "gender-only"),
+    for method, label in (("f0_ridge", "F0-only ridge"), ("acoustic_ridge", "acoustic ridge"),
+                          ("gender_only", "gender-only"),
                           ("paper_s2f_image", "paper's S2F images")):
         if f"{method}_recall_at_10" in m:
             out.append(f"| {label} | {_ci(m, f'{method}_recall_at_10')} | "

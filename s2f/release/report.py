@@ -139,13 +139,20 @@ def paper_retrieval_section(m: Mapping[str, float]) -> list[str]:
     return [head, *table(["input", "distance", *(f"R@{k}" for k in ks)], rows)]
 
 
+# The acoustic baselines (`s2f.evaluation.acoustic`): metric prefix and label.
+ACOUSTIC_ROWS = (("f0_ridge", "F0-only ridge (median F0 -> face)"),
+                 ("acoustic_ridge", "acoustic ridge (8 measured statistics -> face)"))
+
+
 def controls_section(row: Mapping[str, Any], control: Mapping[str, Any] | None) -> list[str]:
     """(b3) The model beside its controls, same split, same metrics."""
     m = row["metrics"]
     head = ("(b3) Controls beside the model (test split, 6 s, per-identity recall@10 and the "
             "paper protocol's cosine recall@10): the shuffled-voice control is trained the "
             "same way (the same steps and schedule by default) with the face features "
-            "permuted across training identities (its CI should include chance); the oracle "
+            "permuted across training identities (its CI should include chance); the F0-only "
+            "and acoustic ridges map what is measured on the voice without a model (median F0; "
+            "8 statistics: s2f.media.acoustics) to the face, fitted on train; the oracle "
             "ceiling is ridge from each "
             "identity's exact espeak voice settings to the face feature, fitted on the train "
             "identities (demo corpus only):")
@@ -163,10 +170,11 @@ def controls_section(row: Mapping[str, Any], control: Mapping[str, Any] | None) 
     rows.append(["mean face (baseline)", _ci(m, "mean_face_recall_at_10"),
                  _ci(m, "mean_face_paper_recall_at_10_cosine"),
                  fmt(m.get("mean_face_cosine_deg_mean"), ".2f")])
-    if "f0_ridge_recall_at_10" in m:
-        rows.append(["F0-only ridge (median F0 -> face)", _ci(m, "f0_ridge_recall_at_10"),
-                     _ci(m, "f0_ridge_paper_recall_at_10_cosine"),
-                     fmt(m.get("f0_ridge_cosine_deg_mean"), ".2f")])
+    for method, label in ACOUSTIC_ROWS:
+        if f"{method}_recall_at_10" in m:
+            rows.append([label, _ci(m, f"{method}_recall_at_10"),
+                         _ci(m, f"{method}_paper_recall_at_10_cosine"),
+                         fmt(m.get(f"{method}_cosine_deg_mean"), ".2f")])
     if "oracle_recall_at_10" in m:
         rows.append(["oracle ceiling (voice settings)", _ci(m, "oracle_recall_at_10"),
                      _ci(m, "oracle_paper_recall_at_10_cosine"),
@@ -189,6 +197,7 @@ PAIRS_ROWS = (
     ("paper_f2f_image_", "paper F2F image (Face_f2f)", "paper_f2f"),
     ("mean_face_", "mean face (train mean)", "mean_face_s2f"),
     ("f0_ridge_", "F0-only ridge (median F0 -> face)", "f0_ridge_s2f"),
+    ("acoustic_ridge_", "acoustic ridge (8 statistics -> face)", None),
     ("gender_only_", "gender-only (train mean of the gender)", "gender_only_s2f"),
 )
 
