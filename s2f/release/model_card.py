@@ -322,13 +322,15 @@ def _evaluation(evaluation: dict[str, Any], compact: bool, control: dict[str, An
         *_controls_table(m, control, evaluation.get("seed")),
         "",
         f"Diversity (spread of predictions / spread of true features, 6 s): "
-        f"{_num(m.get('diversity_6s'))}; of the decoder's landmarks: "
-        f"{_num(m.get('recon_landmark_diversity'))}; of its images: "
-        f"{_num(m.get('recon_image_diversity'))}. Near 0 means one face for every voice.",
+        f"{_num(m.get('diversity_6s'))}"
+        + ("." if compact else  # the registry's 5,000 characters: the headline number only
+           f"; of the decoder's landmarks: {_num(m.get('recon_landmark_diversity'))}; of its "
+           f"images: {_num(m.get('recon_image_diversity'))}. Near 0 means one face for every "
+           "voice."),
     ]
     if compact:
-        return lines + ["", "Craniofacial and voice-parameter correlations: see `model_card.md` "
-                        "in the evaluation run."]
+        return lines + ["", "Diversity of the decoder's output, craniofacial and voice-parameter "
+                        "correlations: see `model_card.md` in the evaluation run."]
     return lines + _correlation_tables(m)
 
 
