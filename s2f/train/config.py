@@ -28,7 +28,6 @@ import json
 import sys
 from typing import Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from s2f.media.audio import AudioConfig
@@ -222,12 +221,6 @@ class DecoderTrainConfig(_Base):
 
     def loss_config(self) -> DecoderLossConfig:
         return DecoderLossConfig(self.texture_weight, self.landmark_weight, self.image_weight)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from s2f.devices import resolve_device
 from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig, to_mean_shape
 from s2f.models.losses import face_decoder_loss_terms
 from s2f.registry.names import FACE_DECODER_NAME
 from s2f.train import checkpoint
 from s2f.train.checkpoint import RunResult
-from s2f.train.config import DecoderTrainConfig, resolve_device
+from s2f.train.config import DecoderTrainConfig
 from s2f.train.face_data import FaceSet, load_face_set
 from s2f.train.readback import Terms, host_floats
 from s2f.train.runner import KeptWeights, run

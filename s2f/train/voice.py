@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from s2f.devices import resolve_device
 from s2f.media.audio import spectrogram
 from s2f.models.face_decoder import FaceDecoder
 from s2f.models.ge2e import GE2E_TRAINED_ON, Ge2eConfig, Ge2eVoiceEncoder, ge2e_provenance
@@ -77,7 +78,7 @@ from s2f.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from s2f.train.config import TrainConfig, resolve_device
+from s2f.train.config import TrainConfig
 from s2f.train.data import Batch, PairStream
 from s2f.train.distributed import current, plain_copy, state_digest
 from s2f.train.ema import Ema
