@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_DEVICE = "auto"  # evaluation's default (training and preprocessing say "auto" too)
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # the names a stage's `device` setting takes
 
 
 class DeviceError(ValueError):
