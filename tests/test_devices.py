@@ -80,3 +80,41 @@ def test_runs_go_side_by_side_one_per_gpu_in_waves() -> None:
     assert [p.run for p in placed] == list(range(7))  # every run once, in order
     for wave in waves:  # no two runs of a wave share a GPU
         assert len({p.device for p in wave}) == len(wave)
+
+
+def _rank_and_pid() -> tuple[int | None, int]:
+    import os
+    import time
+
+    from s2f.preprocess.pool import worker_rank
+
+    time.sleep(0.2)  # keep this worker busy so the next task can go to the other one
+    return worker_rank(), os.getpid()
+
+
+def test_the_shared_counter_hands_out_ranks_in_start_order() -> None:
+    import multiprocessing
+
+    from s2f.preprocess.pool import take_rank, worker_rank
+
+    started = multiprocessing.get_context("spawn").Value("i", 0)
+    assert [take_rank(started) for _ in range(3)] == [0, 1, 2]
+    assert worker_rank() is None  # not a pool worker
+
+
+def test_pool_workers_each_take_their_own_rank() -> None:
+    """Real spawned workers (as `preprocess_parallel` starts them): a worker keeps one rank,
+    two workers never share one, and ranks are 0..workers-1, which `worker_device` maps to
+    the GPUs round robin."""
+    from s2f.preprocess.pool import _pool, shutdown_pools
+
+    try:
+        pool = _pool(2)
+        seen = [f.result() for f in [pool.submit(_rank_and_pid) for _ in range(6)]]
+    finally:
+        shutdown_pools()
+    rank_of: dict[int, int | None] = {}
+    for rank, pid in seen:
+        assert rank_of.setdefault(pid, rank) == rank
+    assert set(rank_of.values()) <= {0, 1}
+    assert len(set(rank_of.values())) == len(rank_of)
