@@ -12,13 +12,14 @@ and for the round robin that gives each worker (and each side-by-side run) its o
   fresh process).
 - `side_by_side(runs, device_count)`: the waves in which `runs` training runs go, each run
   with its own device; with fewer than two devices, one run per wave on no fixed device (one
-  after another, as on the CPU).
+  after another, as on the CPU); `pinned(device)` makes a run's thread use its device.
 
 Torch is imported inside the functions: `flows.params` reads `DEFAULT_DEVICE` without it.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -102,3 +103,14 @@ def side_by_side(runs: int, device_count: int) -> list[list[Placement]]:
     return [[Placement(i, f"cuda:{round_robin(i, device_count)}")
              for i in range(start, min(start + device_count, runs))]
             for start in range(0, runs, device_count)]
+
+
+def pinned(device: str | None) -> AbstractContextManager[object]:
+    """A context in which `device` ("cuda:N") is this thread's current CUDA device, so code that
+    says "cuda" (or `torch.cuda.synchronize()`) means it; nothing for any other name. A run
+    started side by side in its own thread needs it: a new thread's current device is 0."""
+    if device is None or not device.startswith("cuda:"):
+        return nullcontext()
+    import torch
+
+    return torch.cuda.device(resolve_device(device))

@@ -118,3 +118,31 @@ def test_pool_workers_each_take_their_own_rank() -> None:
         assert rank_of.setdefault(pid, rank) == rank
     assert set(rank_of.values()) <= {0, 1}
     assert len(set(rank_of.values())) == len(rank_of)
+
+
+def test_seeds_spread_over_gpus_only_when_the_device_setting_lets_them() -> None:
+    from flows.train import gpus_to_spread_over
+    from s2f.devices import visible_cuda_devices
+
+    assert gpus_to_spread_over("cpu") == 0
+    assert gpus_to_spread_over("cuda:1") == 0  # a device named by index: that one only
+    assert gpus_to_spread_over("auto") == gpus_to_spread_over("cuda") == visible_cuda_devices()
+    if visible_cuda_devices() < 2:  # here: the seeds go one after another, as before
+        assert all(p.device is None for w in side_by_side(4, gpus_to_spread_over("auto"))
+                   for p in w)
+
+
+def test_pinned_makes_the_run_s_gpu_current_and_is_nothing_elsewhere() -> None:
+    from contextlib import nullcontext
+
+    from s2f.devices import pinned
+
+    for name in (None, "auto", "cpu", "cuda"):
+        assert isinstance(pinned(name), nullcontext)
+    if torch.cuda.is_available():
+        last = torch.cuda.device_count() - 1
+        with pinned(f"cuda:{last}"):
+            assert torch.cuda.current_device() == last
+    else:
+        with pytest.raises(DeviceError):
+            pinned("cuda:0")
