@@ -93,6 +93,7 @@ class DecoderTrainer:
         self.identity = checkpoint.run_identity(cfg, self.fingerprint)
         self.ckpt_dir = ckpt_dir or checkpoint.run_checkpoint_dir(layout, "face_decoder",
                                                                   self.identity)
+        self.writer = checkpoint.CheckpointWriter()
         self.step, self.epoch, self.batch = 0, 0, 0
 
     def training_batches(self) -> Iterator[tuple[int, int, torch.Tensor]]:
@@ -146,7 +147,7 @@ class DecoderTrainer:
 
     # -- checkpoints --------------------------------------------------------------------------
     def save(self) -> Path:
-        return checkpoint.save_checkpoint(self.ckpt_dir, {
+        return self.writer.submit(self.ckpt_dir, {  # written in the background
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "rng": checkpoint.rng_state(), "step": self.step, "epoch": self.epoch,
             "batch": self.batch, "config": self.cfg.model_dump_json(),
@@ -155,6 +156,7 @@ class DecoderTrainer:
     def resume(self) -> bool:
         """Continue from `<ckpt_dir>/last.pt` if there is one (`ResumeMismatch` if it is
         another run's)."""
+        self.writer.join()  # a write in flight is the newest last.pt
         p = checkpoint.latest(self.ckpt_dir)
         if p is None:
             return False
