@@ -104,10 +104,12 @@ OMITTED_AT_DEFAULT = frozenset({"augment_speed", "augment_gain_db", "augment_snr
 
 
 def identity_config(cfg: BaseModel) -> dict[str, Any]:
-    """The config fields that change the weights (all but `NOT_IDENTITY`, and those of
+    """The config fields that change the weights (all but `NOT_IDENTITY` and the config
+    class's own `NOT_IDENTITY`, and those of
     `OMITTED_AT_DEFAULT` left at their default)."""
     fields = type(cfg).model_fields
-    return {k: v for k, v in cfg.model_dump().items() if k not in NOT_IDENTITY
+    skip = NOT_IDENTITY | getattr(type(cfg), "NOT_IDENTITY", frozenset())  # + the config's own
+    return {k: v for k, v in cfg.model_dump().items() if k not in skip
             and not (k in OMITTED_AT_DEFAULT and v == fields[k].default)}
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -211,6 +211,11 @@ class DecoderTrainConfig(_Base):
     track: bool = True
     register_model: bool = True
     bf16: bool = False                       # autocast bf16 on CUDA (~1.7x; TPS warp stays fp32)
+    # torch.compile the training forward (CUDA only, as the voice encoder's; off by default:
+    # unmeasured, issue 27). Not part of the run's identity: the kernels change, not the maths,
+    # so a run resumes with the flag flipped (and the decoders trained before keep their folder)
+    torch_compile: bool = False
+    NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset({"torch_compile"})
 
     def decoder_config(self, in_dim: int) -> FaceDecoderConfig:
         base = FaceDecoderConfig.paper() if self.preset == "paper" else FaceDecoderConfig.small()

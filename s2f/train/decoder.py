@@ -21,7 +21,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -82,6 +82,10 @@ class DecoderTrainer:
                                  mean_shape=self.train.landmarks.mean(dim=0)).to(self.device)
         self.kept = KeptWeights(self.model, None)  # no EMA, no selection: the last weights
         self.cuda = self.device.type == "cuda"
+        # the training forward compiled with `torch_compile` on CUDA (one shape: compiles
+        # once); validation and export use the eager module, which shares its weights
+        self.train_model = cast(FaceDecoder, torch.compile(self.model)) \
+            if cfg.torch_compile and self.cuda else self.model
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest conv kernels, once
         # fused Adam on CUDA (one kernel for all parameters); CPU keeps torch's default
@@ -110,7 +114,7 @@ class DecoderTrainer:
 
     def train_step(self, idx: torch.Tensor) -> Terms:
         self.model.train()
-        loss, terms = self.step_loss(self.model, self.train, idx)
+        loss, terms = self.step_loss(self.train_model, self.train, idx)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
