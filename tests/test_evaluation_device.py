@@ -3,10 +3,11 @@ reach the models and the retrieval ranking; the ranking on a torch device gives 
 
 On the CPU: the torch ranking (run on the CPU device) equals numpy's, rank for rank, ties
 included; `device="cpu"` and the default scores are the same numbers; a bad device name is
-refused before anything loads. With CUDA (`pytest -m gpu`): the same evaluation on the GPU
-against the CPU, every metric within 1e-4 relative (the ranking is float64 on both; the voice
-encoder runs in float32, where cuDNN may use TF32: the recall values, fractions of 28 clips,
-come out equal), and a real voice encoder's features on the GPU against the CPU's.
+refused before anything loads. With CUDA (`pytest -m gpu`, a machine with MLflow): the same
+evaluation on the GPU against the CPU, every metric within 1e-4 relative (the ranking is
+float64 on both; the voice encoder runs in float32, where cuDNN may use TF32: the recall
+values, fractions of 28 clips, come out equal). The GPU checks that need no MLflow (ranks,
+a real encoder's features) are in tests/test_gpu_evaluation.py.
 
     pytest -q tests/test_evaluation_device.py
 """
@@ -121,20 +122,3 @@ def test_evaluation_on_the_gpu_gives_the_cpu_s_numbers(tmp_path: Path) -> None:
     cpu = _evaluate(tmp_path / "cpu", device="cpu")
     gpu = _evaluate(tmp_path / "gpu", device="cuda")
     assert same_numbers(gpu, cpu, rel=1e-4) == []
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_voice_encoder_s_features_on_the_gpu_follow_the_cpu_s() -> None:
-    from s2f.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
-    from s2f.registry.inference import encode_waves
-
-    torch.manual_seed(0)
-    net = VoiceEncoder(VoiceEncoderConfig(seconds=1.0, channels=(8,) * 6 + (16,) * 3,
-                                          fc_width=32, out_dim=16,
-                                          final_activation="none")).eval()
-    waves = [np.random.default_rng(i).normal(size=20_000).astype(np.float32) for i in range(12)]
-    on_cpu = encode_waves(LoadedModel(CONTROL, net), waves, 1.0)
-    on_gpu = encode_waves(LoadedModel(CONTROL, net.cuda()), waves, 1.0, batch_size=32)
-    cos = (on_cpu * on_gpu).sum(1) / np.linalg.norm(on_cpu, axis=1) / np.linalg.norm(on_gpu, axis=1)
-    assert cos.min() > 0.9999  # TF32 convolutions: ~1e-3 relative per value at most
