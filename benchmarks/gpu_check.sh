@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# The GPU check of issue 16 in one go: install the carried wheels (if any), run the training
-# benchmark (python -m benchmarks.train_gpu), then `pytest -m gpu`; logs and JSON in OUT_DIR.
+# The GPU check of issues 16 and 27 in one go: install the carried wheels (if any), run the
+# training benchmark (python -m benchmarks.train_gpu), the side-by-side table of each change
+# (python -m benchmarks.gpu_variants: compile modes, channels-last, batch sizes; evaluation's
+# clips/s on the GPU and the CPU), then `pytest -m gpu`; logs and JSON in OUT_DIR.
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR        # from the repository root, on a CUDA machine
-#   BENCH_ARGS=--tiny bash benchmarks/gpu_check.sh /tmp/x     # the CPU stand-in
+#   BENCH_ARGS=--tiny VARIANT_ARGS=--tiny bash benchmarks/gpu_check.sh /tmp/x   # CPU stand-in
+#   PARTS="variants tests" bash benchmarks/gpu_check.sh OUT_DIR   # some parts only
+#
+# PARTS (default "train variants tests") picks the parts; their limits BENCH_TIMEOUT (330 s),
+# VARIANT_TIMEOUT (300 s), TEST_TIMEOUT (150 s) add up to more than one 10-minute command on
+# the lent H200: there, run PARTS="train tests" and PARTS=variants as two calls. Each part
+# writes its rows as they come (bench.json, variants.json), so a part stopped by its limit
+# keeps what it measured.
 #
 # Needs python3 with torch, numpy, pyarrow (pandas) and, as wheels in .whl/ or installed:
 # polars, pydantic, av, kornia (no Prefect, MLflow or DALI: the tests that need them skip).
@@ -12,6 +21,7 @@
 # others with this script in a second.
 set -u
 OUT=${1:-${OUT:-/tmp/gpu-check}}
+PARTS=${PARTS:-train variants tests}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -23,9 +33,18 @@ export PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
   nproc; } > "$OUT/machine.txt"
 set -o pipefail
-timeout "${BENCH_TIMEOUT:-330}" $PY -m benchmarks.train_gpu --json "$OUT/bench.json" \
-  ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
-echo "benchmark exit $?"
-timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -m gpu -q -rs -p no:cacheprovider \
-  --continue-on-collection-errors tests/ 2>&1 | tee "$OUT/pytest.log" | tail -25
-echo "pytest exit $?"
+case " $PARTS " in *" train "*)
+  timeout "${BENCH_TIMEOUT:-330}" $PY -m benchmarks.train_gpu --json "$OUT/bench.json" \
+    ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+  echo "benchmark exit $?";;
+esac
+case " $PARTS " in *" variants "*)
+  timeout "${VARIANT_TIMEOUT:-300}" $PY -m benchmarks.gpu_variants --json "$OUT/variants.json" \
+    ${VARIANT_ARGS:-} 2>&1 | tee "$OUT/variants.log"
+  echo "variants exit $?";;
+esac
+case " $PARTS " in *" tests "*)
+  timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -m gpu -q -rs -p no:cacheprovider \
+    --continue-on-collection-errors tests/ 2>&1 | tee "$OUT/pytest.log" | tail -25
+  echo "pytest exit $?";;
+esac

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
+from s2f.devices import resolve_device
 from s2f.media.audio import spectrogram
 from s2f.models.losses import speech2face_loss
 from s2f.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, macs_per_sample
-from s2f.train.config import TrainConfig, resolve_device
+from s2f.train.config import TrainConfig
 
 
 def bench(preset: str, batch: int, steps: int, device: torch.device,

@@ -42,7 +42,7 @@ def evaluate_task(params: EvaluateParams, role: str = "test") -> dict[str, Any]:
 
     return evaluate(DataLayout(params.data_dir), params.model_uri, params.decoder_uri,
                     role=role, identities_path=params.identities,  # type: ignore[arg-type]
-                    n_boot=params.bootstrap)
+                    n_boot=params.bootstrap, device=params.device)
 
 
 @task(name="publish-model-card", cache_policy=NO_CACHE)
@@ -143,12 +143,13 @@ def evaluate_seeds_flow(params: EvaluateSeedsParams) -> EvaluateSummary:
 def explaining_data_errors(command: str, run: Callable[[], T]) -> T | None:
     """`run()`, or None after saying why the data or the models cannot be evaluated (the
     commands then exit 2)."""
+    from s2f.devices import DeviceError
     from s2f.evaluation.data import EvaluationDataError
     from s2f.registry.inference import ModelResolutionError
 
     try:
         return run()
-    except (EvaluationDataError, ModelResolutionError) as exc:
+    except (EvaluationDataError, ModelResolutionError, DeviceError) as exc:
         print(f"s2f {command}: {exc}", file=sys.stderr)
         return None
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from flows.runtime import DEFAULT_DATA_DIR
 from s2f.corpus import DEMO_CLIPS_PER_IDENTITY, DEMO_IDENTITIES
+from s2f.devices import DEFAULT_DEVICE, DEVICE_PATTERN
 from s2f.evaluation.metrics import DEFAULT_BOOTSTRAP
 from s2f.ingest.download import DEFAULT_URL_TEMPLATE
 from s2f.ingest.manifest import SPLITS, manifest_name_of, split_of
@@ -306,6 +307,10 @@ class EvaluateParams(DataDirParams, BootstrapParams):
     identities: Path | None = Field(None, description="identities.parquet (default: "
                                                       "DATA_DIR/demo_corpus's, if present)")
     model_card: bool = Field(True, description="publish the model card to the registry")
+    device: str = Field(DEFAULT_DEVICE, pattern=DEVICE_PATTERN,
+                        description="auto | cpu | cuda | cuda:N: where the voice encoder, "
+                                    "the decoder and the retrieval ranking run (auto: the GPU "
+                                    "when there is one)")
     roles: list[Literal["dev", "test"]] = Field(
         default_factory=lambda: ["dev", "test"], min_length=1,
         description="splits to score: dev (for the gate), test (once per version, reported)")
@@ -531,7 +536,8 @@ class PipelineParams(DataDirParams, ShardingParams, FaceParams, StepsParams, Boo
 
     def evaluate_seeds_params(self) -> EvaluateSeedsParams:
         return EvaluateSeedsParams(evaluate=EvaluateParams(data_dir=self.data_dir,
-                                                           bootstrap=self.bootstrap))
+                                                           bootstrap=self.bootstrap,
+                                                           device=self.device))
 
     def promote_params(self) -> PromoteParams:
         return PromoteParams(data_dir=self.data_dir, margin=self.margin,

@@ -32,6 +32,7 @@ the dev-best seed.
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.guards import flow_guard, stage_guard
 from flows.params import TrainDecoderParams, TrainParams, TrainSeedsParams
 from flows.summaries import ControlSummary, TrainSeedsSummary, TrainSummary
+from s2f.devices import Placement, pinned, side_by_side
 from s2f.registry.names import FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
 from storage.io import remove_stale_temps
 from storage.layout import DataLayout
@@ -97,8 +99,9 @@ def train_voice(params: TrainParams) -> TrainResult:
     over.update(params.frontend_overrides())
     over.update(params.overrides)
     cfg = TrainConfig.preset_config(params.config, **over)
-    return train_voice_encoder(cfg, layout, decoder=decoder, classifier=classifier,
-                               resume=params.resume)
+    with pinned(params.device):  # a side-by-side run's thread: "cuda" is its own GPU
+        return train_voice_encoder(cfg, layout, decoder=decoder, classifier=classifier,
+                                   resume=params.resume)
 
 
 def run_summary(res: RunResult[Any], stage: str = "train") -> TrainSummary:
@@ -157,16 +160,29 @@ def train_flow(params: TrainParams) -> TrainSummary:
 
 
 @task(name="train-shuffled-control", cache_policy=NO_CACHE)
-def control_task(params: TrainSeedsParams) -> ControlSummary:
-    """Train the shuffled-voice control and score it on dev and test (kind shuffled_control)."""
-    from s2f.evaluation.run import evaluate
-    from s2f.registry.inference import LoadedModel, ModelRef
+def control_task(params: TrainSeedsParams, device: str | None = None,
+                 lock_held: bool = False) -> ControlSummary:
+    """Train the shuffled-voice control and score it on dev and test (kind shuffled_control).
+    `device`: its GPU beside the seeds ("cuda:N", also where it is scored); None: the seeds'
+    device setting. `lock_held`: the caller holds the train lock (side by side)."""
     from s2f.train.config import TrainConfig
 
     tp = params.control_params(TrainConfig.preset_config(params.train.config).steps)
+    if device is not None:
+        tp = tp.model_copy(update={"device": device})
     layout = DataLayout(tp.data_dir)
-    with stage_guard(layout, "train"):
+    with nullcontext() if lock_held else stage_guard(layout, "train"):
         result = train_voice(tp)
+    with pinned(tp.device):
+        return _score_control(params, tp, layout, result)
+
+
+def _score_control(params: TrainSeedsParams, tp: TrainParams, layout: DataLayout,
+                   result: TrainResult) -> ControlSummary:
+    """The trained control scored on dev and test, from memory (it is never registered)."""
+    from s2f.evaluation.run import evaluate
+    from s2f.registry.inference import LoadedModel, ModelRef
+
     scores: dict[str, Any] = {"steps": tp.steps}
     run_params: dict[str, str] = {"encoder": tp.encoder, "seed": str(tp.overrides.get("seed", 0))}
     if result.run_id:
@@ -178,16 +194,31 @@ def control_task(params: TrainSeedsParams) -> ControlSummary:
     loaded = LoadedModel(ref, result.model.eval().cpu(), run_params)
     for role in ("dev", "test"):
         row = evaluate(layout, ref.uri, None, role=role,  # type: ignore[arg-type]
-                       n_boot=params.bootstrap, kind="shuffled_control", encoder=loaded)
+                       n_boot=params.bootstrap, kind="shuffled_control", encoder=loaded,
+                       device=tp.device)  # scored where it trained
         scores[f"{role}_evaluation_id"] = row["evaluation_id"]
         scores[f"{role}_recall_at_10_6s"] = row["metrics"].get("recall_at_10_6s")
     return ControlSummary(**run_summary(result).model_dump(), **scores)
 
 
+def gpus_to_spread_over(device: str) -> int:
+    """The GPUs seeds and control may train on side by side: every visible one when the
+    device is auto or cuda; none for cpu or a device named by index (one after another)."""
+    from s2f.devices import visible_cuda_devices
+
+    return visible_cuda_devices() if device in ("auto", "cuda") else 0
+
+
 @flow(name="train-seeds", **flow_guard("train-seeds"))
 def train_seeds_flow(params: TrainSeedsParams) -> TrainSeedsSummary:
     """One voice encoder per seed (registered), then the shuffled control (scored, unregistered).
-    Returns the last seed's summary with `seeds` (each seed's) and `control` beside it."""
+    Returns the last seed's summary with `seeds` (each seed's) and `control` beside it.
+    With two or more GPUs visible the runs train side by side, one per GPU
+    (`train_side_by_side`); otherwise one after another, each seed its own `train` flow run."""
+    waves = side_by_side(params.seeds + params.shuffled_control,
+                         gpus_to_spread_over(params.train.device))
+    if any(p.device is not None for wave in waves for p in wave):
+        return train_side_by_side(params, waves)
     logger = get_run_logger()
     runs: list[TrainSummary] = []
     for i in range(params.seeds):
@@ -198,6 +229,42 @@ def train_seeds_flow(params: TrainSeedsParams) -> TrainSeedsSummary:
         logger.info("seed %s: version %s", summary.seed, summary.model_version)
     control = control_task(params) if params.shuffled_control else None
     return TrainSeedsSummary(**runs[-1].model_dump(), seeds=runs, control=control)
+
+
+def train_side_by_side(params: TrainSeedsParams, waves: list[list[Placement]]
+                       ) -> TrainSeedsSummary:
+    """Each wave's runs (seeds 0..n-1, then the control) as concurrent tasks, each on its
+    placement's GPU, under one train lock held for all of them (per-run checkpoint folders
+    keep them apart). The registry's `challenger` ends on whichever seed registered last
+    (the evaluate stage moves it to the dev-best seed anyway)."""
+    from s2f.train.checkpoint import checkpoint_dir
+
+    logger = get_run_logger()
+    layout = DataLayout(params.train.data_dir).ensure()
+    runs: dict[int, TrainSummary] = {}
+    control: ControlSummary | None = None
+    with stage_guard(layout, "train"):
+        _remove_temps(checkpoint_dir(layout, "voice_encoder"))
+        for wave in waves:
+            futures: dict[int, Any] = {}
+            for p in wave:
+                if p.run == params.seeds:  # the control comes after the seeds
+                    futures[p.run] = control_task.with_options(
+                        task_run_name=f"shuffled control on {p.device}").submit(
+                        params, p.device, lock_held=True)
+                    continue
+                tp = params.seed_params(p.run).model_copy(update={"device": p.device})
+                futures[p.run] = train_voice_task.with_options(
+                    task_run_name=f"train seed {tp.overrides['seed']} on {p.device}").submit(tp)
+            for run, future in futures.items():
+                if run == params.seeds:
+                    control = future.result()
+                    continue
+                seed = params.seed_params(run).overrides["seed"]
+                runs[run] = future.result().model_copy(update={"seed": seed})
+                logger.info("seed %s: version %s (side by side)", seed, runs[run].model_version)
+    seeds = [runs[i] for i in range(params.seeds)]
+    return TrainSeedsSummary(**seeds[-1].model_dump(), seeds=seeds, control=control)
 
 
 def run_train_decoder_from_cli(params: TrainDecoderParams) -> int:

@@ -21,9 +21,12 @@ dicts, so they can be logged to MLflow and written to Parquet as they are.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch only for the device path (`device_ranks`), imported there
+    import torch
 
 # Bootstrap resamples of every confidence interval, unless a caller says otherwise (the CLI's
 # and the flows' `--bootstrap` default too).
@@ -61,10 +64,14 @@ def feature_similarity(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return out
 
 
-def retrieval_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray) -> np.ndarray:
+def retrieval_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray,
+                    device: torch.device | None = None) -> np.ndarray:
     """0-based rank of each sample's true pool entry when the pool is sorted by cosine distance
     to the sample's prediction. `target[i]` is the index of sample i's true face in `pool`.
-    Ties count against the model (the true face ranks after every equally distant one)."""
+    Ties count against the model (the true face ranks after every equally distant one).
+    `device`: rank in blocks with torch there (`device_ranks`); None: numpy on the CPU."""
+    if device is not None:
+        return device_ranks(pred, pool, target, "cosine", device)
     sims = _unit(pred) @ _unit(pool).T  # N × P
     true_sim = sims[np.arange(len(pred)), target]
     return (sims >= true_sim[:, None]).sum(axis=1) - 1
@@ -75,12 +82,16 @@ PAPER_KS = (1, 2, 5, 10)  # the paper's retrieval table (supplementary material)
 
 
 def distance_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray,
-                   distance: RetrievalDistance, chunk: int = 256) -> np.ndarray:
+                   distance: RetrievalDistance, chunk: int = 256,
+                   device: torch.device | None = None) -> np.ndarray:
     """0-based rank of each sample's true pool entry, the pool sorted by `distance` to the
     sample's prediction: L2 and L1 on the raw (unnormalised) features, as the paper ranks its
     database; cosine on L2-normalised ones. (On normalised features L2 is a monotone function
     of cosine and would rank exactly as it.) Ties count against the model. Chunked so a
-    5,000 × 5,000 × D L1 never sits in memory at once."""
+    5,000 × 5,000 × D L1 never sits in memory at once. `device`: with torch there
+    (`device_ranks`); None: numpy on the CPU."""
+    if device is not None:
+        return device_ranks(pred, pool, target, distance, device)
     if distance == "cosine":
         p, q = _unit(pred), _unit(pool)
     else:
@@ -103,6 +114,40 @@ def distance_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray,
         true_d = d[rows, target[i:i + chunk]]
         ranks[i:i + chunk] = (d <= true_d[:, None]).sum(axis=1) - 1
     return ranks
+
+
+def device_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray,
+                 distance: RetrievalDistance, device: torch.device,
+                 block_rows: int = 1024) -> np.ndarray:
+    """`distance_ranks` computed with torch on `device` (a GPU: the N × P distances of a
+    5,000-clip split in blocks of `block_rows` queries), the ranks returned to the CPU.
+    float64 as the numpy path, and the same formulas (L1 by `cdist`, which sums |a - b|
+    without the N × P × D difference), so ranks equal the CPU's except where two distances
+    agree to the last bits (ties, then counted against the model on both)."""
+    import torch
+
+    if distance not in ("l2", "l1", "cosine"):
+        raise ValueError(f"unknown retrieval distance {distance!r}")
+    def on_device(x: np.ndarray) -> torch.Tensor:
+        x = _unit(x) if distance == "cosine" else np.asarray(x, np.float64)
+        return torch.as_tensor(x, device=device)
+
+    p, q = on_device(pred), on_device(pool)
+    t = torch.as_tensor(np.asarray(target, np.int64), device=device)
+    q_sq = (q ** 2).sum(1)
+    ranks = torch.empty(len(p), dtype=torch.int64, device=device)
+    for i in range(0, len(p), block_rows):
+        block = p[i:i + block_rows]
+        if distance == "cosine":
+            d = -(block @ q.T)
+        elif distance == "l2":
+            d = torch.sqrt(torch.clamp((block ** 2).sum(1)[:, None] + q_sq[None, :]
+                                       - 2 * block @ q.T, min=0.0))
+        else:
+            d = torch.cdist(block, q, p=1)
+        true_d = d[torch.arange(len(block), device=device), t[i:i + block_rows]]
+        ranks[i:i + block_rows] = (d <= true_d[:, None]).sum(dim=1) - 1
+    return ranks.cpu().numpy()
 
 
 def retrieval_recall(ranks: np.ndarray, pool_size: int,

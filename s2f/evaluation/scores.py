@@ -23,11 +23,15 @@ Metric names (flat, as logged to MLflow and stored in the `evaluations` table):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from s2f.evaluation import metrics
+
+if TYPE_CHECKING:
+    import torch
 
 SECONDS = (3.0, 6.0)
 # The demo corpus's voice parameters (s2f.corpus.table.IDENTITIES) worth a read-out; the other
@@ -81,13 +85,14 @@ def similarity_scores(pred: np.ndarray, true: np.ndarray, method: str, seconds: 
 
 
 def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, method: str,
-                     seconds: float | None, n_boot: int = metrics.DEFAULT_BOOTSTRAP, seed: int = 0
+                     seconds: float | None, n_boot: int = metrics.DEFAULT_BOOTSTRAP, seed: int = 0,
+                     device: torch.device | None = None
                      ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """recall@K against the per-identity pool, each with a bootstrap CI over voices (NaN rows
     of `pred` left out: `valid_rows`). The pool may hold more entries than identities
-    (distractor faces)."""
+    (distractor faces). `device`: where the ranking runs (None: numpy on the CPU)."""
     valid = valid_rows(pred)
-    ranks = metrics.retrieval_ranks(pred[valid], pool, target[valid])
+    ranks = metrics.retrieval_ranks(pred[valid], pool, target[valid], device=device)
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
     flat: dict[str, float] = {f"{prefix}median_rank{suffix}": float(np.median(ranks) + 1)}
@@ -104,7 +109,8 @@ def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, met
 
 def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
                            seconds: float | None, n_boot: int = metrics.DEFAULT_BOOTSTRAP, seed: int = 0,
-                           max_pool: int = PAPER_MAX_POOL, distractors: np.ndarray | None = None
+                           max_pool: int = PAPER_MAX_POOL, distractors: np.ndarray | None = None,
+                           device: torch.device | None = None
                            ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """The paper's retrieval protocol (supplementary material): the database is the true
     features of up to `max_pool` test clips (a seeded random subset when there are more, all
@@ -114,7 +120,8 @@ def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
     `paper_chance_at_<K>`, `paper_pool_size`, and `paper_l2_l1_raw` = 1 (rows without it
     ranked L2 and L1 on normalised features: the same ranking as cosine).
     `distractors` (faces without a voice) join the database after the subset is drawn; NaN rows
-    of `pred` are not queried (`valid_rows`) but their true faces stay in the database."""
+    of `pred` are not queried (`valid_rows`) but their true faces stay in the database.
+    `device`: where the ranking runs (None: numpy on the CPU)."""
     n = len(true)
     keep = np.arange(n) if n <= max_pool else np.sort(
         np.random.default_rng(seed).permutation(n)[:max_pool])
@@ -131,7 +138,8 @@ def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
                               "paper_l2_l1_raw": 1.0}
     rows: list[dict[str, object]] = []
     for distance in ("l2", "l1", "cosine"):
-        ranks = metrics.distance_ranks(queries, pool, target, distance)  # type: ignore[arg-type]
+        ranks = metrics.distance_ranks(queries, pool, target, distance,  # type: ignore[arg-type]
+                                       device=device)
         for k, rc in metrics.retrieval_recall(ranks, len(pool), metrics.PAPER_KS).items():
             lo, hi = metrics.bootstrap_ci((ranks < k).astype(np.float64), n_boot=n_boot,
                                           seed=seed)

@@ -189,12 +189,17 @@ def frame_sampling_pipeline(device: str, batch_size: int, num_threads: int = 2,
 
 
 class DaliFrameDecoder:
-    """Decodes batches of clips with `frame_sampling_pipeline`, rebuilding it after errors."""
+    """Decodes batches of clips with `frame_sampling_pipeline`, rebuilding it after errors.
 
-    def __init__(self, gpu: bool, batch_size: int = 8, num_threads: int = 2) -> None:
+    `device_id`: the GPU of the NVDEC pipeline (a pool worker's own, `s2f.devices.
+    worker_device`); None: the process's current CUDA device when the pipeline is built."""
+
+    def __init__(self, gpu: bool, batch_size: int = 8, num_threads: int = 2,
+                 device_id: int | None = None) -> None:
         self.gpu = gpu
         self.batch_size = batch_size
         self.num_threads = num_threads
+        self.device_id = device_id
         self.name = "dali-gpu" if gpu else "dali-cpu"
         self._pipe: Any = None
 
@@ -203,8 +208,10 @@ class DaliFrameDecoder:
             if self.gpu:
                 import torch
 
+                device_id = (torch.cuda.current_device() if self.device_id is None
+                             else self.device_id)
                 self._pipe = frame_sampling_pipeline("mixed", self.batch_size, self.num_threads,
-                                                     torch.cuda.current_device())
+                                                     device_id)
             else:
                 self._pipe = frame_sampling_pipeline("cpu", self.batch_size, self.num_threads)
         return self._pipe

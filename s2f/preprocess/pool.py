@@ -7,6 +7,11 @@ threads, which `fork` would copy in a broken state), loads its dlib models and D
 once (per-thread caches of `s2f.faces.detect` / `s2f.faces.features`, `_DALI` below) and runs with
 one torch thread, so N workers use N cores without oversubscription.
 
+On a GPU machine each worker takes its own GPU from its rank (the order the workers started
+in: 0, 1, ...), round robin over the visible devices (`s2f.devices.worker_device`): its torch
+work and its NVDEC pipeline go there, not all to GPU 0. The device is set at the first chunk
+that wants the GPU, so a CPU run never opens a CUDA context.
+
 Rows go to the workers as plain dicts and come back as the three small Arrow tables of each
 chunk, concatenated in input order, so the output is the same as the serial
 `preprocess_clips` on the same rows. A shard with a single chunk, or `workers=1`, runs
@@ -36,6 +41,7 @@ from s2f.preprocess.clips import (
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 _DALI: dict[tuple[bool, int], Any] = {}  # per worker process: DALI pipeline build is slow
+_WORKER_RANK: int | None = None  # per worker process: the order it started in (0, 1, ...)
 
 
 def cpu_cores() -> int:
@@ -49,9 +55,20 @@ def resolve_workers(config: PreprocessConfig) -> int:
     return config.workers if config.workers > 0 else cpu_cores()
 
 
-def _init_worker() -> None:
+def take_rank(started: Any) -> int:
+    """The next rank from `started`, a counter shared by the pool's workers (a
+    `multiprocessing.Value`): 0 for the first worker to start, 1 for the next, ..."""
+    with started.get_lock():
+        rank = int(started.value)
+        started.value += 1
+    return rank
+
+
+def _init_worker(started: Any) -> None:
     import torch
 
+    global _WORKER_RANK
+    _WORKER_RANK = take_rank(started)
     torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
 
 
@@ -59,9 +76,28 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     if workers not in _POOLS:
         import multiprocessing
 
-        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
-            "spawn"), initializer=_init_worker)
+        spawn = multiprocessing.get_context("spawn")
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=spawn,
+                                              initializer=_init_worker,
+                                              initargs=(spawn.Value("i", 0),))
     return _POOLS[workers]
+
+
+def worker_rank() -> int | None:
+    """This pool worker's rank (None outside a pool worker)."""
+    return _WORKER_RANK
+
+
+def _worker_gpu() -> int:
+    """This worker's GPU index, made its current CUDA device (so "cuda" means it)."""
+    import torch
+
+    from s2f.devices import worker_device
+
+    device = worker_device(_WORKER_RANK or 0)
+    if torch.cuda.current_device() != device.index:
+        torch.cuda.set_device(device)
+    return int(device.index or 0)
 
 
 def shutdown_pools() -> None:
@@ -74,9 +110,11 @@ def shutdown_pools() -> None:
 def _work(rows: list[dict[str, Any]], config: PreprocessConfig) -> PreprocessTables:
     from s2f.media.video import DaliFrameDecoder
 
+    device_id = _worker_gpu() if config.gpu else None  # before any CUDA work of the chunk
     key = (config.gpu, config.dali_batch)
     if key not in _DALI:
-        _DALI[key] = DaliFrameDecoder(gpu=config.gpu, batch_size=config.dali_batch)
+        _DALI[key] = DaliFrameDecoder(gpu=config.gpu, batch_size=config.dali_batch,
+                                      device_id=device_id)
     return preprocess_clips(rows, config, dali=_DALI[key], progress=False)
 
 

@@ -3,7 +3,8 @@
 A checkpoint holds the model, optimiser and scheduler state, torch's RNG states (CPU and CUDA),
 the step and the data position (epoch, next batch), and the config as JSON. It is written to a
 temporary file in the same directory, fsynced and renamed over `last.pt`, so a crash never
-leaves half a checkpoint. Everything in it is a tensor or plain Python, so it loads with
+leaves half a checkpoint. Training writes them from a background thread (`CheckpointWriter`: a
+host copy, then the write; one in flight; its errors raised in the loop). Everything in it is a tensor or plain Python, so it loads with
 `torch.load(weights_only=True)`. `RunResult` is what a training call returns
 (`s2f.train.runner.run` builds it); `checkpoint_dir` is where each model's checkpoints live.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -102,10 +104,12 @@ OMITTED_AT_DEFAULT = frozenset({"augment_speed", "augment_gain_db", "augment_snr
 
 
 def identity_config(cfg: BaseModel) -> dict[str, Any]:
-    """The config fields that change the weights (all but `NOT_IDENTITY`, and those of
+    """The config fields that change the weights (all but `NOT_IDENTITY` and the config
+    class's own `NOT_IDENTITY`, and those of
     `OMITTED_AT_DEFAULT` left at their default)."""
     fields = type(cfg).model_fields
-    return {k: v for k, v in cfg.model_dump().items() if k not in NOT_IDENTITY
+    skip = NOT_IDENTITY | getattr(type(cfg), "NOT_IDENTITY", frozenset())  # + the config's own
+    return {k: v for k, v in cfg.model_dump().items() if k not in skip
             and not (k in OMITTED_AT_DEFAULT and v == fields[k].default)}
 
 
@@ -186,6 +190,63 @@ def save_checkpoint(directory: Path, state: dict[str, Any]) -> Path:
             with atomic_path(pointer) as tmp:
                 tmp.write_text(directory.name + "\n")
     return path
+
+
+def on_host(obj: Any) -> Any:
+    """`obj` (a state dict: nested dicts, lists, tuples, tensors, plain values) with every
+    tensor copied to host memory: the copy a background write may take its time over while
+    training changes the weights in place."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: on_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_host(v) for v in obj)
+    return obj
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint written in the background failed; raised in the training loop."""
+
+
+class CheckpointWriter:
+    """Writes checkpoints from a background thread, so the loop does not wait for a 2 GB
+    torch.save + fsync. `submit` copies the state to host memory (in the caller's thread:
+    the next step may change the weights), then one thread writes it with `save_checkpoint`
+    (temporary file, fsync, rename: a crash leaves the previous `last.pt`). At most one
+    write is in flight: `submit` first waits for the previous one. A failed write raises
+    `CheckpointWriteError` (its cause chained) at the next `submit` or `join`, i.e. in the
+    loop; the runner joins before the final validation's result is used, before
+    registration and when a run ends, and `resume` joins first."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._failure: tuple[Path, BaseException] | None = None
+
+    def submit(self, directory: Path, state: dict[str, Any]) -> Path:
+        """Start writing `state` as `directory/last.pt`; returns that path."""
+        self.join()
+        host_state = on_host(state)
+        self._thread = threading.Thread(target=self._write, args=(Path(directory), host_state),
+                                        name="checkpoint-writer", daemon=True)
+        self._thread.start()
+        return Path(directory) / LAST
+
+    def _write(self, directory: Path, state: dict[str, Any]) -> None:
+        try:
+            save_checkpoint(directory, state)
+        except BaseException as exc:  # handed to the loop's thread by join()
+            self._failure = (directory, exc)
+
+    def join(self) -> None:
+        """Wait for the write in flight (if any); raise `CheckpointWriteError` if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._failure is not None:
+            (directory, exc), self._failure = self._failure, None
+            raise CheckpointWriteError(f"writing the checkpoint {directory / LAST} failed: "
+                                       f"{exc}") from exc
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Literal
+from typing import ClassVar, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from s2f.media.audio import AudioConfig
@@ -212,6 +211,11 @@ class DecoderTrainConfig(_Base):
     track: bool = True
     register_model: bool = True
     bf16: bool = False                       # autocast bf16 on CUDA (~1.7x; TPS warp stays fp32)
+    # torch.compile the training forward (CUDA only, as the voice encoder's; off by default:
+    # unmeasured, issue 27). Not part of the run's identity: the kernels change, not the maths,
+    # so a run resumes with the flag flipped (and the decoders trained before keep their folder)
+    torch_compile: bool = False
+    NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset({"torch_compile"})
 
     def decoder_config(self, in_dim: int) -> FaceDecoderConfig:
         base = FaceDecoderConfig.paper() if self.preset == "paper" else FaceDecoderConfig.small()
@@ -222,12 +226,6 @@ class DecoderTrainConfig(_Base):
 
     def loss_config(self) -> DecoderLossConfig:
         return DecoderLossConfig(self.texture_weight, self.landmark_weight, self.image_weight)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,18 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
+from s2f.devices import resolve_device
 from s2f.models.face_decoder import FaceDecoder, FaceDecoderConfig, to_mean_shape
 from s2f.models.losses import face_decoder_loss_terms
 from s2f.registry.names import FACE_DECODER_NAME
 from s2f.train import checkpoint
 from s2f.train.checkpoint import RunResult
-from s2f.train.config import DecoderTrainConfig, resolve_device
+from s2f.train.config import DecoderTrainConfig
 from s2f.train.face_data import FaceSet, load_face_set
 from s2f.train.readback import Terms, host_floats
 from s2f.train.runner import KeptWeights, run
@@ -81,6 +82,10 @@ class DecoderTrainer:
                                  mean_shape=self.train.landmarks.mean(dim=0)).to(self.device)
         self.kept = KeptWeights(self.model, None)  # no EMA, no selection: the last weights
         self.cuda = self.device.type == "cuda"
+        # the training forward compiled with `torch_compile` on CUDA (one shape: compiles
+        # once); validation and export use the eager module, which shares its weights
+        self.train_model = cast(FaceDecoder, torch.compile(self.model)) \
+            if cfg.torch_compile and self.cuda else self.model
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest conv kernels, once
         # fused Adam on CUDA (one kernel for all parameters); CPU keeps torch's default
@@ -92,6 +97,7 @@ class DecoderTrainer:
         self.identity = checkpoint.run_identity(cfg, self.fingerprint)
         self.ckpt_dir = ckpt_dir or checkpoint.run_checkpoint_dir(layout, "face_decoder",
                                                                   self.identity)
+        self.writer = checkpoint.CheckpointWriter()
         self.step, self.epoch, self.batch = 0, 0, 0
 
     def training_batches(self) -> Iterator[tuple[int, int, torch.Tensor]]:
@@ -108,7 +114,7 @@ class DecoderTrainer:
 
     def train_step(self, idx: torch.Tensor) -> Terms:
         self.model.train()
-        loss, terms = self.step_loss(self.model, self.train, idx)
+        loss, terms = self.step_loss(self.train_model, self.train, idx)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -145,7 +151,7 @@ class DecoderTrainer:
 
     # -- checkpoints --------------------------------------------------------------------------
     def save(self) -> Path:
-        return checkpoint.save_checkpoint(self.ckpt_dir, {
+        return self.writer.submit(self.ckpt_dir, {  # written in the background
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "rng": checkpoint.rng_state(), "step": self.step, "epoch": self.epoch,
             "batch": self.batch, "config": self.cfg.model_dump_json(),
@@ -154,6 +160,7 @@ class DecoderTrainer:
     def resume(self) -> bool:
         """Continue from `<ckpt_dir>/last.pt` if there is one (`ResumeMismatch` if it is
         another run's)."""
+        self.writer.join()  # a write in flight is the newest last.pt
         p = checkpoint.latest(self.ckpt_dir)
         if p is None:
             return False

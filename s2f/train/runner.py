@@ -6,7 +6,8 @@ Per step: the trainer's `train_step` (its loss terms stay on the device); every 
 steps (and at the end) the pending terms are read back in one copy (`s2f.train.readback`), the
 last step's terms are logged and the mean of the last `log_every` losses joins the history;
 every `val_every` steps (trainers that validate during training) the kept weights are
-validated and noted as a candidate (`KeptWeights`); every `checkpoint_every` steps a checkpoint.
+validated and noted as a candidate (`KeptWeights`); every `checkpoint_every` steps a checkpoint,
+written from a background thread (`CheckpointWriter`; joined before registration and at the end).
 At the end: a last checkpoint, the selected weights (best on dev, or the last; the EMA's when
 averaging), their validation, the figures, and the model registered as `challenger`.
 
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from s2f.progress import TrainProgress
-from s2f.train.checkpoint import RunResult
+from s2f.train.checkpoint import CheckpointWriter, RunResult
 from s2f.train.ema import Ema
 from s2f.train.readback import Terms
 from s2f.train.tracking import NullTracker, image_grid, loss_figure, make_tracker
@@ -101,6 +102,7 @@ class Trainer(Protocol[M]):
     is_main: bool               # rank 0 (or one process): logs, writes and registers
     model: M
     kept: KeptWeights[M]
+    writer: CheckpointWriter    # `save` hands its checkpoint to it (a background write)
     step: int
     epoch: int
     batch: int
@@ -156,9 +158,11 @@ def run(tr: Trainer[M], resume: bool = False, stop_after: int | None = None,
             _train(tr, batches, stop_after, tracker, progress, log)
         batches.close()  # stops the loader's workers before validation and registration
         ckpt, val, best_step = _conclude(tr, tracker, progress)
+        tr.writer.join()  # the last checkpoint is on disk (or its error raised) before registering
         model, version = _publish(tr, tracker, log)
         status = "FINISHED"
     finally:
+        tr.writer.join()  # no write outlives the run (a failure's error chains to the first)
         batches.close()
         progress.close()
         if own_tracker:

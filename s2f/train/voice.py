@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from s2f.devices import resolve_device
 from s2f.media.audio import spectrogram
 from s2f.models.face_decoder import FaceDecoder
 from s2f.models.ge2e import GE2E_TRAINED_ON, Ge2eConfig, Ge2eVoiceEncoder, ge2e_provenance
@@ -67,6 +68,7 @@ from s2f.models.voice_encoder import VoiceEncoder
 from s2f.registry.names import VOICE_ENCODER_NAME
 from s2f.train.checkpoint import (
     LAST,
+    CheckpointWriter,
     RunResult,
     check_identity,
     latest,
@@ -74,10 +76,9 @@ from s2f.train.checkpoint import (
     rng_state,
     run_checkpoint_dir,
     run_identity,
-    save_checkpoint,
     set_rng_state,
 )
-from s2f.train.config import TrainConfig, resolve_device
+from s2f.train.config import TrainConfig
 from s2f.train.data import Batch, PairStream
 from s2f.train.distributed import current, plain_copy, state_digest
 from s2f.train.ema import Ema
@@ -233,6 +234,7 @@ class VoiceTrainer:
         self.fingerprint = input_fingerprint(layout)
         self.identity = run_identity(cfg, self.fingerprint, self.frozen_digest())
         self.ckpt_dir = ckpt_dir or run_checkpoint_dir(layout, "voice_encoder", self.identity)
+        self.writer = CheckpointWriter()
         self.step, self.epoch, self.batch = 0, 0, 0
         self._valid_cache: list[Batch] | None = None
 
@@ -291,12 +293,13 @@ class VoiceTrainer:
         """Write `last.pt` (under torchrun only rank 0 writes; every rank gets the path)."""
         if not self.dist.is_main:
             return self.ckpt_dir / LAST
-        return save_checkpoint(self.ckpt_dir, self.state())
+        return self.writer.submit(self.ckpt_dir, self.state())  # written in the background
 
     def resume(self) -> bool:
         """Continue from `<ckpt_dir>/last.pt` if there is one; under torchrun rank 0 reads it
         and every rank loads rank 0's copy. A checkpoint of another run identity raises
         `ResumeMismatch` (on every rank)."""
+        self.writer.join()  # a write in flight is the newest last.pt
         p = latest(self.ckpt_dir) if self.dist.is_main else None
         if not self.dist.distributed:
             ck = None if p is None else load_checkpoint(p, self.device)
