@@ -32,6 +32,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -340,21 +341,47 @@ def main(argv: list[str] | None = None) -> int:
     if parsed is None:
         return 2
     command, params = parsed
-    if command.data_dir:
-        from flows.runtime import configure
-        from storage.layout import DataDirNotWritable
-
-        try:
-            configure(params.data_dir)  # type: ignore[attr-defined]
-        except DataDirNotWritable as exc:  # before Prefect and MLflow open their databases
-            print(f"s2f {args.command}: {exc.strerror}", file=sys.stderr)
-            return 2
+    prog = f"s2f {args.command}"
+    if command.data_dir and not _configured(prog, params.data_dir):  # type: ignore[attr-defined]
+        return 2
     module, function = command.handler.split(":")
     try:
         return int(getattr(importlib.import_module(module), function)(params) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a full disk ends with one line; anything else keeps its traceback
+        from storage.space import prefect_database_note, storage_full_message
+
+        line = storage_full_message(exc, getattr(params, "data_dir", None) or Path("."))
+        if line is None:
+            raise
+        print(f"{prog}: {line}", file=sys.stderr)
+        if (note := prefect_database_note()) and "Prefect's database" not in line:
+            print(f"{prog}: {note}", file=sys.stderr)
+        return 1
+
+
+def _configured(prog: str, data_dir: Path) -> bool:
+    """`flows.runtime.configure`, or False after one line on why the data directory cannot be
+    used: not writable, or below the free-space reserve (`storage.space`). Said before Prefect
+    and MLflow open their databases in it."""
+    from flows.runtime import configure
+    from storage.layout import DataDirNotWritable
+    from storage.space import DiskFull
+
+    try:
+        configure(data_dir)
+    except DataDirNotWritable as exc:
+        print(f"{prog}: {exc.strerror}", file=sys.stderr)
+    except DiskFull as exc:
+        print(f"{prog}: the data directory {exc.filename} cannot be used: {exc.strerror}",
+              file=sys.stderr)
+    except ValueError as exc:  # S2F_MIN_FREE_MB is not a number
+        print(f"{prog}: {exc}", file=sys.stderr)
+    else:
+        return True
+    return False
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@
   Without a server the flock alone is used, and the log says so.
 - `download_slot`: with a server, at most `MAX_CONCURRENT_DOWNLOADS` downloads at a time over all
   hosts (limit `s2f-downloads`); without one, nothing beyond the per-process dedup of ingest.
+- `quiet_reported_failures` (installed on import): Prefect logs every failed task and flow
+  run with its traceback. For a full disk (`storage.space.is_storage_full`: ENOSPC, EDQUOT,
+  EFBIG, SQLite's "database or disk is full") and for `ShardsFailed` (the stage's summary,
+  raised after it is logged) the one-line message says it all: their records keep the
+  message, naming the error and the path, and lose the traceback. Any other error keeps it.
 """
 
 from __future__ import annotations
@@ -37,11 +42,43 @@ from flows.params import (
     MAX_CONCURRENT_DOWNLOADS,
     STAGE_SLOT_WAIT_SECONDS,
 )
+from flows.summaries import ShardsFailed
 from storage.layout import DataLayout
 from storage.lock import StageLocked, stage_lock
+from storage.space import is_storage_full
 
 log = logging.getLogger(__name__)
 DOWNLOADS_LIMIT = "s2f-downloads"
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class _NoTracebackForReportedFailures(logging.Filter):
+    """Drops the traceback of a run's failure record when the failure is a full disk or a
+    stage's `ShardsFailed` summary; the record itself (its one line) is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (isinstance(exc, ShardsFailed) or is_storage_full(exc)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_reported_failures() -> None:
+    """Install the filter on Prefect's flow- and task-run loggers (once)."""
+    for name in RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForReportedFailures) for f in logger.filters):
+            logger.addFilter(_NoTracebackForReportedFailures())
+
+
+quiet_reported_failures()
+
+
+def retry_unless_storage_full(task: Any, task_run: Any, state: Any) -> bool:
+    """A task's `retry_condition_fn`: a shard that found no space is not retried (the disk is
+    as full two seconds later); any other failure is."""
+    exc = getattr(state, "data", None)
+    return not (isinstance(exc, BaseException) and is_storage_full(exc))
 
 
 def flow_guard(name: str) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from flows.guards import download_slot, flow_guard, stage_guard
 from flows.params import IngestPairsParams, IngestParams
-from flows.summaries import IngestSummary
+from flows.summaries import IngestSummary, ShardsFailed, failures_text
 from s2f.ingest.download import download_video
 from s2f.ingest.manifest import ManifestPlan, ShardPlan, manifest_name_of, plan_manifests
 from s2f.ingest.media import MediaError, find_media
@@ -193,13 +193,15 @@ def ingest_summary(layout: DataLayout, counts: Counter[str], results: list[Shard
         failed_shards=failed)
     get_run_logger().info("ingest summary: %s", summary.model_dump())
     if failed:
-        raise RuntimeError(f"{len(failed)} shards failed (re-run to retry them): {failed[:3]}")
+        raise ShardsFailed(f"{len(failed)} shards failed (re-run to retry them): "
+                           f"{failures_text(failed)}", summary)
     return summary
 
 
 def run_from_cli(params: IngestParams) -> int:
-    """`s2f ingest`: 0 when the run finished (bad rows are normal), 2 for bad parameters,
-    3 when another ingest run holds the data directory."""
+    """`s2f ingest`: 0 when the run finished (bad rows are normal), 1 when shards failed (the
+    summary, then one line of why), 2 for bad parameters, 3 when another ingest run holds the
+    data directory."""
     try:
         params.check_media_root()
         params.check_split_names()
@@ -211,13 +213,26 @@ def run_from_cli(params: IngestParams) -> int:
     except StageLocked as exc:
         print(f"s2f ingest: {exc}", file=sys.stderr)
         return 3
+    except ShardsFailed as exc:  # the summary of what finished, then why the rest did not
+        from storage.space import prefect_database_note
+
+        print_ingest_summary(exc.summary, params.data_dir)  # type: ignore[arg-type]
+        print(f"s2f ingest: {exc}", file=sys.stderr)
+        if note := prefect_database_note():
+            print(f"s2f ingest: {note}", file=sys.stderr)
+        return 1
+    print_ingest_summary(summary, params.data_dir)
+    return 0
+
+
+def print_ingest_summary(summary: IngestSummary, data_dir: Path) -> None:
     print(f"clips tables: {', '.join(summary.tables)}")
     print(f"{summary.lines} lines ({summary.blank_lines} blank), {summary.clips} rows, "
-          f"{summary.shards} shards ({summary.shards_skipped} unchanged, skipped)")
+          f"{summary.shards} shards ({summary.shards_skipped} unchanged, skipped"
+          + (f"; {len(summary.failed_shards)} failed" if summary.failed_shards else "") + ")")
     for status, n in summary.counts.items():
         print(f"  {status:<16} {n}")
-    print(f"details: s2f status --data-dir {params.data_dir}")
-    return 0
+    print(f"details: s2f status --data-dir {data_dir}")
 
 
 # -- the real voice-face pairs source --------------------------------------------------------

@@ -31,9 +31,9 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.guards import flow_guard, stage_guard
+from flows.guards import flow_guard, retry_unless_storage_full, stage_guard
 from flows.params import PreprocessParams
-from flows.summaries import PreprocessSummary
+from flows.summaries import PreprocessSummary, ShardsFailed, failures_text
 from s2f.preprocess.clips import PreprocessConfig
 from s2f.preprocess.shards import (
     OUTPUT_TABLES,
@@ -84,8 +84,9 @@ def _preprocess(params: PreprocessParams, layout: DataLayout) -> PreprocessSumma
     logger = get_run_logger()
     shards = shard_paths(layout, "clips")
     logger.info("preprocess: %d clips shards under %s", len(shards), layout.table_dir("clips"))
-    shard_task = preprocess_shard_task.with_options(retries=params.retries,
-                                                   retry_delay_seconds=2)
+    shard_task = preprocess_shard_task.with_options(
+        retries=params.retries, retry_delay_seconds=2,
+        retry_condition_fn=retry_unless_storage_full)
     futures = [shard_task.submit(s, layout.root, params) for s in shards]
     counts: Counter[str] = Counter()
     done = skipped = 0
@@ -110,7 +111,8 @@ def _preprocess(params: PreprocessParams, layout: DataLayout) -> PreprocessSumma
         counts=dict(counts), clips=sum(counts.values()), shards_run=done, shards_skipped=skipped,
         failed_shards=failed, tables={t: str(layout.table_dir(t)) for t in OUTPUT_TABLES})
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(shards)} shards failed: {failed}")
+        raise ShardsFailed(f"{len(failed)} of {len(shards)} shards failed (re-run to retry "
+                           f"them): {failures_text(failed)}", summary)
     return summary
 
 
@@ -131,6 +133,10 @@ def run_from_cli(params: PreprocessParams) -> int:
     for table in OUTPUT_TABLES:
         print(f"  table {table:<14} {layout.table_dir(table)}")
     if not state.is_completed():
+        from storage.space import prefect_database_note
+
         print(f"preprocess failed: {state.message}")
+        if note := prefect_database_note():
+            print(f"s2f preprocess: {note}", file=sys.stderr)
         return 1
     return 0

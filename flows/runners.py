@@ -46,9 +46,10 @@ F = TypeVar("F", bound=Flow[Any, Any])
 log = logging.getLogger(__name__)
 
 # What a worker of a cluster given by address must share with this process besides the API URL:
-# the data directory, the tracking store and how loud to be. A LocalCluster inherits them.
+# the data directory, the tracking store, the free-space reserve (storage.space) and how loud
+# to be. A LocalCluster inherits them.
 FORWARDED_ENV = ("S2F_DATA_DIR", "MLFLOW_TRACKING_URI", "S2F_QUIET", "PREFECT_LOGGING_LEVEL",
-                 "PREFECT_LOGGING_EXTRA_LOGGERS", "MLFLOW_LOGGING_LEVEL")
+                 "PREFECT_LOGGING_EXTRA_LOGGERS", "MLFLOW_LOGGING_LEVEL", "S2F_MIN_FREE_MB")
 
 
 def build_task_runner(params: RunnerParams) -> TaskRunner[Any] | None:

@@ -41,6 +41,25 @@ class StageSummary(BaseModel):
         return ", ".join(f"{k} {v:.4f}" for k, v in self.headline.items())
 
 
+def failures_text(failed: list[str], limit: int = 3) -> str:
+    """The first `limit` shard failures, one after the other, and how many more there are."""
+    more = f"; and {len(failed) - limit} more" if len(failed) > limit else ""
+    return "; ".join(failed[:limit]) + more
+
+
+class ShardsFailed(RuntimeError):
+    """A shard-level stage finished every shard it could, and some failed (a full disk, a bug):
+    raised after the summary is logged and published, carrying it. The message says how many
+    and why; each failing shard's own error was logged by its task."""
+
+    def __init__(self, message: str, summary: StageSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (Dask, Prefect's result records)
+        return (type(self), (str(self), self.summary))
+
+
 class IngestSummary(StageSummary):
     stage: str = "ingest"
     lines: int = Field(0, description="manifest lines read")

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.layout import SHARD_GLOB, DataLayout
+from storage.space import STORAGE_FULL_ERRNOS, DiskFull, as_disk_full, check_free_space
 
 EXTRA_METADATA_KEY = b"s2f.extra"
 # pq.read_table / pq.ParquetFile keyword arguments of every verified read.
@@ -59,9 +60,14 @@ def temp_path(path: Path) -> Path:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write to. When the block ends, the file is
     fsynced and renamed over `path`, so readers see the old file or the whole new one; if the
-    block raises (or the fsync does: a full disk), the temporary is removed."""
+    block raises (or the fsync does: a full disk), the temporary is removed.
+
+    Nothing is written below the free-space reserve (`storage.space`): DiskFull (ENOSPC)
+    first. A full disk's, a quota's or a size limit's error met while writing is raised as
+    DiskFull naming `path` and the free space (after the temporary is removed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_free_space(path)
     tmp = temp_path(path)
     try:
         yield tmp
@@ -71,6 +77,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in STORAGE_FULL_ERRNOS and not isinstance(exc, DiskFull):
+            raise as_disk_full(exc, path) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.space import check_free_space
+
 SHARD_TEMPLATE = "shard-{index:05d}.parquet"
 SHARD_GLOB = "shard-*.parquet"
 AUDIO_TEMPLATE = "audio/{youtube_id}/{clip_key}.flac"
@@ -100,8 +102,9 @@ class DataLayout:
         return self.root / "demo_corpus"
 
     def ensure(self) -> DataLayout:
-        """Create the directories and check that files can be written in each; raises
-        DataDirNotWritable naming the directory and the reason."""
+        """Create the directories and check that files can be written in each and that the
+        free-space reserve is there; raises DataDirNotWritable naming the directory and the
+        reason, or `storage.space.DiskFull` (ENOSPC) naming it and the free space."""
         for d in (self.root / "tables", self.root / "audio", self.mlflow_dir, self.prefect_home,
                   self.locks_dir):
             try:
@@ -112,6 +115,7 @@ class DataLayout:
                     exc.errno, f"the data directory {self.root} is not writable ({d}: "
                     f"{exc.strerror or exc}); s2f keeps its tables and its Prefect and MLflow "
                     "state there: fix its permissions or pass another --data-dir") from exc
+        check_free_space(self.root)
         return self
 
 

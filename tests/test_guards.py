@@ -207,3 +207,50 @@ def test_without_a_server_the_flock_alone_and_the_log_says_so(tmp_path: Path) ->
     # A server without the opt-in: still the flock only (a killed run's leased slot would
     # refuse its own resume for minutes).
     assert prefect_server_url() is None
+
+
+def test_a_full_disk_is_not_retried_and_its_failure_has_no_traceback(
+        prefect_server: None, caplog: pytest.LogCaptureFixture) -> None:
+    """`retry_unless_storage_full` and `quiet_reported_failures` on real Prefect task runs: a
+    shard that found no space runs once (not 1 + 2 retries) and its failure record keeps its
+    line without a traceback; any other error is retried and keeps its traceback."""
+    import errno
+
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    from flows.guards import retry_unless_storage_full
+    from storage.space import DiskFull
+
+    calls: dict[str, int] = {"disk": 0, "bug": 0}
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_unless_storage_full,
+          cache_policy=NO_CACHE)
+    def shard(kind: str) -> None:
+        calls[kind] += 1
+        if kind == "disk":
+            raise DiskFull(errno.ENOSPC, "No space left on device while writing it", "/d/x")
+        raise ValueError("a bug")
+
+    @flow
+    def two_shards() -> list[str]:
+        futures = [shard.submit("disk"), shard.submit("bug"),
+                   shard.with_options(retries=0).submit("disk")]  # like ingest's shard task
+        return [type(f.result(raise_on_failure=False)).__name__ for f in futures]
+
+    run_logger = logging.getLogger("prefect.task_runs")  # Prefect's loggers do not propagate
+    run_logger.addHandler(caplog.handler)
+    try:
+        assert two_shards() == ["DiskFull", "ValueError", "DiskFull"]
+    finally:
+        run_logger.removeHandler(caplog.handler)
+    assert calls == {"disk": 2, "bug": 3}  # once each
+    errors = [r for r in caplog.records
+              if r.name == "prefect.task_runs" and r.levelno == logging.ERROR]
+    disk = [r for r in errors if "DiskFull" in r.getMessage()]
+    bug = [r for r in errors if "ValueError" in r.getMessage()]
+    assert any("Task run failed with exception: DiskFull" in r.getMessage() for r in disk)
+    assert disk and all(r.exc_info is None for r in disk)
+    assert any("No space left on device while writing it: '/d/x'" in r.getMessage()
+               for r in disk)
+    assert any(r.exc_info is not None for r in bug)
