@@ -61,14 +61,22 @@ class Scores:
 def valid_rows(pred: np.ndarray) -> np.ndarray:
     """The rows of a prediction that exist: a control or a reconstruction without a feature
     for some clips (unknown gender, no face found in the image) has NaN rows there, and those
-    clips are left out of its scores (`<method>_n_queries` says how many were scored)."""
-    return np.isfinite(pred).all(axis=1)
+    clips are left out of its scores (`<method>_n_queries` says how many were scored).
+    Checked in row blocks (no N × D temporary)."""
+    step = metrics.block_rows(int(np.prod(np.shape(pred)[1:])))
+    return np.concatenate([np.isfinite(pred[i:i + step]).all(axis=1)
+                           for i in range(0, len(pred), step)] or [np.zeros(0, bool)])
+
+
+def _valid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`x[valid]`, without the copy when every row is valid (a prediction is N × D)."""
+    return x if valid.all() else x[valid]
 
 
 def similarity_scores(pred: np.ndarray, true: np.ndarray, method: str, seconds: float | None
                       ) -> tuple[dict[str, float], list[dict[str, object]]]:
     valid = valid_rows(pred)
-    sim = (metrics.feature_similarity(pred[valid], true[valid]) if valid.any() else
+    sim = (metrics.feature_similarity(_valid(pred, valid), _valid(true, valid)) if valid.any() else
            {f"{n}_{s}": float("nan") for n in ("cosine_deg", "l2", "l1") for s in ("mean", "std")})
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
@@ -80,6 +88,14 @@ def similarity_scores(pred: np.ndarray, true: np.ndarray, method: str, seconds: 
     return flat, rows
 
 
+def _recall_cis(ranks: np.ndarray, recall: dict[int, dict[str, float]], n_boot: int,
+                seed: int) -> list[tuple[float, float]]:
+    """Bootstrap CI of each recall@K in `recall` (its Ks, in order), over the queries: one set
+    of resamples for every K, as separate seeded draws would give. Hits are kept as booleans
+    (1 byte per query and K): the mean of 0/1 values is an exact integer sum either way."""
+    return metrics.bootstrap_cis([ranks < k for k in recall], n_boot=n_boot, seed=seed)
+
+
 def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, method: str,
                      seconds: float | None, n_boot: int = metrics.DEFAULT_BOOTSTRAP, seed: int = 0
                      ) -> tuple[dict[str, float], list[dict[str, object]]]:
@@ -87,13 +103,14 @@ def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, met
     of `pred` left out: `valid_rows`). The pool may hold more entries than identities
     (distractor faces)."""
     valid = valid_rows(pred)
-    ranks = metrics.retrieval_ranks(pred[valid], pool, target[valid])
+    ranks = metrics.retrieval_ranks(_valid(pred, valid), pool, _valid(target, valid))
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
     flat: dict[str, float] = {f"{prefix}median_rank{suffix}": float(np.median(ranks) + 1)}
     rows: list[dict[str, object]] = []
-    for k, rc in metrics.retrieval_recall(ranks, len(pool)).items():
-        lo, hi = metrics.bootstrap_ci((ranks < k).astype(np.float64), n_boot=n_boot, seed=seed)
+    recall = metrics.retrieval_recall(ranks, len(pool))
+    cis = _recall_cis(ranks, recall, n_boot, seed)
+    for (k, rc), (lo, hi) in zip(recall.items(), cis, strict=True):
         name = f"{prefix}recall_at_{k}{suffix}"
         flat.update({name: rc["recall"], f"{name}_ci_low": lo, f"{name}_ci_high": hi,
                      f"chance_at_{k}": rc["chance"]})
@@ -132,9 +149,9 @@ def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
     rows: list[dict[str, object]] = []
     for distance in ("l2", "l1", "cosine"):
         ranks = metrics.distance_ranks(queries, pool, target, distance)  # type: ignore[arg-type]
-        for k, rc in metrics.retrieval_recall(ranks, len(pool), metrics.PAPER_KS).items():
-            lo, hi = metrics.bootstrap_ci((ranks < k).astype(np.float64), n_boot=n_boot,
-                                          seed=seed)
+        recall = metrics.retrieval_recall(ranks, len(pool), metrics.PAPER_KS)
+        cis = _recall_cis(ranks, recall, n_boot, seed)
+        for (k, rc), (lo, hi) in zip(recall.items(), cis, strict=True):
             name = f"{prefix}paper_recall_at_{k}_{distance}{suffix}"
             flat.update({name: rc["recall"], f"{name}_ci_low": lo, f"{name}_ci_high": hi,
                          f"paper_chance_at_{k}": rc["chance"]})
