@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,3 +241,134 @@ def test_similarity_and_spread_in_blocks_equal_the_whole_arrays(small_blocks) ->
         np.testing.assert_array_equal(valid_rows(pred), np.isfinite(pred).all(axis=1))
     mean = np.broadcast_to(rng.normal(size=8), (300, 8))  # the mean face: a broadcast view
     assert metrics.spread(mean) == dense_spread(mean)
+
+
+def test_group_means_equal_per_group_means() -> None:
+    from s2f.evaluation.data import group_means
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(3000, 12)).astype(np.float32)
+    _, groups = np.unique(rng.integers(0, 700, 3000), return_inverse=True)
+    k = int(groups.max()) + 1
+    expected = np.stack([values[groups == g].mean(axis=0) for g in range(k)])
+    got = group_means(values, groups, k)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="empty groups"):
+        group_means(values, groups, k + 1)
+
+
+# -- the controls' train features, shard by shard -----------------------------------------------
+
+
+def _feature_shards(tmp_path: Path) -> tuple[object, dict[str, np.ndarray]]:
+    """A data dir whose train features lie in three face_features shards, with a clip in two
+    shards (the first wins), another encoder's rows and a test clip; returns the layout and
+    the features the train clips should get."""
+    from storage.io import rows_to_table, write_table_atomic
+    from storage.layout import DataLayout
+    from storage.schemas import CLIPS, face_features_schema
+
+    layout = DataLayout(tmp_path / "data").ensure()
+    rng = np.random.default_rng(6)
+    clips, expected, shards = [], {}, [[], [], []]
+    for i in range(40):
+        key, split = f"k{i:03d}", "test" if i % 10 == 0 else "train"
+        clips.append({"clip_key": key, "manifest": "m", "split": split, "line_no": i,
+                      "youtube_id": f"trn{i:08d}", "start_s": 0.0, "end_s": 1.0,
+                      "status": "ok", "audio_path": f"audio/{key}.flac"})
+        feat = rng.normal(size=4).astype(np.float32)
+        shard = shards[i % 3]
+        shard.append({"clip_key": key, "encoder": "dlib-resnet", "feature": feat.tolist(),
+                      "l2_norm": 1.0})
+        shard.append({"clip_key": key, "encoder": "other", "feature": [9.0] * 4, "l2_norm": 1.0})
+        expected[key] = feat
+    # k005 lies in shard 2 too, with another feature: shard 2's row comes first in the scan
+    shards[2].insert(0, {"clip_key": "k005", "encoder": "dlib-resnet", "feature": [5.0] * 4,
+                         "l2_norm": 1.0})
+    expected["k005"] = np.full(4, 5.0, np.float32)
+    write_table_atomic(rows_to_table(clips, CLIPS), layout.shard_path("clips", "m", 0))
+    for n, rows in enumerate(shards):  # shard 2 sorts first: its manifest name
+        write_table_atomic(rows_to_table(rows, face_features_schema(4)),
+                           layout.shard_path("face_features", f"m{2 - n}", 0))
+    return layout, expected
+
+
+def test_train_features_come_shard_by_shard_once_each(tmp_path: Path) -> None:
+    from s2f.evaluation.data import FeatureMean, training_clips, training_feature_blocks
+
+    layout, expected = _feature_shards(tmp_path)
+    train = training_clips(layout, "dlib-resnet", dev_fraction=0.0)
+    assert "feature" not in train.columns and train["clip_key"].is_sorted()
+    assert train.height == 36  # 40 clips, 4 of them test
+    seen: list[int] = []
+    got = np.zeros((train.height, 4), np.float32)
+    mean = FeatureMean()
+    blocks = list(training_feature_blocks(layout, "dlib-resnet", train))
+    assert len(blocks) == 3  # one per shard
+    for rows, block in blocks:
+        seen += rows.tolist()
+        got[rows] = block
+        mean.add(rows, block)
+    assert sorted(seen) == list(range(train.height))  # every train clip once
+    want = np.stack([expected[k] for k in train["clip_key"]])
+    np.testing.assert_array_equal(got, want)  # k005: the first shard's row
+    np.testing.assert_allclose(mean.mean(), want.astype(np.float64).mean(axis=0), rtol=1e-6)
+
+
+def test_ridges_fitted_in_blocks_equal_the_whole_fit() -> None:
+    """The streamed ridge (Xᵀ Y and Σ Y per block) against the closed form on all rows at once
+    (the oracle's formula before), the F0 ridge likewise, and gender means."""
+    from s2f.evaluation.acoustic import f0_ridge, f0_ridge_fit
+    from s2f.evaluation.pairs import GenderMeans, gender_only
+    from s2f.evaluation.scores import StreamedRidge, oracle_ridge
+
+    rng = np.random.default_rng(8)
+    x, y, x_test = rng.normal(size=(90, 3)) * [1, 50, 0.1] + [0, 200, 5], rng.normal(
+        size=(90, 6)).astype(np.float32), rng.normal(size=(11, 3))
+    mu, sd = x.mean(0), x.std(0)
+    a, b = (x - mu) / sd, (x_test - mu) / sd
+    w = np.linalg.solve(a.T @ a + np.eye(3), a.T @ (y - y.mean(0)))
+    whole = (b @ w + y.mean(0)).astype(np.float32)
+    np.testing.assert_allclose(oracle_ridge(x, y, x_test), whole, rtol=1e-5, atol=1e-6)
+    ridge = StreamedRidge(x)
+    order = rng.permutation(90)
+    for part in np.array_split(order, 7):
+        ridge.add(part, y[part])
+    np.testing.assert_allclose(ridge.predict(x_test), whole, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="added twice"):
+        ridge.add(order[:2], y[order[:2]])
+    partial = StreamedRidge(x)
+    partial.add(order[:10], y[order[:10]])
+    with pytest.raises(ValueError, match="10 of its 90"):
+        partial.predict(x_test)
+
+    f0 = rng.uniform(90, 250, 90)
+    fit, _ = f0_ridge_fit(f0, f0[:5])
+    assert fit is not None
+    for part in np.array_split(order, 4):
+        fit.add(part, y[part])
+    np.testing.assert_array_equal(fit.predict(f0[:5]), f0_ridge(f0, y, f0[:5])[0])
+
+    genders = [("female", "male", None)[i % 3] for i in range(90)]
+    means = GenderMeans(genders)
+    for part in np.array_split(order, 5):
+        means.add(part, y[part])
+    np.testing.assert_array_equal(means.predict(["male", None], 6),
+                                  gender_only(genders, y, ["male", None]))
+    np.testing.assert_allclose(means.predict(["male"], 6)[0], y[1::3].mean(0), rtol=1e-5)
+
+
+def test_identity_pool_is_the_per_identity_mean() -> None:
+    from s2f.evaluation.data import EvalSet
+
+    rng = np.random.default_rng(9)
+    ids = [f"id{rng.integers(0, 30):02d}" for _ in range(200)]
+    feats = rng.normal(size=(200, 8)).astype(np.float32)
+    es = EvalSet(clip_keys=[str(i) for i in range(200)], youtube_ids=ids, identities=ids,
+                 audio_paths=[], features=feats, encoder="e", identity_source="youtube_id",
+                 split_snapshot_id="s", features_hash="h")
+    names, pool, target = es.identity_pool()
+    assert names == sorted(set(ids)) and [names[t] for t in target] == ids
+    np.testing.assert_array_equal(
+        pool, np.stack([feats[target == i].mean(axis=0) for i in range(len(names))]))

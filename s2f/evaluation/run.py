@@ -35,20 +35,23 @@ import numpy as np
 import polars as pl
 
 from s2f.evaluation import figures, pairs
-from s2f.evaluation.acoustic import f0_ridge, median_f0_of
+from s2f.evaluation.acoustic import f0_ridge_fit, median_f0_of
 from s2f.evaluation.data import (
     DEFAULT_DEV_FRACTION,
     EvalRole,
     EvalSet,
     EvaluationDataError,
+    FeatureMean,
+    FeatureSink,
     clip_details,
     default_identities_path,
     distractor_features,
     face_crops,
-    feature_matrix,
+    feed_training_features,
+    group_means,
     load_eval_set,
     load_identities,
-    training_set,
+    training_clips,
 )
 from s2f.evaluation.landmarks import detect_landmarks
 from s2f.evaluation.metrics import DEFAULT_BOOTSTRAP
@@ -69,10 +72,10 @@ from s2f.evaluation.scores import (
     SIMILARITY_SCHEMA,
     VOICE_SCHEMA,
     Scores,
+    StreamedRidge,
     craniofacial_scores,
     diversity_scores,
     frame,
-    oracle_ridge,
     paper_retrieval_scores,
     reconstruction_scores,
     retrieval_scores,
@@ -144,12 +147,13 @@ def _seed(encoder: LoadedModel) -> int | None:
         return None
 
 
-def oracle_predictions(es: EvalSet, identities_path: Path, train_ids: list[str],
-                       train_feats: np.ndarray) -> np.ndarray | None:
-    """The oracle ceiling's prediction for each clip of `es`: ridge from the identity's exact
-    voice settings (`scores.voice_design`) to the face feature, fitted on the train role's
-    clips (`train_ids`, `train_feats`: `training_features`). None when the identities table
-    has no voice settings (not the demo corpus)."""
+def oracle_fit(es: EvalSet, identities_path: Path, train: pl.DataFrame
+               ) -> tuple[StreamedRidge, np.ndarray] | None:
+    """The oracle ceiling, to be fitted: a ridge from the identity's exact voice settings
+    (`scores.voice_design`) to the face feature over the train role's clips (`train`:
+    `training_clips`; their features are added in blocks), and the design of each clip of
+    `es` to predict from. None when the identities table has no voice settings (not the demo
+    corpus)."""
     table = load_identities(identities_path)
     try:
         voice_design(table)
@@ -165,9 +169,9 @@ def oracle_predictions(es: EvalSet, identities_path: Path, train_ids: list[str],
             raise EvaluationDataError(f"{identities_path}: videos without an identity")
         return voice_design(rows, cats)
 
-    x_train, cats = design_of(train_ids)
+    x_train, cats = design_of(train["youtube_id"].to_list())
     x_eval, _ = design_of(es.youtube_ids, cats)
-    return oracle_ridge(x_train, train_feats, x_eval)
+    return StreamedRidge(x_train), x_eval
 
 
 @dataclass
@@ -260,19 +264,23 @@ def _score_controls(train_layout: DataLayout, es: EvalSet, identities_path: Path
                     train: pl.DataFrame, pools: _Pools, n_boot: int, seed: int,
                     scored: _Scored) -> list[str]:
     """Score the mean training face, the F0-only ridge and (with voice settings) the oracle;
-    returns their names. `train`: `training_set` of `train_layout` (read once)."""
-    train_ids, train_feats = train["youtube_id"].to_list(), feature_matrix(train)
-    controls: list[tuple[str, np.ndarray]] = [
-        ("mean_face", np.broadcast_to(train_feats.mean(axis=0), es.features.shape))]
+    returns their names. `train`: `training_clips` of `train_layout` (read once); its
+    features are read in one pass, shard by shard, into all three fits."""
+    mean = FeatureMean()
     train_f0 = median_f0_of([train_layout.resolve(p) for p in train["audio_path"].to_list()])
-    f0_pred, f0_info = f0_ridge(train_f0, train_feats, median_f0_of(es.audio_paths))
-    scored.flat.update(f0_info)
-    if f0_pred is not None:  # None: no voiced train clip (synthetic tones); the metric says so
-        controls.append(("f0_ridge", f0_pred))
-    oracle = None if identities_path is None else oracle_predictions(
-        es, identities_path, train_ids, train_feats)
+    eval_f0 = median_f0_of(es.audio_paths)
+    f0_fit, f0_info = f0_ridge_fit(train_f0, eval_f0)
+    scored.flat.update(f0_info)  # no fit: no voiced train clip (synthetic tones); it says so
+    oracle = None if identities_path is None else oracle_fit(es, identities_path, train)
+    sinks: list[FeatureSink] = [mean, *([f0_fit] if f0_fit else []),
+                                *([oracle[0]] if oracle else [])]
+    feed_training_features(train_layout, es.encoder, train, sinks)
+    controls: list[tuple[str, np.ndarray]] = [
+        ("mean_face", np.broadcast_to(mean.mean(), es.features.shape))]
+    if f0_fit is not None:
+        controls.append(("f0_ridge", f0_fit.predict(eval_f0)))
     if oracle is not None:
-        controls.append(("oracle", oracle))
+        controls.append(("oracle", oracle[0].predict(oracle[1])))
     for method, control in controls:
         scored.add(control, es, pools, method, None, n_boot, seed)
         scored.controls[method] = control
@@ -351,7 +359,9 @@ def _score_pairs(train_layout: DataLayout, es: EvalSet, details: pl.DataFrame,
     eval_gender, from_classifier = pairs.speaker_gender(details["gender"].to_list(),
                                                        true_demo.gender)
     scored.flat["gender_source_classifier"] = float(from_classifier)
-    rows = {"gender_only": pairs.gender_only(train_gender, feature_matrix(train), eval_gender)}
+    gender_means = pairs.GenderMeans(train_gender)
+    feed_training_features(train_layout, es.encoder, train, [gender_means])
+    rows = {"gender_only": gender_means.predict(eval_gender, dim)}
     scored.controls["gender_only"] = rows["gender_only"]
     paper_s2f = pairs.load_images(details["paper_s2f_path"].to_list())
     s2f_paths, f2f_paths = details["paper_s2f_path"].to_list(), details["paper_f2f_path"].to_list()
@@ -387,7 +397,7 @@ def _voice_rows(es: EvalSet, identities_path: Path | None, pred: np.ndarray,
         return []
     names, pool, target = es.identity_pool()
     params = _identity_params(identities_path, names)
-    pred_by_id = np.stack([pred[target == i].mean(axis=0) for i in range(len(names))])
+    pred_by_id = group_means(pred, target, len(names))
     f, rows = voice_parameter_scores(pred_by_id, pool, params.drop("identity"))
     flat.update(f)
     return rows
@@ -428,7 +438,7 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     scored.flat["n_distractors"] = float(len(pools.distractors))
     preds = _score_model(encoder, es, waves, pools, seconds, n_boot, seed, scored, bar)
     train_layout = train_layout or layout
-    train = training_set(train_layout, es.encoder, dev_fraction)
+    train = training_clips(train_layout, es.encoder, dev_fraction)
     controls = _score_controls(train_layout, es, identities_path, train, pools, n_boot, seed,
                                scored)
     bar.update(1, done="scored the controls: " + ", ".join(controls))

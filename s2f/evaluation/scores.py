@@ -187,18 +187,56 @@ def voice_design(params: pl.DataFrame, categories: dict[str, list[str]] | None =
     return np.stack(cols, axis=1), cats
 
 
+class StreamedRidge:
+    """Closed-form ridge regression from a small design (N × k: voice settings, log F0), held
+    whole, to the face features (N × D), added in blocks of rows (`add`): only Xᵀ Y (k × D)
+    and Σ Y (D) are kept, so a million train features are never in memory at once. Inputs
+    standardised, outputs centred; `alpha` is fixed (1 on standardised inputs), never tuned
+    on test."""
+
+    def __init__(self, x_train: np.ndarray, alpha: float = 1.0) -> None:
+        x = np.asarray(x_train, np.float64)
+        self.mu = x.mean(axis=0)
+        sd = x.std(axis=0)
+        self.sd = np.where(sd > 0, sd, 1.0)
+        self.design = (x - self.mu) / self.sd
+        self.alpha = alpha
+        self.xty: np.ndarray | None = None   # Σ design_iᵀ y_i
+        self.y_sum: np.ndarray | None = None
+        self.added = np.zeros(len(x), bool)
+
+    def add(self, rows: np.ndarray, y: np.ndarray) -> None:
+        """The features `y` of train rows `rows` (indices into `x_train`, each once)."""
+        rows = np.asarray(rows)
+        if self.added[rows].any() or len(np.unique(rows)) != len(rows):
+            raise ValueError("a train row was added twice to the ridge")
+        y64 = np.asarray(y, np.float64)
+        xty, y_sum = self.design[rows].T @ y64, y64.sum(axis=0)
+        self.xty = xty if self.xty is None else self.xty + xty
+        self.y_sum = y_sum if self.y_sum is None else self.y_sum + y_sum
+        self.added[rows] = True
+
+    def predict(self, x_test: np.ndarray) -> np.ndarray:
+        """Predictions for `x_test` (float32) from every train row's features."""
+        if self.xty is None or self.y_sum is None or not self.added.all():
+            raise ValueError(f"the ridge has the features of {int(self.added.sum())} of its "
+                             f"{len(self.added)} train rows")
+        y_mean = self.y_sum / len(self.added)
+        # Σ aᵢ (yᵢ − ȳ)ᵀ = Σ aᵢ yᵢᵀ − (Σ aᵢ) ȳᵀ: the centred outputs without holding them
+        rhs = self.xty - np.outer(self.design.sum(axis=0), y_mean)
+        gram = self.design.T @ self.design + self.alpha * np.eye(self.design.shape[1])
+        w = np.linalg.solve(gram, rhs)
+        b = (np.asarray(x_test, np.float64) - self.mu) / self.sd
+        return (b @ w + y_mean).astype(np.float32)
+
+
 def oracle_ridge(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                  alpha: float = 1.0) -> np.ndarray:
     """Ridge regression from the voice settings to the face feature, fitted on training rows
-    only (standardised inputs, centred outputs, closed form); returns the test predictions.
-    `alpha` is fixed (1 on standardised inputs), never tuned on test."""
-    x_train, x_test = np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)
-    mu, sd = x_train.mean(axis=0), x_train.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    a, b = (x_train - mu) / sd, (x_test - mu) / sd
-    y_mean = y_train.mean(axis=0)
-    w = np.linalg.solve(a.T @ a + alpha * np.eye(a.shape[1]), a.T @ (y_train - y_mean))
-    return (b @ w + y_mean).astype(np.float32)
+    only (`StreamedRidge` with every row at once); returns the test predictions."""
+    ridge = StreamedRidge(x_train, alpha)
+    ridge.add(np.arange(len(x_train)), y_train)
+    return ridge.predict(x_test)
 
 
 def diversity_scores(pred: np.ndarray, true: np.ndarray, seconds: float) -> dict[str, float]:
