@@ -359,6 +359,41 @@ def test_ridges_fitted_in_blocks_equal_the_whole_fit() -> None:
     np.testing.assert_allclose(means.predict(["male"], 6)[0], y[1::3].mean(0), rtol=1e-5)
 
 
+# -- waveforms ----------------------------------------------------------------------------------
+
+
+def test_waves_are_read_and_encoded_in_blocks(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluation reads `WAVE_READ_BLOCK` waves, encodes them at every length and drops them:
+    the encoder never gets more than a block, and the predictions equal encoding every wave
+    read first."""
+    from eval_helpers import make_eval_data, tone_encoder
+
+    from s2f.evaluation import run as evaluation_run
+    from s2f.evaluation.data import load_eval_set
+    from s2f.media.audio import load_audio
+    from s2f.registry.inference import LoadedModel, ModelRef, encode_waves
+
+    data = make_eval_data(tmp_path / "data", n_test=10, n_train=2, clips=2)
+    es = load_eval_set(data.layout, "dlib-resnet")
+    encoder = LoadedModel(ModelRef("local", None, None, None), tone_encoder(data, noise=0.5))
+    sizes: list[int] = []
+
+    def counting(enc: LoadedModel, waves: list[np.ndarray], seconds: float) -> np.ndarray:
+        sizes.append(len(waves))
+        return encode_waves(enc, waves, seconds)
+
+    monkeypatch.setattr(evaluation_run, "WAVE_READ_BLOCK", 8)
+    monkeypatch.setattr(evaluation_run, "encode_waves", counting)
+    preds = evaluation_run._predict(encoder, es, (3.0, 6.0))
+    assert len(es) == 20 and sizes == [8, 8, 8, 8, 4, 4]  # 3 blocks × 2 lengths
+    waves = [load_audio(p) for p in es.audio_paths]
+    for s in (3.0, 6.0):
+        np.testing.assert_array_equal(preds[s], encode_waves(encoder, waves, s))
+    monkeypatch.undo()
+    assert evaluation_run.WAVE_READ_BLOCK % 8 == 0  # encode_waves' batch: same batches
+
+
 def test_identity_pool_is_the_per_identity_mean() -> None:
     from s2f.evaluation.data import EvalSet
 

@@ -101,6 +101,10 @@ DEFAULT_DECODER_URI = model_uri(FACE_DECODER_NAME, "challenger")
 # Controls whose predictions are decoded and classified on real pairs (`<name>_s2f_gender_...`).
 CONTROL_DEMOGRAPHICS = ("mean_face", "f0_ridge", "gender_only")
 WEIGHTS_TAG = "weights-sha1:"  # in an untracked model's URI: what its test row is found by
+# Evaluation waves read and encoded at once: the waves are dropped once encoded, so memory holds
+# this many (~384 KB each at 6 s), not the split's. A multiple of `encode_waves`' batch of 8, so
+# the encoder sees the batches it saw when every wave was read first (same predictions).
+WAVE_READ_BLOCK = 64
 
 
 def _grid_rows(es: EvalSet, limit: int) -> list[int]:
@@ -242,22 +246,30 @@ def _refuse_second_test(layout: DataLayout, encoder: LoadedModel, es: EvalSet, k
             f"snapshot {es.split_snapshot_id}: the test split is scored once per version", done)
 
 
-def _score_model(encoder: LoadedModel, es: EvalSet, waves: list[np.ndarray], pools: _Pools,
-                 seconds: Sequence[float], n_boot: int, seed: int,
-                 scored: _Scored, bar: Progress) -> dict[float, np.ndarray]:
-    """Encode the voices at each input length and score the predictions; returns them."""
-    preds: dict[float, np.ndarray] = {}
-    for s in seconds:
-        pred = encode_waves(encoder, waves, s)
-        if pred.shape[1] != es.features.shape[1]:
-            raise EvaluationDataError(
-                f"{encoder.ref.label()} predicts {pred.shape[1]}-D features but the test "
-                f"features of {es.encoder!r} are {es.features.shape[1]}-D")
-        preds[s] = pred
+def _predict(encoder: LoadedModel, es: EvalSet, seconds: Sequence[float]
+             ) -> dict[float, np.ndarray]:
+    """The encoder's features of every clip of `es` from `seconds` of its speech: waves read
+    `WAVE_READ_BLOCK` at a time, encoded at every length, dropped; only predictions are kept."""
+    blocks: dict[float, list[np.ndarray]] = {s: [] for s in seconds}
+    for i in range(0, len(es), WAVE_READ_BLOCK):
+        waves = [load_audio(p) for p in es.audio_paths[i:i + WAVE_READ_BLOCK]]
+        for s in seconds:
+            pred = encode_waves(encoder, waves, s)
+            if pred.shape[1] != es.features.shape[1]:
+                raise EvaluationDataError(
+                    f"{encoder.ref.label()} predicts {pred.shape[1]}-D features but the test "
+                    f"features of {es.encoder!r} are {es.features.shape[1]}-D")
+            blocks[s].append(pred)
+    return {s: np.concatenate(b) for s, b in blocks.items()}
+
+
+def _score_model(preds: dict[float, np.ndarray], es: EvalSet, pools: _Pools, n_boot: int,
+                 seed: int, scored: _Scored, bar: Progress) -> None:
+    """Score the predictions at each input length."""
+    for s, pred in preds.items():
         scored.add(pred, es, pools, "model", s, n_boot, seed)
         scored.flat.update(diversity_scores(pred, es.features, s))
-        bar.update(1, done=f"encoded and scored {s:g} s of speech")
-    return preds
+        bar.update(1, done=f"scored {s:g} s of speech")
 
 
 def _score_controls(train_layout: DataLayout, es: EvalSet, identities_path: Path | None,
@@ -431,12 +443,12 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     on_pairs = has_face_images(details)
     bar = Progress(1 + len(seconds) + 2 + (decoder_uri is not None) + on_pairs, f"evaluate "
                    f"{encoder.ref.label()} on {len(es)} {role} clips", "phase", every_seconds=30)
-    waves = [load_audio(p) for p in es.audio_paths]
-    bar.update(1, done=f"read {len(waves)} {role} voices")
+    preds = _predict(encoder, es, seconds)
+    bar.update(1, done=f"read and encoded {len(es)} {role} voices")
 
     scored = _Scored()
     scored.flat["n_distractors"] = float(len(pools.distractors))
-    preds = _score_model(encoder, es, waves, pools, seconds, n_boot, seed, scored, bar)
+    _score_model(preds, es, pools, n_boot, seed, scored, bar)
     train_layout = train_layout or layout
     train = training_clips(train_layout, es.encoder, dev_fraction)
     controls = _score_controls(train_layout, es, identities_path, train, pools, n_boot, seed,
