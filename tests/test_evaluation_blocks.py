@@ -82,7 +82,8 @@ def dense_spread(features: np.ndarray) -> float:
 @pytest.fixture()
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks of a few dozen numbers: every call below runs in many blocks of odd sizes."""
-    monkeypatch.setattr(metrics, "BLOCK_NUMBERS", 97)
+    monkeypatch.setattr(metrics, "DISTANCE_BLOCK_NUMBERS", 97)
+    monkeypatch.setattr(metrics, "ROW_BLOCK_NUMBERS", 37)
     monkeypatch.setattr(metrics, "L1_BLOCK_NUMBERS", 211)
     monkeypatch.setattr(metrics, "BOOTSTRAP_BLOCK_INDICES", 101)
 
@@ -147,7 +148,7 @@ def test_ranking_never_holds_the_query_by_pool_matrix(monkeypatch: pytest.Monkey
     """2,000 queries × 2,000 faces: the dense float64 matrix alone is 32 MB. With blocks of
     64 k distances (L1: 256 k differences) each ranking's traced numpy allocations peak far
     below it: the pool's float64 copy and one block (L1: its difference and absolute value)."""
-    monkeypatch.setattr(metrics, "BLOCK_NUMBERS", 1 << 16)
+    monkeypatch.setattr(metrics, "DISTANCE_BLOCK_NUMBERS", 1 << 16)
     monkeypatch.setattr(metrics, "L1_BLOCK_NUMBERS", 1 << 18)
     pred, pool, target = continuous(np.random.default_rng(0), 2000, 2000, 8)
     dense = 2000 * 2000 * 8
@@ -243,8 +244,11 @@ def test_similarity_and_spread_in_blocks_equal_the_whole_arrays(small_blocks) ->
     assert metrics.spread(mean) == dense_spread(mean)
 
 
-def test_group_means_equal_per_group_means() -> None:
+def test_group_means_equal_per_group_means(monkeypatch: pytest.MonkeyPatch) -> None:
+    from s2f.evaluation import data
     from s2f.evaluation.data import group_means
+
+    monkeypatch.setattr(data, "GROUP_BLOCK_NUMBERS", 50)  # divided a few groups at a time
 
     rng = np.random.default_rng(5)
     values = rng.normal(size=(3000, 12)).astype(np.float32)

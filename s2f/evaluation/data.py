@@ -76,6 +76,10 @@ class EvalSet:
         return names, group_means(self.features, target, len(names)), target
 
 
+# Numbers divided at once by `group_means`: 1 M float64 = 8 MB of temporary.
+GROUP_BLOCK_NUMBERS = 1 << 20
+
+
 def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
     """Mean row of `values` per group (`groups[i]` in 0..n_groups-1; every group non-empty),
     in one pass: equal, bit for bit, to `values[groups == g].mean(axis=0)` for each g (rows
@@ -88,8 +92,13 @@ def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.nda
                          f"group ids beyond {n_groups - 1}")
     sums = np.zeros((n_groups, *values.shape[1:]), values.dtype)
     np.add.at(sums, groups, values)
-    shape = (n_groups,) + (1,) * (values.ndim - 1)
-    return (sums / counts.reshape(shape).astype(np.intp)).astype(values.dtype)
+    # divided in place, a slice of groups at a time: the float64 quotient of one slice is the
+    # only temporary (the result is the sums' own memory)
+    shape = (-1,) + (1,) * (values.ndim - 1)
+    step = max(1, GROUP_BLOCK_NUMBERS // max(int(np.prod(values.shape[1:])), 1))
+    for i in range(0, n_groups, step):
+        sums[i:i + step] = sums[i:i + step] / counts[i:i + step].reshape(shape).astype(np.intp)
+    return sums
 
 
 def split_snapshot_id(clip_keys: list[str]) -> str:

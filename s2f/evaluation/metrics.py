@@ -56,16 +56,15 @@ def cosine_degrees(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-# Numbers in one block of an N-long computation: 4 M float64 = 32 MB of temporaries, however
-# many samples there are. For retrieval it is the entries of one block of the query × pool
-# distance matrix: big enough that each block is one BLAS call of useful size (838 queries
-# against the paper's 5,000-face pool, a dozen against a 290k-identity AVSpeech pool).
-BLOCK_NUMBERS = 1 << 22
+# Numbers in one row block of the per-sample metrics (similarity, spread, finite rows): 1 M
+# float64 = 8 MB per temporary, and a block has about six live (float64 copies, unit vectors,
+# differences), so ~50 MB however many samples; 8,192 rows of 128-D features, plenty per call.
+ROW_BLOCK_NUMBERS = 1 << 20
 
 
 def block_rows(dim: int) -> int:
-    """Rows of a `BLOCK_NUMBERS` block of a dim-wide array."""
-    return max(1, BLOCK_NUMBERS // max(dim, 1))
+    """Rows of a `ROW_BLOCK_NUMBERS` block of a dim-wide array."""
+    return max(1, ROW_BLOCK_NUMBERS // max(dim, 1))
 
 
 def feature_similarity(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -100,9 +99,14 @@ def retrieval_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray) -> n
 RetrievalDistance = Literal["l2", "l1", "cosine"]
 PAPER_KS = (1, 2, 5, 10)  # the paper's retrieval table (supplementary material)
 
-# Numbers in one block of L1's query × pool × D difference: 16 M float64 = 128 MB (L1 has no
-# BLAS form, so the difference itself is the temporary).
-L1_BLOCK_NUMBERS = 16_000_000
+# Entries of one block of the query × pool distance matrix: 4 M float64 = 32 MB (two live:
+# the product and the distances), whatever the number of queries. Big enough that each block
+# is one BLAS call of useful size (838 queries against the paper's 5,000-face pool, a dozen
+# against a 290k-identity AVSpeech pool).
+DISTANCE_BLOCK_NUMBERS = 1 << 22
+# Numbers in one slice of L1's query × pool × D difference: 4 M float64 = 32 MB (L1 has no BLAS
+# form, so the difference itself is the temporary; its absolute value is taken in place).
+L1_BLOCK_NUMBERS = 1 << 22
 
 
 def _distance_block(block: np.ndarray, pool: np.ndarray, pool_sq: np.ndarray | None,
@@ -110,17 +114,25 @@ def _distance_block(block: np.ndarray, pool: np.ndarray, pool_sq: np.ndarray | N
     """Distances from a block of queries to every pool entry (block rows × P, float64).
     `block` and `pool` are already normalised for cosine; `pool_sq`: the pool's squared norms
     (L2)."""
+    # In place where the arithmetic allows: the same operations in the same order as the
+    # whole-matrix expressions before, with fewer rows × P temporaries alive.
     if distance == "cosine":
-        return -(block @ pool.T)
+        d = block @ pool.T
+        return np.negative(d, out=d)
     if distance == "l2":
         assert pool_sq is not None
-        return np.sqrt(np.maximum((block ** 2).sum(1)[:, None] + pool_sq[None, :]
-                                  - 2 * block @ pool.T, 0.0))
+        product = (2 * block) @ pool.T  # `2 * block @ pool.T` parses so
+        d = (block ** 2).sum(1)[:, None] + pool_sq[None, :]
+        d -= product
+        del product
+        np.maximum(d, 0.0, out=d)
+        return np.sqrt(d, out=d)
     if distance == "l1":  # pool entries in slices, so the rows × P × D difference stays bounded
         d = np.empty((len(block), len(pool)))
         step = max(1, L1_BLOCK_NUMBERS // max(block.size, 1))
         for j in range(0, len(pool), step):
-            d[:, j:j + step] = np.abs(block[:, None, :] - pool[None, j:j + step, :]).sum(-1)
+            diff = block[:, None, :] - pool[None, j:j + step, :]
+            d[:, j:j + step] = np.abs(diff, out=diff).sum(-1)
         return d
     raise ValueError(f"unknown retrieval distance {distance!r}")
 
@@ -132,7 +144,7 @@ def distance_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray,
     database; cosine on L2-normalised ones. (On normalised features L2 is a monotone function
     of cosine and would rank exactly as it.) Ties count against the model.
     Bounded memory: queries are taken `chunk` at a time (default: as many as fit
-    `BLOCK_NUMBERS` distances), each block's distances to the whole pool are computed in
+    `DISTANCE_BLOCK_NUMBERS` distances), each block's distances to the whole pool are computed in
     float64, and only the rank of the true entry is kept; the queries are converted (float64,
     normalised) block by block, so only the pool is copied whole."""
     if distance not in ("l2", "l1", "cosine"):
@@ -140,7 +152,7 @@ def distance_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray,
     convert = _unit if distance == "cosine" else _float64
     q = convert(pool)
     q_sq = (q ** 2).sum(1) if distance == "l2" else None
-    rows = max(1, BLOCK_NUMBERS // max(len(q), 1))
+    rows = max(1, DISTANCE_BLOCK_NUMBERS // max(len(q), 1))
     if distance == "l1":  # at least one pool entry per L1 slice: fewer queries per block
         rows = max(1, min(rows, L1_BLOCK_NUMBERS // max(q.shape[1], 1)))
     rows = rows if chunk is None else max(1, min(rows, chunk))
@@ -150,6 +162,7 @@ def distance_ranks(pred: np.ndarray, pool: np.ndarray, target: np.ndarray,
         d = _distance_block(convert(pred[i:i + rows]), q, q_sq, distance)
         true_d = d[np.arange(len(d)), target[i:i + rows]]
         ranks[i:i + len(d)] = (d <= true_d[:, None]).sum(axis=1) - 1
+        del d  # before the next block is computed: one block alive, not two
     return ranks
 
 
