@@ -284,8 +284,8 @@ def _score_controls(train_layout: DataLayout, es: EvalSet, identities_path: Path
     f0_fit, f0_info = f0_ridge_fit(train_f0, eval_f0)
     scored.flat.update(f0_info)  # no fit: no voiced train clip (synthetic tones); it says so
     oracle = None if identities_path is None else oracle_fit(es, identities_path, train)
-    sinks: list[FeatureSink] = [mean, *([f0_fit] if f0_fit else []),
-                                *([oracle[0]] if oracle else [])]
+    sinks: list[FeatureSink] = [mean, *([f0_fit] if f0_fit is not None else []),
+                                *([oracle[0]] if oracle is not None else [])]
     feed_training_features(train_layout, es.encoder, train, sinks)
     controls: list[tuple[str, np.ndarray]] = [
         ("mean_face", np.broadcast_to(mean.mean(), es.features.shape))]
