@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import polars as pl
@@ -71,9 +72,33 @@ class EvalSet:
         clip, the index of its identity in the pool."""
         names = sorted(set(self.identities))
         index = {n: i for i, n in enumerate(names)}
-        target = np.array([index[n] for n in self.identities])
-        pool = np.stack([self.features[target == i].mean(axis=0) for i in range(len(names))])
-        return names, pool, target
+        target = np.array([index[n] for n in self.identities], dtype=np.int64)
+        return names, group_means(self.features, target, len(names)), target
+
+
+# Numbers divided at once by `group_means`: 1 M float64 = 8 MB of temporary.
+GROUP_BLOCK_NUMBERS = 1 << 20
+
+
+def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean row of `values` per group (`groups[i]` in 0..n_groups-1; every group non-empty),
+    in one pass: equal, bit for bit, to `values[groups == g].mean(axis=0)` for each g (rows
+    summed in order, in the values' dtype, then divided as numpy's mean divides) without a
+    scan of all rows per group."""
+    values = np.asarray(values)
+    counts = np.bincount(groups, minlength=n_groups)
+    if len(counts) != n_groups or (counts == 0).any():
+        raise ValueError(f"group_means: {int((counts[:n_groups] == 0).sum())} empty groups or "
+                         f"group ids beyond {n_groups - 1}")
+    sums = np.zeros((n_groups, *values.shape[1:]), values.dtype)
+    np.add.at(sums, groups, values)
+    # divided in place, a slice of groups at a time: the float64 quotient of one slice is the
+    # only temporary (the result is the sums' own memory)
+    shape = (-1,) + (1,) * (values.ndim - 1)
+    step = max(1, GROUP_BLOCK_NUMBERS // max(int(np.prod(values.shape[1:])), 1))
+    for i in range(0, n_groups, step):
+        sums[i:i + step] = sums[i:i + step] / counts[i:i + step].reshape(shape).astype(np.intp)
+    return sums
 
 
 def split_snapshot_id(clip_keys: list[str]) -> str:
@@ -217,33 +242,95 @@ def current_split_snapshot_id(layout: DataLayout, encoder: str, role: EvalRole =
     return split_snapshot_id(clips.join(feats, on="clip_key")["clip_key"].to_list())
 
 
-def training_set(layout: DataLayout, encoder: str,
-                 dev_fraction: float = DEFAULT_DEV_FRACTION) -> pl.DataFrame:
-    """The train role's clips (dev excluded) with their true features, sorted by clip key:
-    clip_key, youtube_id, person_id, split, audio_path, feature."""
+def training_clips(layout: DataLayout, encoder: str,
+                   dev_fraction: float = DEFAULT_DEV_FRACTION) -> pl.DataFrame:
+    """The train role's clips (dev excluded) that have a true feature of `encoder`, sorted by
+    clip key, without the features: those are read shard by shard (`training_feature_blocks`)
+    by whatever needs them (the mean face, the ridges), so the train features (16 GB at a
+    million 4096-D clips) are never in memory at once. Columns: the clips table's."""
     train = role_clips(layout, "train", dev_fraction)
-    feats = _features(layout, encoder, train["clip_key"])
-    if feats.height == 0:
+    paths = shard_paths(layout, "face_features")
+    if not paths:
+        raise EvaluationDataError(f"{layout.root}: no face_features table; run `s2f preprocess`")
+    keys = (pl.scan_parquet([str(p) for p in paths])
+            .filter((pl.col("encoder") == encoder)
+                    & pl.col("clip_key").is_in(train["clip_key"].implode()))
+            .select("clip_key").unique().collect())
+    if keys.height == 0:
         raise EvaluationDataError(f"{layout.root}: no train features of encoder {encoder!r}")
-    return train.join(feats, on="clip_key", how="inner").sort("clip_key")
+    return train.join(keys, on="clip_key", how="inner").sort("clip_key")
 
 
-def training_features(layout: DataLayout, encoder: str,
-                      dev_fraction: float = DEFAULT_DEV_FRACTION) -> tuple[list[str], np.ndarray]:
-    """(youtube ids, N×D true features) of the train role's clips (dev excluded)."""
-    df = training_set(layout, encoder, dev_fraction)
-    return df["youtube_id"].to_list(), feature_matrix(df)
+class FeatureSink(Protocol):
+    """Something that takes the train features block by block: rows (indices into the
+    `training_clips` frame) and their features."""
+
+    def add(self, rows: np.ndarray, features: np.ndarray) -> None: ...
 
 
-def feature_matrix(df: pl.DataFrame) -> np.ndarray:
-    """The `feature` column of a frame as an N×D float32 matrix."""
-    return _to_matrix(df["feature"])
+def training_feature_blocks(layout: DataLayout, encoder: str, train: pl.DataFrame
+                            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The true features of `train`'s clips (`training_clips`: sorted by clip key), one
+    face_features shard at a time: (row indices into `train`, float32 rows). Each clip comes
+    once, from the first shard that has it (as the whole-table read keeps the first); memory
+    is one shard's features, whatever the number of clips."""
+    keys = train["clip_key"]
+    seen = np.zeros(len(keys), bool)
+    if len(keys) == 0:
+        return
+    for path in shard_paths(layout, "face_features"):
+        shard = (pl.scan_parquet(str(path)).filter(pl.col("encoder") == encoder)
+                 .select("clip_key", "feature").collect())
+        shard = shard.filter(pl.col("clip_key").is_first_distinct())
+        if shard.height == 0:
+            continue
+        # sorted keys: a binary search per shard row finds its train row (or none)
+        pos = keys.search_sorted(shard["clip_key"], side="left").to_numpy()
+        at = np.minimum(pos, len(keys) - 1)
+        hit = (keys.gather(at) == shard["clip_key"]).to_numpy() & (pos < len(keys))
+        hit[hit] = ~seen[pos[hit]]
+        if hit.any():
+            seen[pos[hit]] = True
+            yield pos[hit], _to_matrix(shard["feature"].filter(pl.Series(hit)))
+    if not seen.all():
+        raise EvaluationDataError(f"{layout.root}: {int((~seen).sum())} train clips lost their "
+                                  f"{encoder!r} features while being read")
+
+
+def feed_training_features(layout: DataLayout, encoder: str, train: pl.DataFrame,
+                           sinks: Sequence[FeatureSink]) -> None:
+    """One pass over the train features (`training_feature_blocks`), each block to every sink."""
+    for rows, block in training_feature_blocks(layout, encoder, train):
+        for sink in sinks:
+            sink.add(rows, block)
+
+
+class FeatureMean:
+    """The mean train feature as a running sum (float64: a float32 sum of a million rows
+    would keep ~4 digits), block by block: the mean face's one prediction."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, rows: np.ndarray, features: np.ndarray) -> None:
+        block = np.asarray(features, np.float64).sum(axis=0)
+        self.total = block if self.total is None else self.total + block
+        self.count += len(rows)
+
+    def mean(self) -> np.ndarray:
+        if self.total is None:
+            raise EvaluationDataError("no train features: no mean face")
+        return (self.total / self.count).astype(np.float32)
 
 
 def training_mean_feature(layout: DataLayout, encoder: str,
                           dev_fraction: float = DEFAULT_DEV_FRACTION) -> np.ndarray:
-    """Mean true feature over the train role: the "mean face" baseline's one prediction."""
-    return training_features(layout, encoder, dev_fraction)[1].mean(axis=0)
+    """Mean true feature over the train role: the "mean face" baseline's one prediction
+    (read shard by shard)."""
+    mean = FeatureMean()
+    feed_training_features(layout, encoder, training_clips(layout, encoder, dev_fraction), [mean])
+    return mean.mean()
 
 
 def face_crops(layout: DataLayout, clip_keys: list[str]) -> dict[str, bytes]:

@@ -141,17 +141,47 @@ def speaker_gender(labels: Sequence[str | None], classified: Sequence[str | None
     return out, sum(1 for lab, cls in zip(labels, classified, strict=True) if not lab and cls)
 
 
+class GenderMeans:
+    """The mean train feature of each gender, as running sums over blocks of train rows (a
+    `data.FeatureSink`): `train_gender[i]` is train row i's gender, None where unknown."""
+
+    def __init__(self, train_gender: Sequence[str | None]) -> None:
+        self.names = sorted({g for g in train_gender if g is not None})
+        index = {g: i for i, g in enumerate(self.names)}
+        self.group = np.array([-1 if g is None else index[g] for g in train_gender], np.int64)
+        self.sums: np.ndarray | None = None
+        self.counts = np.zeros(len(self.names), np.int64)
+
+    def add(self, rows: np.ndarray, features: np.ndarray) -> None:
+        if self.sums is None:
+            self.sums = np.zeros((len(self.names), features.shape[1]))
+        groups = self.group[rows]
+        known = groups >= 0
+        np.add.at(self.sums, groups[known], np.asarray(features, np.float64)[known])
+        self.counts += np.bincount(groups[known], minlength=len(self.names))
+
+    def predict(self, eval_gender: Sequence[str | None], dim: int) -> np.ndarray:
+        """Each scored clip's gender's mean (NaN rows where it is unknown or no train clip has
+        that gender)."""
+        out = np.full((len(eval_gender), dim), np.nan, np.float32)
+        if self.sums is None:
+            return out
+        means = {g: (self.sums[i] / self.counts[i]).astype(np.float32)
+                 for i, g in enumerate(self.names) if self.counts[i]}
+        for i, g in enumerate(eval_gender):
+            if g in means:
+                out[i] = means[g]
+        return out
+
+
 def gender_only(train_gender: Sequence[str | None], train_features: np.ndarray,
                 eval_gender: Sequence[str | None]) -> np.ndarray:
     """The mean train feature of each scored clip's gender (NaN rows where it is unknown or no
-    train clip has that gender)."""
-    means = {g: train_features[[i for i, t in enumerate(train_gender) if t == g]].mean(axis=0)
-             for g in set(train_gender) if g is not None}
-    out = np.full((len(eval_gender), train_features.shape[1]), np.nan, np.float32)
-    for i, g in enumerate(eval_gender):
-        if g in means:
-            out[i] = means[g]
-    return out
+    train clip has that gender), from every train feature at once (`GenderMeans` takes them
+    in blocks)."""
+    means = GenderMeans(train_gender)
+    means.add(np.arange(len(train_gender)), np.asarray(train_features))
+    return means.predict(eval_gender, np.shape(train_features)[1])
 
 
 def demographic_scores(sets: dict[str, Demography], true: Demography, labels: pl.DataFrame,

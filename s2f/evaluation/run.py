@@ -38,9 +38,9 @@ import torch
 from s2f.devices import DEFAULT_DEVICE, resolve_device
 from s2f.evaluation import figures, pairs
 from s2f.evaluation.acoustic import (
-    acoustic_ridge,
+    acoustic_ridge_fit,
     acoustic_statistics_of,
-    f0_ridge,
+    f0_ridge_fit,
     median_f0_of,
 )
 from s2f.evaluation.data import (
@@ -48,14 +48,17 @@ from s2f.evaluation.data import (
     EvalRole,
     EvalSet,
     EvaluationDataError,
+    FeatureMean,
+    FeatureSink,
     clip_details,
     default_identities_path,
     distractor_features,
     face_crops,
-    feature_matrix,
+    feed_training_features,
+    group_means,
     load_eval_set,
     load_identities,
-    training_set,
+    training_clips,
 )
 from s2f.evaluation.landmarks import detect_landmarks
 from s2f.evaluation.metrics import DEFAULT_BOOTSTRAP
@@ -76,10 +79,10 @@ from s2f.evaluation.scores import (
     SIMILARITY_SCHEMA,
     VOICE_SCHEMA,
     Scores,
+    StreamedRidge,
     craniofacial_scores,
     diversity_scores,
     frame,
-    oracle_ridge,
     paper_retrieval_scores,
     reconstruction_scores,
     retrieval_scores,
@@ -105,6 +108,10 @@ DEFAULT_DECODER_URI = model_uri(FACE_DECODER_NAME, "challenger")
 # Controls whose predictions are decoded and classified on real pairs (`<name>_s2f_gender_...`).
 CONTROL_DEMOGRAPHICS = ("mean_face", "f0_ridge", "gender_only")
 WEIGHTS_TAG = "weights-sha1:"  # in an untracked model's URI: what its test row is found by
+# Evaluation waves read and encoded at once: the waves are dropped once encoded, so memory holds
+# this many (~384 KB each at 6 s), not the split's. A multiple of `encode_waves`' batch of 8, so
+# the encoder sees the batches it saw when every wave was read first (same predictions).
+WAVE_READ_BLOCK = 64
 
 
 def _grid_rows(es: EvalSet, limit: int) -> list[int]:
@@ -151,12 +158,13 @@ def _seed(encoder: LoadedModel) -> int | None:
         return None
 
 
-def oracle_predictions(es: EvalSet, identities_path: Path, train_ids: list[str],
-                       train_feats: np.ndarray) -> np.ndarray | None:
-    """The oracle ceiling's prediction for each clip of `es`: ridge from the identity's exact
-    voice settings (`scores.voice_design`) to the face feature, fitted on the train role's
-    clips (`train_ids`, `train_feats`: `training_features`). None when the identities table
-    has no voice settings (not the demo corpus)."""
+def oracle_fit(es: EvalSet, identities_path: Path, train: pl.DataFrame
+               ) -> tuple[StreamedRidge, np.ndarray] | None:
+    """The oracle ceiling, to be fitted: a ridge from the identity's exact voice settings
+    (`scores.voice_design`) to the face feature over the train role's clips (`train`:
+    `training_clips`; their features are added in blocks), and the design of each clip of
+    `es` to predict from. None when the identities table has no voice settings (not the demo
+    corpus)."""
     table = load_identities(identities_path)
     try:
         voice_design(table)
@@ -171,8 +179,8 @@ def oracle_predictions(es: EvalSet, identities_path: Path, train_ids: list[str],
             raise EvaluationDataError(f"{identities_path}: videos without an identity")
         return voice_design(rows)
 
-    x_train, x_eval = design_of(train_ids), design_of(es.youtube_ids)
-    return oracle_ridge(x_train, train_feats, x_eval)
+    x_train, x_eval = design_of(train["youtube_id"].to_list()), design_of(es.youtube_ids)
+    return StreamedRidge(x_train), x_eval
 
 
 @dataclass
@@ -256,48 +264,58 @@ def _on_device(encoder: LoadedModel | None, device: torch.device) -> LoadedModel
     return None if encoder is None else replace(encoder, module=encoder.module.to(device))
 
 
-def _score_model(encoder: LoadedModel, es: EvalSet, waves: list[np.ndarray], pools: _Pools,
-                 seconds: Sequence[float], n_boot: int, seed: int,
-                 scored: _Scored, bar: Progress) -> dict[float, np.ndarray]:
-    """Encode the voices at each input length and score the predictions; returns them."""
-    preds: dict[float, np.ndarray] = {}
-    for s in seconds:
-        pred = encode_waves(encoder, waves, s, batch_size=_encode_batch(encoder))
-        if pred.shape[1] != es.features.shape[1]:
-            raise EvaluationDataError(
-                f"{encoder.ref.label()} predicts {pred.shape[1]}-D features but the test "
-                f"features of {es.encoder!r} are {es.features.shape[1]}-D")
-        preds[s] = pred
+def _predict(encoder: LoadedModel, es: EvalSet, seconds: Sequence[float]
+             ) -> dict[float, np.ndarray]:
+    """The encoder's features of every clip of `es` from `seconds` of its speech: waves read
+    `WAVE_READ_BLOCK` at a time, encoded at every length, dropped; only predictions are kept."""
+    blocks: dict[float, list[np.ndarray]] = {s: [] for s in seconds}
+    for i in range(0, len(es), WAVE_READ_BLOCK):
+        waves = [load_audio(p) for p in es.audio_paths[i:i + WAVE_READ_BLOCK]]
+        for s in seconds:
+            pred = encode_waves(encoder, waves, s, batch_size=_encode_batch(encoder))
+            if pred.shape[1] != es.features.shape[1]:
+                raise EvaluationDataError(
+                    f"{encoder.ref.label()} predicts {pred.shape[1]}-D features but the test "
+                    f"features of {es.encoder!r} are {es.features.shape[1]}-D")
+            blocks[s].append(pred)
+    return {s: np.concatenate(b) for s, b in blocks.items()}
+
+
+def _score_model(preds: dict[float, np.ndarray], es: EvalSet, pools: _Pools, n_boot: int,
+                 seed: int, scored: _Scored, bar: Progress) -> None:
+    """Score the predictions at each input length."""
+    for s, pred in preds.items():
         scored.add(pred, es, pools, "model", s, n_boot, seed)
         scored.flat.update(diversity_scores(pred, es.features, s))
-        bar.update(1, done=f"encoded and scored {s:g} s of speech")
-    return preds
+        bar.update(1, done=f"scored {s:g} s of speech")
 
 
 def _score_controls(train_layout: DataLayout, es: EvalSet, identities_path: Path | None,
                     train: pl.DataFrame, pools: _Pools, n_boot: int, seed: int,
                     scored: _Scored) -> list[str]:
     """Score the mean training face, the F0-only and all-statistic acoustic ridges and (with
-    voice settings) the oracle; returns their names. `train`: `training_set` of
-    `train_layout` (read once)."""
-    train_ids, train_feats = train["youtube_id"].to_list(), feature_matrix(train)
-    controls: list[tuple[str, np.ndarray]] = [
-        ("mean_face", np.broadcast_to(train_feats.mean(axis=0), es.features.shape))]
+    voice settings) the oracle; returns their names. `train`: `training_clips` of
+    `train_layout` (read once); its features are read in one pass, shard by shard, into all
+    the fits."""
+    mean = FeatureMean()
     train_paths = [train_layout.resolve(p) for p in train["audio_path"].to_list()]
-    f0_pred, f0_info = f0_ridge(median_f0_of(train_paths), train_feats,
-                                median_f0_of(es.audio_paths))
-    scored.flat.update(f0_info)
-    if f0_pred is not None:  # None: no voiced train clip (synthetic tones); the metric says so
-        controls.append(("f0_ridge", f0_pred))
-    ac_pred, ac_info = acoustic_ridge(acoustic_statistics_of(train_paths), train_feats,
-                                      acoustic_statistics_of(es.audio_paths))
+    eval_f0, eval_stats = median_f0_of(es.audio_paths), acoustic_statistics_of(es.audio_paths)
+    f0_fit, f0_info = f0_ridge_fit(median_f0_of(train_paths), eval_f0)
+    scored.flat.update(f0_info)  # no fit: no voiced train clip (synthetic tones); it says so
+    ac_fit, ac_info = acoustic_ridge_fit(acoustic_statistics_of(train_paths), eval_stats)
     scored.flat.update(ac_info)
-    if ac_pred is not None:
-        controls.append(("acoustic_ridge", ac_pred))
-    oracle = None if identities_path is None else oracle_predictions(
-        es, identities_path, train_ids, train_feats)
+    oracle = None if identities_path is None else oracle_fit(es, identities_path, train)
+    fits: list[FeatureSink | None] = [f0_fit, ac_fit, None if oracle is None else oracle[0]]
+    feed_training_features(train_layout, es.encoder, train,
+                           [mean, *(f for f in fits if f is not None)])
+    controls: list[tuple[str, np.ndarray]] = [
+        ("mean_face", np.broadcast_to(mean.mean(), es.features.shape))]
+    if f0_fit is not None:
+        controls.append(("f0_ridge", f0_fit.predict(eval_f0)))
+    if ac_fit is not None:
+        controls.append(("acoustic_ridge", ac_fit.predict(eval_stats)))
     if oracle is not None:
-        controls.append(("oracle", oracle))
+        controls.append(("oracle", oracle[0].predict(oracle[1])))
     for method, control in controls:
         scored.add(control, es, pools, method, None, n_boot, seed)
         scored.controls[method] = control
@@ -376,7 +394,9 @@ def _score_pairs(train_layout: DataLayout, es: EvalSet, details: pl.DataFrame,
     eval_gender, from_classifier = pairs.speaker_gender(details["gender"].to_list(),
                                                        true_demo.gender)
     scored.flat["gender_source_classifier"] = float(from_classifier)
-    rows = {"gender_only": pairs.gender_only(train_gender, feature_matrix(train), eval_gender)}
+    gender_means = pairs.GenderMeans(train_gender)
+    feed_training_features(train_layout, es.encoder, train, [gender_means])
+    rows = {"gender_only": gender_means.predict(eval_gender, dim)}
     scored.controls["gender_only"] = rows["gender_only"]
     paper_s2f = pairs.load_images(details["paper_s2f_path"].to_list())
     s2f_paths, f2f_paths = details["paper_s2f_path"].to_list(), details["paper_f2f_path"].to_list()
@@ -412,7 +432,7 @@ def _voice_rows(es: EvalSet, identities_path: Path | None, pred: np.ndarray,
         return []
     names, pool, target = es.identity_pool()
     params = _identity_params(identities_path, names)
-    pred_by_id = np.stack([pred[target == i].mean(axis=0) for i in range(len(names))])
+    pred_by_id = group_means(pred, target, len(names))
     f, rows = voice_parameter_scores(pred_by_id, pool, params.drop("identity"))
     flat.update(f)
     return rows
@@ -448,14 +468,14 @@ def evaluate_model(layout: DataLayout, model_uri: str = DEFAULT_MODEL_URI,
     on_pairs = has_face_images(details)
     bar = Progress(1 + len(seconds) + 2 + (decoder_uri is not None) + on_pairs, f"evaluate "
                    f"{encoder.ref.label()} on {len(es)} {role} clips", "phase", every_seconds=30)
-    waves = [load_audio(p) for p in es.audio_paths]
-    bar.update(1, done=f"read {len(waves)} {role} voices")
+    preds = _predict(encoder, es, seconds)
+    bar.update(1, done=f"read and encoded {len(es)} {role} voices")
 
     scored = _Scored(rank_device=None if dev.type == "cpu" else dev)
     scored.flat["n_distractors"] = float(len(pools.distractors))
-    preds = _score_model(encoder, es, waves, pools, seconds, n_boot, seed, scored, bar)
+    _score_model(preds, es, pools, n_boot, seed, scored, bar)
     train_layout = train_layout or layout
-    train = training_set(train_layout, es.encoder, dev_fraction)
+    train = training_clips(train_layout, es.encoder, dev_fraction)
     controls = _score_controls(train_layout, es, identities_path, train, pools, n_boot, seed,
                                scored)
     bar.update(1, done="scored the controls: " + ", ".join(controls))

@@ -65,14 +65,22 @@ class Scores:
 def valid_rows(pred: np.ndarray) -> np.ndarray:
     """The rows of a prediction that exist: a control or a reconstruction without a feature
     for some clips (unknown gender, no face found in the image) has NaN rows there, and those
-    clips are left out of its scores (`<method>_n_queries` says how many were scored)."""
-    return np.isfinite(pred).all(axis=1)
+    clips are left out of its scores (`<method>_n_queries` says how many were scored).
+    Checked in row blocks (no N × D temporary)."""
+    step = metrics.block_rows(int(np.prod(np.shape(pred)[1:])))
+    return np.concatenate([np.isfinite(pred[i:i + step]).all(axis=1)
+                           for i in range(0, len(pred), step)] or [np.zeros(0, bool)])
+
+
+def _valid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`x[valid]`, without the copy when every row is valid (a prediction is N × D)."""
+    return x if valid.all() else x[valid]
 
 
 def similarity_scores(pred: np.ndarray, true: np.ndarray, method: str, seconds: float | None
                       ) -> tuple[dict[str, float], list[dict[str, object]]]:
     valid = valid_rows(pred)
-    sim = (metrics.feature_similarity(pred[valid], true[valid]) if valid.any() else
+    sim = (metrics.feature_similarity(_valid(pred, valid), _valid(true, valid)) if valid.any() else
            {f"{n}_{s}": float("nan") for n in ("cosine_deg", "l2", "l1") for s in ("mean", "std")})
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
@@ -84,6 +92,14 @@ def similarity_scores(pred: np.ndarray, true: np.ndarray, method: str, seconds: 
     return flat, rows
 
 
+def _recall_cis(ranks: np.ndarray, recall: dict[int, dict[str, float]], n_boot: int,
+                seed: int) -> list[tuple[float, float]]:
+    """Bootstrap CI of each recall@K in `recall` (its Ks, in order), over the queries: one set
+    of resamples for every K, as separate seeded draws would give. Hits are kept as booleans
+    (1 byte per query and K): the mean of 0/1 values is an exact integer sum either way."""
+    return metrics.bootstrap_cis([ranks < k for k in recall], n_boot=n_boot, seed=seed)
+
+
 def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, method: str,
                      seconds: float | None, n_boot: int = metrics.DEFAULT_BOOTSTRAP, seed: int = 0,
                      device: torch.device | None = None
@@ -92,13 +108,15 @@ def retrieval_scores(pred: np.ndarray, pool: np.ndarray, target: np.ndarray, met
     of `pred` left out: `valid_rows`). The pool may hold more entries than identities
     (distractor faces). `device`: where the ranking runs (None: numpy on the CPU)."""
     valid = valid_rows(pred)
-    ranks = metrics.retrieval_ranks(pred[valid], pool, target[valid], device=device)
+    ranks = metrics.retrieval_ranks(_valid(pred, valid), pool, _valid(target, valid),
+                                    device=device)
     prefix = "" if method == "model" else f"{method}_"
     suffix = "" if seconds is None else f"_{sec_tag(seconds)}"
     flat: dict[str, float] = {f"{prefix}median_rank{suffix}": float(np.median(ranks) + 1)}
     rows: list[dict[str, object]] = []
-    for k, rc in metrics.retrieval_recall(ranks, len(pool)).items():
-        lo, hi = metrics.bootstrap_ci((ranks < k).astype(np.float64), n_boot=n_boot, seed=seed)
+    recall = metrics.retrieval_recall(ranks, len(pool))
+    cis = _recall_cis(ranks, recall, n_boot, seed)
+    for (k, rc), (lo, hi) in zip(recall.items(), cis, strict=True):
         name = f"{prefix}recall_at_{k}{suffix}"
         flat.update({name: rc["recall"], f"{name}_ci_low": lo, f"{name}_ci_high": hi,
                      f"chance_at_{k}": rc["chance"]})
@@ -140,9 +158,9 @@ def paper_retrieval_scores(pred: np.ndarray, true: np.ndarray, method: str,
     for distance in ("l2", "l1", "cosine"):
         ranks = metrics.distance_ranks(queries, pool, target, distance,  # type: ignore[arg-type]
                                        device=device)
-        for k, rc in metrics.retrieval_recall(ranks, len(pool), metrics.PAPER_KS).items():
-            lo, hi = metrics.bootstrap_ci((ranks < k).astype(np.float64), n_boot=n_boot,
-                                          seed=seed)
+        recall = metrics.retrieval_recall(ranks, len(pool), metrics.PAPER_KS)
+        cis = _recall_cis(ranks, recall, n_boot, seed)
+        for (k, rc), (lo, hi) in zip(recall.items(), cis, strict=True):
             name = f"{prefix}paper_recall_at_{k}_{distance}{suffix}"
             flat.update({name: rc["recall"], f"{name}_ci_low": lo, f"{name}_ci_high": hi,
                          f"paper_chance_at_{k}": rc["chance"]})
@@ -173,18 +191,56 @@ def voice_design(params: pl.DataFrame) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+class StreamedRidge:
+    """Closed-form ridge regression from a small design (N × k: voice settings, log F0), held
+    whole, to the face features (N × D), added in blocks of rows (`add`): only Xᵀ Y (k × D)
+    and Σ Y (D) are kept, so a million train features are never in memory at once. Inputs
+    standardised, outputs centred; `alpha` is fixed (1 on standardised inputs), never tuned
+    on test."""
+
+    def __init__(self, x_train: np.ndarray, alpha: float = 1.0) -> None:
+        x = np.asarray(x_train, np.float64)
+        self.mu = x.mean(axis=0)
+        sd = x.std(axis=0)
+        self.sd = np.where(sd > 0, sd, 1.0)
+        self.design = (x - self.mu) / self.sd
+        self.alpha = alpha
+        self.xty: np.ndarray | None = None   # Σ design_iᵀ y_i
+        self.y_sum: np.ndarray | None = None
+        self.added = np.zeros(len(x), bool)
+
+    def add(self, rows: np.ndarray, y: np.ndarray) -> None:
+        """The features `y` of train rows `rows` (indices into `x_train`, each once)."""
+        rows = np.asarray(rows)
+        if self.added[rows].any() or len(np.unique(rows)) != len(rows):
+            raise ValueError("a train row was added twice to the ridge")
+        y64 = np.asarray(y, np.float64)
+        xty, y_sum = self.design[rows].T @ y64, y64.sum(axis=0)
+        self.xty = xty if self.xty is None else self.xty + xty
+        self.y_sum = y_sum if self.y_sum is None else self.y_sum + y_sum
+        self.added[rows] = True
+
+    def predict(self, x_test: np.ndarray) -> np.ndarray:
+        """Predictions for `x_test` (float32) from every train row's features."""
+        if self.xty is None or self.y_sum is None or not self.added.all():
+            raise ValueError(f"the ridge has the features of {int(self.added.sum())} of its "
+                             f"{len(self.added)} train rows")
+        y_mean = self.y_sum / len(self.added)
+        # Σ aᵢ (yᵢ − ȳ)ᵀ = Σ aᵢ yᵢᵀ − (Σ aᵢ) ȳᵀ: the centred outputs without holding them
+        rhs = self.xty - np.outer(self.design.sum(axis=0), y_mean)
+        gram = self.design.T @ self.design + self.alpha * np.eye(self.design.shape[1])
+        w = np.linalg.solve(gram, rhs)
+        b = (np.asarray(x_test, np.float64) - self.mu) / self.sd
+        return (b @ w + y_mean).astype(np.float32)
+
+
 def oracle_ridge(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                  alpha: float = 1.0) -> np.ndarray:
     """Ridge regression from the voice settings to the face feature, fitted on training rows
-    only (standardised inputs, centred outputs, closed form); returns the test predictions.
-    `alpha` is fixed (1 on standardised inputs), never tuned on test."""
-    x_train, x_test = np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)
-    mu, sd = x_train.mean(axis=0), x_train.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    a, b = (x_train - mu) / sd, (x_test - mu) / sd
-    y_mean = y_train.mean(axis=0)
-    w = np.linalg.solve(a.T @ a + alpha * np.eye(a.shape[1]), a.T @ (y_train - y_mean))
-    return (b @ w + y_mean).astype(np.float32)
+    only (`StreamedRidge` with every row at once); returns the test predictions."""
+    ridge = StreamedRidge(x_train, alpha)
+    ridge.add(np.arange(len(x_train)), y_train)
+    return ridge.predict(x_test)
 
 
 def diversity_scores(pred: np.ndarray, true: np.ndarray, seconds: float) -> dict[str, float]:
