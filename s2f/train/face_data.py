@@ -18,7 +18,7 @@ that is a window alone); the faces of each window are shuffled together (the shu
 filled and drained one window at a time), the windows' orders concatenated and cut into batches
 (the last incomplete batch dropped). So a batch's faces come from the window at hand (or two,
 at a boundary), and a loader keeps only those shards' rows (`ShardRowCache`: compressed JPEG
-bytes, landmarks and features of this role's faces, at most `2 × shuffle_rows` rows beside the
+bytes, crop landmarks and features of this role's faces, at most `2 × shuffle_rows` rows beside the
 shard just read). A batch's crops are decoded and resized when it is loaded (in the prefetching
 loader's workers when it has them: `s2f.train.prefetch`), never the whole set. A role with at
 most `shuffle_rows` faces is one window: its order is then a seeded permutation of all of it,
@@ -117,42 +117,48 @@ def decode_crops(jpegs: list[bytes], image_size: int) -> torch.Tensor:
     return t.round().clamp(0, 255).to(torch.uint8)
 
 
-def _shard_rows(paths: list[Path], columns: list[str], keep: tuple[str, ...] = (),
-                where: pl.Expr | None = None) -> pl.DataFrame:
-    """clip_key, the `keep` columns, shard and row of every row of the shards at `paths` (read
-    as `columns`, filtered by `where`): small columns only."""
+def _median_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """The row of each clip's median sampled frame (by frame time) among `df`'s rows."""
+    return (df.sort("clip_key", "frame_time_s", "row")
+            .with_columns(pl.int_range(pl.len()).over("clip_key").alias("_i"),
+                          pl.len().over("clip_key").alias("_n"))
+            .filter(pl.col("_i") == pl.col("_n") // 2).drop("_i", "_n"))
+
+
+def _shard_rows(paths: list[Path], columns: list[str], where: pl.Expr | None = None,
+                median_frame: bool = False) -> pl.DataFrame:
+    """clip_key, shard, row of the shards' rows (read as `columns`, filtered by `where`; with
+    `median_frame` only each clip's median frame), the first in shard order of each key. Small
+    columns only, reduced shard by shard: the index never holds every frame of the table."""
     parts = []
     for i, p in enumerate(paths):
         df = pl.read_parquet(p, columns=columns).with_row_index("row")
         if where is not None:
             df = df.filter(where)
-        parts.append(df.select("clip_key", *keep, pl.lit(i, dtype=pl.Int64).alias("shard"),
+        if median_frame:
+            df = _median_frame(df)
+        parts.append(df.select("clip_key", pl.lit(i, dtype=pl.Int64).alias("shard"),
                                pl.col("row").cast(pl.Int64)))
-    return pl.concat(parts) if parts else pl.DataFrame(
-        schema={"clip_key": pl.String, **{c: pl.Float64 for c in keep},
-                "shard": pl.Int64, "row": pl.Int64})
+    if not parts:
+        return pl.DataFrame(schema={"clip_key": pl.String, "shard": pl.Int64, "row": pl.Int64})
+    return pl.concat(parts).unique("clip_key", keep="first", maintain_order=True)
 
 
 def face_index(layout: DataLayout, encoder: str, role: Role, dev_fraction: float) -> pl.DataFrame:
     """clip_key, face_shard, face_row, feat_shard, feat_row: one row per face of `role` (its
-    clip's median sampled frame), sorted by clip key. Features: the first row of `encoder` in
-    shard order; clips: the first preprocessed row of each key."""
+    clip's median sampled frame), sorted by clip key. Of a key in several shards (data dirs
+    ingested before issue 24), the first shard's frames and feature; of its clips rows, the
+    first preprocessed one."""
     clips = (scan(layout, "clips").filter(pl.col("status").is_in(PREPROCESSED_STATUSES))
              .select("clip_key", "youtube_id", "split").collect()
              .unique("clip_key", keep="first", maintain_order=True))
-    feats = (_shard_rows(shard_paths(layout, "face_features"), ["clip_key", "encoder"],
-                         where=pl.col("encoder") == encoder)
-             .unique("clip_key", keep="first", maintain_order=True)
-             .rename({"shard": "feat_shard", "row": "feat_row"}))
-    frames = _shard_rows(shard_paths(layout, "faces"), ["clip_key", "frame_time_s"],
-                         keep=("frame_time_s",))
-    df = (frames.rename({"shard": "face_shard", "row": "face_row"})
-          .join(feats, on="clip_key").join(clips, on="clip_key")
-          # one face per clip: the median sampled frame
-          .sort("clip_key", "frame_time_s", "face_shard", "face_row")
-          .with_columns(pl.int_range(pl.len()).over("clip_key").alias("_i"),
-                        pl.len().over("clip_key").alias("_n"))
-          .filter(pl.col("_i") == pl.col("_n") // 2))
+    feats = _shard_rows(shard_paths(layout, "face_features"), ["clip_key", "encoder"],
+                        where=pl.col("encoder") == encoder)
+    faces = _shard_rows(shard_paths(layout, "faces"), ["clip_key", "frame_time_s"],
+                        median_frame=True)
+    df = (faces.rename({"shard": "face_shard", "row": "face_row"})
+          .join(feats.rename({"shard": "feat_shard", "row": "feat_row"}), on="clip_key")
+          .join(clips, on="clip_key"))
     return (select_role(df, role, dev_fraction).sort("clip_key")
             .select("clip_key", "face_shard", "face_row", "feat_shard", "feat_row"))
 
@@ -163,7 +169,7 @@ class ShardRows:
 
     positions: np.ndarray
     jpegs: list[bytes]
-    landmarks: np.ndarray  # k×136 float32, frame pixels
+    landmarks: torch.Tensor  # k×68×2 float32, normalised crop coordinates
     features: np.ndarray   # k×D float32
 
     def __len__(self) -> int:
@@ -196,9 +202,6 @@ class ShardRowCache:
             self._shards.popitem(last=False)
         return rows
 
-    def clear(self) -> None:
-        self._shards.clear()
-
 
 def _fixed_rows(column: pa.ChunkedArray, what: str, path: Path) -> np.ndarray:
     """A list column's rows as an N×K float32 array; a clear error on nulls or ragged rows."""
@@ -226,7 +229,7 @@ class FaceStream:
         self.index = face_index(layout, encoder, role, dev_fraction)
         self._face_paths = shard_paths(layout, "faces")
         self._feat_paths = shard_paths(layout, "face_features")
-        self._keys: list[str] = self.index["clip_key"].to_list()
+        self._keys = self.index["clip_key"]  # a polars Series: no Python string per face
         self._face_shard = self.index["face_shard"].to_numpy()
         self._face_row = self.index["face_row"].to_numpy()
         self._feat_shard = self.index["feat_shard"].to_numpy()
@@ -301,7 +304,9 @@ class FaceStream:
         jpegs = faces.column("crop_jpeg").to_pylist()
         if any(j is None for j in jpegs):
             raise ValueError(f"{path}: a face trained on has no crop_jpeg")
-        landmarks = _fixed_rows(faces.column("landmarks"), "landmarks", path)
+        # into crop coordinates once per shard read, not per batch
+        landmarks = normalized_crop_landmarks(_fixed_rows(faces.column("landmarks"),
+                                                          "landmarks", path))
         features: np.ndarray | None = None
         for f in np.unique(self._feat_shard[pos]).tolist():
             mine = np.flatnonzero(self._feat_shard[pos] == f)
@@ -319,7 +324,7 @@ class FaceStream:
         """The faces at `positions`, in that order: shard by shard, decoded here."""
         n = len(positions)
         jpegs: list[bytes] = [b""] * n
-        landmarks = np.empty((n, 136), np.float32)
+        landmarks = torch.empty((n, 68, 2), dtype=torch.float32)
         features: np.ndarray | None = None
         shards = self._face_shard[positions]
         for s in np.unique(shards).tolist():
@@ -329,14 +334,14 @@ class FaceStream:
             at = rows.where(positions[slots])
             for slot, j in zip(slots.tolist(), at.tolist(), strict=True):
                 jpegs[slot] = rows.jpegs[j]
-            landmarks[slots] = rows.landmarks[at]
+            landmarks[torch.from_numpy(slots)] = rows.landmarks[torch.from_numpy(at)]
             if features is None:
                 features = np.empty((n, rows.features.shape[1]), np.float32)
             features[slots] = rows.features[at]
         assert features is not None
-        return FaceBatch([self._keys[p] for p in positions.tolist()],
+        return FaceBatch(self._keys.gather(positions).to_list(),
                          decode_crops(jpegs, self.image_size),
-                         normalized_crop_landmarks(landmarks), torch.from_numpy(features))
+                         landmarks, torch.from_numpy(features))
 
     def load(self, positions: np.ndarray, epoch: int | None = None) -> FaceBatch:
         """A training batch (`epoch` given: through the window cache) or any faces (None: read
