@@ -59,10 +59,11 @@ from s2f.train.data import Role, select_role
 from storage.io import read_table_verified, scan, shard_paths
 from storage.layout import DataLayout
 
-# Faces shuffled together in one window. 2,048 mixes ~8 shards of the default 256 clips (so a
-# batch draws from ~40 videos, not one shard's ~50 consecutive manifest lines) while a loader's
-# cache of two windows stays ~65 MB (224² JPEGs are ~15 KB: 4,096 × 16 KB); the demo's 240
-# training faces are one window (the order of the in-memory loader it replaced).
+# Faces shuffled together in one window. 2,048 mixes ~8 shards of the default 256 clips (a
+# batch draws from many videos, not one shard's ~50 consecutive manifest lines) while a
+# loader's cache of two windows stays under ~65 MB (224² crops: 7 KB in the demo, 15 KB with
+# photographic noise; 4,096 × 16 KB, benchmarks/face_stream.py); the demo's 240 training faces
+# are one window (the order of the in-memory loader it replaced).
 FACE_SHUFFLE_ROWS = 2048
 # Dev faces kept decoded for validation. 512 at 224² are 77 MB as uint8 (6 MB at the small
 # preset's 64²); the mean of 512 faces' losses is as stable as selection needs, and a run's
