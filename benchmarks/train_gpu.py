@@ -243,6 +243,7 @@ def bench_decoder(layout: Any, s: Setup, work: Path, bf16: bool) -> dict[str, An
                              steps=s.decoder_steps, device=s.device, track=False,
                              register_model=False, log_every=min(10, s.warmup),
                              checkpoint_every=10**9, dev_fraction=0.1, bf16=bf16,
+                             loader_workers=s.workers,  # crops are decoded per batch (issue 26)
                              encoder="vggface" if s.preset == "paper" else "dlib-resnet")
     device = torch.device(s.device if s.device != "auto" else
                           ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -39,5 +39,5 @@ def test_on_the_cpu_the_flag_trains_the_eager_module(tmp_path: Path) -> None:
                              device="cpu", track=False, register_model=False, dev_fraction=0.2)
     tr = DecoderTrainer(cfg, layout, ckpt_dir=tmp_path / "ckpt")
     assert tr.train_model is tr.model
-    _, _, idx = next(tr.training_batches())
-    assert math.isfinite(tr.host_terms([tr.train_step(idx)])[0]["loss"])
+    _, _, faces = next(tr.training_batches())
+    assert math.isfinite(tr.host_terms([tr.train_step(faces)])[0]["loss"])

@@ -108,7 +108,7 @@ def test_compiled_decoder_step_follows_the_eager_one(corpus: DataLayout, tmp_pat
         tr = DecoderTrainer(cfg, corpus, ckpt_dir=tmp_path / str(compiled))
         assert (tr.train_model is not tr.model) == compiled
         batches = tr.training_batches()
-        pending = [tr.train_step(idx) for _, (_, _, idx) in zip(range(4), batches, strict=False)]
+        pending = [tr.train_step(b) for _, (_, _, b) in zip(range(4), batches, strict=False)]
         return [t["loss"] for t in host_floats(pending)]
 
     eager, compiled = losses(False), losses(True)

@@ -12,7 +12,7 @@ from s2f.faces.align import ALIGN_POINTS, template_pixels
 from s2f.models.face_decoder import to_mean_shape
 from s2f.train.config import DecoderTrainConfig
 from s2f.train.decoder import load_decoder, train_face_decoder
-from s2f.train.face_data import crop_landmarks, load_face_set
+from s2f.train.face_data import FaceStream, crop_landmarks
 from s2f.train.synthetic import SyntheticCorpus, build
 from storage.layout import DataLayout
 
@@ -43,17 +43,20 @@ def test_crop_landmarks_undo_the_alignment() -> None:
     np.testing.assert_allclose(back, t, atol=1e-2)  # a pure similarity: every point returns
 
 
-def test_face_set_and_texture_targets(corpus: DataLayout) -> None:
-    train = load_face_set(corpus, "dlib-resnet", "train", 0.2, 32)
-    test = load_face_set(corpus, "dlib-resnet", "test", 0.2, 32)
-    assert len(test) == 4 and len(train) > 0
-    assert not set(train.clip_keys) & set(test.clip_keys)
-    assert train.crops.shape[1:] == (3, 32, 32) and train.crops.dtype == torch.uint8
-    assert 0.5 < train.landmarks.abs().max() < 1.2  # normalised crop coords (chin may pass 1)
+def test_face_stream_and_texture_targets(corpus: DataLayout) -> None:
+    train = FaceStream(corpus, "dlib-resnet", "train", 0.2, 32, 8)
+    test = FaceStream(corpus, "dlib-resnet", "test", 0.2, 32, 8)
+    assert test.faces == 4 and train.faces > 0
+    batch = train.load(np.arange(train.faces))
+    assert not set(batch.clip_keys) & set(test.load(np.arange(4)).clip_keys)
+    assert batch.crops.shape[1:] == (3, 32, 32) and batch.crops.dtype == torch.uint8
+    assert 0.5 < batch.landmarks.abs().max() < 1.2  # normalised crop coords (chin may pass 1)
     # warping a crop from its own landmarks to the same landmarks changes nothing
-    img = train.images(torch.arange(2))
-    same = to_mean_shape(img, train.landmarks[:2], train.landmarks[0])
+    img = batch.take(slice(0, 2)).images()
+    same = to_mean_shape(img, batch.landmarks[:2], batch.landmarks[0])
     torch.testing.assert_close(same[0, :, 4:-4, 4:-4], img[0, :, 4:-4, 4:-4], atol=2e-3, rtol=0)
+    torch.testing.assert_close(train.mean_landmarks(), batch.landmarks.mean(dim=0), atol=1e-6,
+                               rtol=0)
 
 
 def test_decoder_learns_and_resumes(corpus: DataLayout, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
     pytest tests/test_train_roles.py
 
-Tables here are built in memory (polars), the same columns `pair_index` and `load_face_set`
+Tables here are built in memory (polars), the same columns `pair_index` and `face_index`
 hand to `select_role`; no media is needed.
 """
 

@@ -37,6 +37,7 @@ from s2f.models.ge2e import Ge2eConfig
 from s2f.models.losses import DecoderLossConfig, LossConfig
 from s2f.models.voice_encoder import VoiceEncoderConfig
 from s2f.train.augment import Augment
+from s2f.train.face_data import FACE_SHUFFLE_ROWS
 
 
 class _Base(BaseModel):
@@ -216,6 +217,10 @@ class DecoderTrainConfig(_Base):
     # so a run resumes with the flag flipped (and the decoders trained before keep their folder)
     torch_compile: bool = False
     NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset({"torch_compile"})
+    # faces shuffled together (`s2f.train.face_data`); part of the run's identity: it is the order
+    shuffle_rows: int = FACE_SHUFFLE_ROWS
+    loader_workers: int = 0                  # processes decoding the crops (0: the loop's own)
+    loader_prefetch: int = 2                 # batches each loader worker keeps ready
 
     def decoder_config(self, in_dim: int) -> FaceDecoderConfig:
         base = FaceDecoderConfig.paper() if self.preset == "paper" else FaceDecoderConfig.small()

@@ -174,6 +174,10 @@ class Batch:
     waves: torch.Tensor      # B×N float32, fixed length
     features: torch.Tensor   # B×D float32
 
+    def pin_memory(self) -> Batch:
+        """A copy in pinned memory (the DataLoader's pin thread calls this)."""
+        return Batch(self.clip_keys, self.waves.pin_memory(), self.features.pin_memory())
+
 
 class FeatureShards:
     """Reads feature rows from face_features shards, keeping at most `cache` shards in memory."""

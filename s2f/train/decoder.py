@@ -8,8 +8,11 @@
 The mean shape (mean training landmarks) is stored in the model. `DecoderTrainer` is the
 decoder's step, validation and state; `s2f.train.runner.run` owns the loop (checkpoints and
 resume as for the voice encoder, one folder per run identity: the batch order of epoch e
-depends only on (seed, e)). The
-decoder validates once, at the end. It is then frozen while the voice encoder trains; its
+depends only on (seed, e)). Training faces are streamed from the shards (`s2f.train.face_data.
+FaceStream`: a seeded shard order, a shuffle window of `shuffle_rows` faces, crops decoded per
+batch, by `loader_workers` processes when there are any); the dev faces (at most
+`face_data.DEV_FACES_MAX`) are decoded once and kept. The decoder validates once, at the end,
+`DEV_BATCH` faces per forward. It is then frozen while the voice encoder trains; its
 `first_layer` is the loss's f_dec.
 
     python -m s2f.train.decoder DATA_DIR [STEPS]
@@ -33,7 +36,8 @@ from s2f.registry.names import FACE_DECODER_NAME
 from s2f.train import checkpoint
 from s2f.train.checkpoint import RunResult
 from s2f.train.config import DecoderTrainConfig
-from s2f.train.face_data import FaceSet, load_face_set
+from s2f.train.face_data import FaceBatch, FaceStream, resident_faces
+from s2f.train.prefetch import prefetched
 from s2f.train.readback import Terms, host_floats
 from s2f.train.runner import KeptWeights, run
 from s2f.train.tracking import (
@@ -54,9 +58,10 @@ def load_decoder(path: Path, device: str | torch.device = "cpu") -> FaceDecoder:
     return model.to(device).eval()
 
 
-def _batch_order(n: int, batch: int, seed: int, epoch: int) -> list[np.ndarray]:
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return [perm[i:i + batch] for i in range(0, n - batch + 1, batch)] or [perm]
+# Dev faces per validation forward: bounds its activations (at 224², a few GB on the GPU);
+# the demo's dev faces are one forward. The terms are means over faces: chunks are weighted by
+# their size, so the chunking changes no value beyond float rounding.
+DEV_BATCH = 128
 
 
 class DecoderTrainer:
@@ -71,15 +76,17 @@ class DecoderTrainer:
         self.cfg, self.layout = cfg, layout
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        probe = cfg.decoder_config(1)
-        self.train = load_face_set(layout, cfg.encoder, "train", cfg.dev_fraction,
-                                   probe.image_size)
-        self.valid = load_face_set(layout, cfg.encoder, "dev", cfg.dev_fraction,
-                                   probe.image_size)
-        if len(self.train) == 0:
+        size = cfg.decoder_config(1).image_size
+        self.train = FaceStream(layout, cfg.encoder, "train", cfg.dev_fraction, size,
+                                cfg.batch_size, cfg.seed, cfg.shuffle_rows)
+        if self.train.faces == 0:
             raise ValueError(f"no faces with {cfg.encoder!r} features under {layout.root}")
-        self.model = FaceDecoder(cfg.decoder_config(self.train.features.shape[1]),
-                                 mean_shape=self.train.landmarks.mean(dim=0)).to(self.device)
+        dev = FaceStream(layout, cfg.encoder, "dev", cfg.dev_fraction, size, cfg.batch_size)
+        self.dev_faces = dev.faces  # all of dev; `valid` holds up to DEV_FACES_MAX of them
+        self.valid = resident_faces(dev)
+        self.example = self.train.load(np.arange(min(2, self.train.faces)))  # registration's input
+        self.model = FaceDecoder(cfg.decoder_config(self.example.features.shape[1]),
+                                 mean_shape=self.train.mean_landmarks()).to(self.device)
         self.kept = KeptWeights(self.model, None)  # no EMA, no selection: the last weights
         self.cuda = self.device.type == "cuda"
         # the training forward compiled with `torch_compile` on CUDA (one shape: compiles
@@ -100,21 +107,18 @@ class DecoderTrainer:
         self.writer = checkpoint.CheckpointWriter()
         self.step, self.epoch, self.batch = 0, 0, 0
 
-    def training_batches(self) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """(epoch, batch number, face indices) from the resume point on, without end."""
-        epoch, start = self.epoch, self.batch
-        while True:
-            order = _batch_order(len(self.train), self.cfg.batch_size, self.cfg.seed, epoch)
-            for bi in range(start, len(order)):
-                yield epoch, bi, torch.from_numpy(order[bi])
-            epoch, start = epoch + 1, 0
+    def training_batches(self) -> Iterator[tuple[int, int, FaceBatch]]:
+        """(epoch, batch number, faces) from the resume point on, without end, decoded by
+        `loader_workers` processes (0: in this one). Close it to stop the workers."""
+        return prefetched(self.train, self.epoch, self.batch, workers=self.cfg.loader_workers,
+                          pin=self.cuda, prefetch=self.cfg.loader_prefetch)
 
     def prepare(self) -> None:
-        """Nothing to load ahead: the face sets are in memory."""
+        """Nothing to load ahead: the dev faces are decoded at start, training faces per batch."""
 
-    def train_step(self, idx: torch.Tensor) -> Terms:
+    def train_step(self, batch: FaceBatch) -> Terms:
         self.model.train()
-        loss, terms = self.step_loss(self.train_model, self.train, idx)
+        loss, terms = self.step_loss(self.train_model, batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -123,30 +127,34 @@ class DecoderTrainer:
     def host_terms(self, pending: list[Terms]) -> list[dict[str, float]]:
         return host_floats(pending)
 
-    def step_loss(self, model: FaceDecoder, data: FaceSet, idx: torch.Tensor
-                  ) -> tuple[torch.Tensor, Terms]:
+    def step_loss(self, model: FaceDecoder, batch: FaceBatch) -> tuple[torch.Tensor, Terms]:
         """The loss and its terms (tensors on the device: no host sync). `bf16` autocasts the
-        decoder's forward on CUDA; the loss is taken in float32."""
-        img = data.images(idx).to(self.device, non_blocking=True)
-        lm = data.landmarks[idx].to(self.device, non_blocking=True)
+        decoder's forward on CUDA; the loss is taken in float32. Crops travel as uint8."""
+        img = batch.crops.to(self.device, non_blocking=True).float() / 255.0
+        lm = batch.landmarks.to(self.device, non_blocking=True)
         with torch.no_grad():
             tex_target = to_mean_shape(img, lm, model.mean_shape)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.bf16):
-            texture, landmarks, image = model(data.features[idx].to(self.device,
-                                                                    non_blocking=True),
+            texture, landmarks, image = model(batch.features.to(self.device, non_blocking=True),
                                               detach_warp=True)
         return face_decoder_loss_terms(texture.float(), landmarks.float(),
                                        None if image is None else image.float(), tex_target, lm,
                                        img, self.cfg.loss_config())  # type: ignore[return-value]
 
     def validate(self, module: FaceDecoder | None = None) -> dict[str, float]:
-        """The loss terms over every dev face in one batch."""
-        if len(self.valid) == 0:
+        """The loss terms over the kept dev faces, `DEV_BATCH` per forward, weighted by size."""
+        if self.valid is None:
             return {}
         model = (module or self.model).eval()
+        n = len(self.valid)
         with torch.no_grad():
-            idx = torch.arange(len(self.valid))
-            terms = host_floats([self.step_loss(model, self.valid, idx)[1]])[0]
+            chunks = [self.valid.take(slice(i, i + DEV_BATCH)) for i in range(0, n, DEV_BATCH)]
+            per_chunk = host_floats([self.step_loss(model, c)[1] for c in chunks])
+        if len(chunks) == 1:  # one forward: its own means (no re-weighting to round)
+            terms = per_chunk[0]
+        else:
+            terms = {k: sum(len(c) * t[k] for c, t in zip(chunks, per_chunk, strict=True)) / n
+                     for k in per_chunk[0]}
         return {f"val_{k}": v for k, v in terms.items()}
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -177,8 +185,9 @@ class DecoderTrainer:
         return {**{f"decoder.{k}": v for k, v in self.cfg.flat().items()},
                 "input_fingerprint": self.fingerprint,
                 "decoder.config_hash": self.identity.config_hash,
-                "git_commit": git_commit() or "unknown", "train_faces": len(self.train),
-                "val_faces": len(self.valid), "resumed_at": self.step}
+                "git_commit": git_commit() or "unknown", "train_faces": self.train.faces,
+                "dev_faces": self.dev_faces, "val_faces": len(self.valid or ()),
+                "resumed_at": self.step}
 
     def run_tags(self) -> dict[str, str]:
         return {}
@@ -187,20 +196,20 @@ class DecoderTrainer:
     def sample_images(self, k: int = 6) -> tuple[str, str, dict[str, torch.Tensor]]:
         """(artifact path, title, rows): dev faces (train's when there are none) and the
         decoder's reconstruction from their features."""
-        show = self.valid if len(self.valid) else self.train
-        k = min(k, len(show))
+        show = (self.valid.take(slice(0, k)) if self.valid is not None
+                else self.train.load(np.arange(min(k, self.train.faces))))
         self.model.eval()
-        _, _, recon = self.model(show.features[:k].to(self.device))
+        _, _, recon = self.model(show.features.to(self.device))
         assert recon is not None
         return ("plots/decoder_faces.png", "face decoder",
-                {"true face": show.images(torch.arange(k)), "decoder(face feature)": recon})
+                {"true face": show.images(), "decoder(face feature)": recon})
 
     def export_model(self) -> FaceDecoder:
         return self.model
 
     def registration(self) -> tuple[str, np.ndarray, str, str]:
         """(artifact name, example input, registered name, model card)."""
-        return ("face_decoder", self.train.features[:2].numpy(), FACE_DECODER_NAME,
+        return ("face_decoder", self.example.features.numpy(), FACE_DECODER_NAME,
                 model_card("face decoder", "Maps a face feature to a frontal face image "
                            "(Cole et al. 2017).", self.cfg.model_dump_json()))
 
