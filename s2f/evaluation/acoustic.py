@@ -35,44 +35,38 @@ from s2f.media.audio import SAMPLE_RATE, load_audio
 
 
 @lru_cache(maxsize=1 << 20)
-def _median_f0(path: str, size: int, mtime_ns: int) -> float:
+def _measured(path: str, size: int, mtime_ns: int) -> tuple[float, ...]:
+    """(median F0, *ACOUSTIC_STATISTICS) of one file: decoded once for both baselines."""
+    from s2f.media.acoustics import acoustic_statistics
     from s2f.models.pitch import median_f0
 
-    return median_f0(load_audio(path), SAMPLE_RATE)
+    wave = load_audio(path)
+    return (median_f0(wave, SAMPLE_RATE), *acoustic_statistics(wave, SAMPLE_RATE).tolist())
 
 
-def median_f0_of(paths: Sequence[Path | str]) -> np.ndarray:
-    """Median F0 (Hz) of each audio file, NaN where no frame is voiced or the file is gone."""
-    out = np.full(len(paths), np.nan)
+def _measured_of(paths: Sequence[Path | str]) -> np.ndarray:
+    """`_measured` of each file (rows); NaN rows for files that are gone."""
+    from s2f.media.acoustics import ACOUSTIC_STATISTICS
+
+    out = np.full((len(paths), 1 + len(ACOUSTIC_STATISTICS)), np.nan)
     for n, path in enumerate(paths):
         try:
             st = Path(path).stat()
         except OSError:
             continue
-        out[n] = _median_f0(str(path), st.st_size, st.st_mtime_ns)
+        out[n] = _measured(str(path), st.st_size, st.st_mtime_ns)
     return out
 
 
-@lru_cache(maxsize=1 << 20)
-def _statistics(path: str, size: int, mtime_ns: int) -> tuple[float, ...]:
-    from s2f.media.acoustics import acoustic_statistics
-
-    return tuple(acoustic_statistics(load_audio(path), SAMPLE_RATE).tolist())
+def median_f0_of(paths: Sequence[Path | str]) -> np.ndarray:
+    """Median F0 (Hz) of each audio file, NaN where no frame is voiced or the file is gone."""
+    return _measured_of(paths)[:, 0]
 
 
 def acoustic_statistics_of(paths: Sequence[Path | str]) -> np.ndarray:
     """`s2f.media.acoustics.ACOUSTIC_STATISTICS` of each audio file (rows; NaN where a statistic
     is undefined or the file is gone)."""
-    from s2f.media.acoustics import ACOUSTIC_STATISTICS
-
-    out = np.full((len(paths), len(ACOUSTIC_STATISTICS)), np.nan)
-    for n, path in enumerate(paths):
-        try:
-            st = Path(path).stat()
-        except OSError:
-            continue
-        out[n] = _statistics(str(path), st.st_size, st.st_mtime_ns)
-    return out
+    return _measured_of(paths)[:, 1:]
 
 
 MIN_VOICED_TRAIN = 2  # a ridge on one input needs two distinct points
