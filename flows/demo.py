@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from flows.params import DemoParams, PipelineParams, RunnerParams
+from flows.params import DEMO_TRAIN_OVERRIDES, DemoParams, PipelineParams, RunnerParams
 from flows.pipeline import pipeline_flow
 from flows.summaries import EvaluateSummary, PipelineSummary, TrainSeedsSummary
 from storage.io import shard_paths
@@ -103,7 +103,8 @@ def demo_pipeline_params(params: DemoParams, layout: DataLayout) -> PipelinePara
         runner=RunnerParams(),  # S2F_TASK_RUNNER / S2F_DASK_ADDRESS may pick Dask
         decoder_steps=params.decoder_steps, train_steps=params.train_steps,
         margin=params.margin, min_diversity=params.min_diversity, seeds=params.seeds,
-        shuffled_control=params.shuffled_control, control_steps=params.control_steps)
+        shuffled_control=params.shuffled_control, control_steps=params.control_steps,
+        train_overrides=dict(DEMO_TRAIN_OVERRIDES))
 
 
 def quiet_mlflow_logs() -> None:
