@@ -218,7 +218,10 @@ def test_validation_windows_have_their_own_length(corpus: DataLayout) -> None:
     tr = VoiceTrainer(tiny(val_seconds=2.0), corpus, None)
     assert tr.train.load(tr.train.plan(0)[0]).waves.shape[1] == 16000
     assert tr.valid.load(tr.valid.plan(0)[0]).waves.shape[1] == 32000
-    assert set(tr.validate()) >= {"val_loss", "val_loss_mean_baseline"}
+    val = tr.validate()
+    assert set(val) >= {"val_loss", "val_loss_mean_baseline", "val_pred_rank"}
+    # an untrained tiny model still varies its predictions: rank within [1, min(clips, D)]
+    assert 1 <= val["val_pred_rank"] <= min(tr.valid.index.height, CORPUS.dim), val
 
 
 def test_shuffled_voices_pair_each_training_identity_with_another_ones_face(

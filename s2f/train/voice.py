@@ -12,7 +12,9 @@ A checkpoint every `checkpoint_every` steps and at the end, in the run's own fol
 fingerprint and f_dec); `resume=True` continues from its `last.pt` and gives the same weights
 as an uninterrupted run (same data order: the batch plan depends only on seed and epoch), and
 refuses another run's checkpoint (`ResumeMismatch`). Validation compares the loss against always
-predicting the mean training feature (`val_loss_mean_baseline`).
+predicting the mean training feature (`val_loss_mean_baseline`), and logs `val_pred_rank`, the
+numerical rank of the validation predictions (`prediction_rank`: a collapsed model varies few
+directions of the feature; averaged over processes under torchrun, each its own slice).
 
 Generalising from few identities (the demo corpus has ~100 training speakers):
 - `random_crop`: training windows start at random offsets (`s2f.train.data`);
@@ -100,6 +102,23 @@ TrainResult = RunResult[VoiceModel]  # what `train_voice_encoder` returns
 
 F0_FIT_CLIPS = 512  # training clips whose median F0 fits `f0_input`'s statistics
 HEAD_WITH_F0 = " (its inputs: the speaker embedding and the input's median F0)"
+
+
+# A singular value of the centred predictions counts toward their rank above this fraction
+# of the largest: float32 noise of a dead direction is ~1e-7 of it, a live one ~1e-2 or more.
+PRED_RANK_TOL = 1e-3
+
+
+def prediction_rank(preds: list[torch.Tensor]) -> int:
+    """Numerical rank of the centred validation predictions (rows: clips): how many
+    directions of the face feature the model actually varies. A collapse shows here first:
+    the small CNN at lr 1e-3 on raw targets ends at 6 of 128 (its fc1 ReLUs die), whatever
+    the loss says. 0 for fewer than two predictions."""
+    if not preds or sum(len(p) for p in preds) < 2:
+        return 0
+    x = torch.cat(preds).double()
+    sv = torch.linalg.svdvals(x - x.mean(dim=0))
+    return int((sv > PRED_RANK_TOL * sv[0]).sum()) if float(sv[0]) > 0 else 0
 
 
 def voice_model(cfg: TrainConfig, out_dim: int, train_features: np.ndarray,
@@ -336,9 +355,11 @@ class VoiceTrainer:
         sums: dict[str, float] = dict.fromkeys(
             ("val_loss", "val_loss_mean_baseline", "val_cosine", "val_feature_l1"), 0.0)
         n = 0
+        preds: list[torch.Tensor] = []
         for batch in self.validation_batches():
             v_f = batch.features.to(self.device, non_blocking=True)
             v_s = self.encode(batch.waves, model)
+            preds.append(v_s.detach().float().cpu())
             _, terms = speech2face_loss(v_s, v_f, self.f_dec, self.classifier,
                                         self.cfg.loss_config())
             mean = self.mean_feature.expand_as(v_f)
@@ -353,7 +374,10 @@ class VoiceTrainer:
             n += b
         total = self.dist.all_reduce_sum({**sums, "n": float(n)})
         n_all = total.pop("n")
-        return {k: v / n_all for k, v in total.items()} if n_all else {}
+        if not n_all:
+            return {}
+        rank = self.dist.mean({"val_pred_rank": float(prediction_rank(preds))})
+        return {**{k: v / n_all for k, v in total.items()}, **rank}
 
     def validation_batches(self) -> list[Batch]:
         """This rank's validation batches (first windows, fixed order: the same every time),
