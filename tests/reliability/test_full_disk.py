@@ -48,7 +48,9 @@ from storage.space import DiskFull, free_bytes, storage_full_message
 from .helpers import check_clips, popen, python, subprocess_env
 
 LINES, SHARD_SIZE = 600, 20  # 30 shards of 20 one-and-a-half-second clips (~19 KB of FLAC each)
-FILE_LIMIT = 16 * 1024  # RLIMIT_FSIZE: 0.5 s FLACs (~6 KB) and 4-row shards fit, 1.9 s (~24 KB) not
+# RLIMIT_FSIZE: a shard's audio pack of four 0.5 s FLACs (~6 KB each; the tar ~30 KB) and the
+# 4-row Parquet shards fit; the pack holding the 1.9 s FLAC (~24 KB) beside three (~46 KB) not.
+FILE_LIMIT = 40 * 1024
 
 
 @pytest.fixture()
@@ -195,7 +197,7 @@ def test_a_file_size_limit_ends_with_the_summary_and_a_resume_finishes(
     out = failed.stdout + failed.stderr
     assert failed.returncode == 1, out[-3000:]
     _assert_clean_failure(out, "[Errno 27] File too large while writing it")
-    assert "1 shards failed" in out and "goodmp4_____000000050_000001950.flac" in out
+    assert "1 shards failed" in out and "audio/packs/disk_train/shard-00001-" in out
     written = shard_paths(DataLayout(data_dir), "clips")
     assert [p.name for p in written] == ["shard-00000.parquet", "shard-00002.parquet"]
 
