@@ -113,8 +113,8 @@ class DataLayout:
 
     def pack_path(self, clips_shard: Path, token: str) -> Path:
         """The pack of the audio of one clips shard (`shard_path("clips", ...)`'s result):
-        its manifest and file stem, and `token` (a new one per write: a pack is never
-        rewritten in place, so an older clips shard never points into a newer pack)."""
+        its manifest and file stem, and `token` (from the shard's fingerprint: other inputs
+        write another file, so an older clips shard never points into a newer pack)."""
         clips_shard = Path(clips_shard)
         return self.root / PACK_TEMPLATE.format(manifest=safe_name(clips_shard.parent.name),
                                                 shard=clips_shard.stem, token=safe_name(token))

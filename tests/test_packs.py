@@ -9,6 +9,7 @@ leaves an unreadable clip out of its batch and records it; evaluation reads pack
 from __future__ import annotations
 
 import io
+import pickle
 import tarfile
 from pathlib import Path
 
@@ -97,8 +98,11 @@ def test_a_bad_member_is_its_own_error_and_the_others_read(tmp_path: Path) -> No
                                                "AudioReadError", "AudioReadError"]
     assert "truncated" in got[3].reason
     pack.unlink()
-    with pytest.raises(AudioReadError, match="its pack cannot be opened"):
+    with pytest.raises(AudioReadError, match="its pack cannot be opened") as missing:
         load_clip_audio(layout.resolve(keys[0]))
+    again = pickle.loads(pickle.dumps(missing.value))  # as a loader worker hands it back
+    assert (again.key, again.reason, str(again)) == (missing.value.key, missing.value.reason,
+                                                     str(missing.value))
 
 
 def _manifest(tmp_path: Path, lines: int) -> tuple[Path, Path]:

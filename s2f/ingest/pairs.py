@@ -56,7 +56,7 @@ from s2f.ingest.manifest import quote
 from s2f.ingest.media import SAMPLE_RATE, MediaError, encode_flac
 from s2f.ingest.shard import ShardResult, audio_damage, remove_stale_shards
 from s2f.media.audio import load_audio
-from s2f.media.packs import PackWriter, new_token, prune_packs
+from s2f.media.packs import PackWriter, pack_token, prune_packs
 from storage.io import read_extra, rows_to_table, write_table_atomic
 from storage.layout import DataLayout, clip_key
 from storage.schemas import CLIPS
@@ -633,7 +633,7 @@ def ingest_pair_shard(shard: PairShard, layout: DataLayout) -> ShardResult:
         return ShardResult(shard.manifest, shard.index, str(out), True,
                            dict(extra.get("counts", {})))
     rows = [dict(r) for r in shard.records]  # the plan stays as scanned
-    pack_path = layout.pack_path(out, new_token())
+    pack_path = layout.pack_path(out, pack_token(fingerprint))
     with PackWriter(pack_path, layout) as pack:
         for row in rows:
             if row["status"] == "ok":

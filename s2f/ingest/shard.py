@@ -14,8 +14,11 @@ shards that name it; a shard whose pages fail their checksums (a bit flipped on 
 redone, logged with the reason, as is one whose audio pack is missing or shorter than its rows
 say. A shard's cut audio is one pack (`s2f.media.packs`: a tar of FLACs, streamed, fsynced and
 renamed) written before its Parquet file, which is the commit point: a killed shard is redone
-whole, into a pack of a new name (`layout.pack_path(shard, token)`), and the packs the committed
-shard does not point to are deleted after it is written (`prune_packs`).
+whole. The pack's name carries a token from the shard's fingerprint (`pack_token`): the same
+inputs give the same name and keys (a resumed run's table equals an uninterrupted one's), other
+inputs another name, so a pack is never overwritten with other contents while an older
+Parquet file points into it; the packs the committed shard does not point to are deleted after
+it is written (`prune_packs`).
 
     python -m s2f.ingest.shard MANIFEST.csv MEDIA_ROOT DATA_DIR [SHARD_SIZE]
 """
@@ -39,7 +42,7 @@ from s2f.ingest.media import (
     find_media,
     media_state,
 )
-from s2f.media.packs import PackWriter, missing_audio, new_token, prune_packs
+from s2f.media.packs import PackWriter, missing_audio, new_token, pack_token, prune_packs
 from storage.io import (
     read_extra,
     read_table_verified,
@@ -208,7 +211,7 @@ def ingest_shard(plan: ShardPlan, layout: DataLayout, media_root: Path,
             return ShardResult(plan.manifest, plan.index, str(out), True,
                                dict(extra.get("counts", {})))
         log.warning("redoing %s: the shard is damaged (%s)", out, damage)
-    token = new_token()
+    token = pack_token(before)
     records = ingest_shard_rows(plan, layout, media_root, fetch, records, token)
     counts = dict(Counter(r["status"] for r in records))
     # After downloads the media state differs; fingerprint what the rows were made from.

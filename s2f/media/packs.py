@@ -59,6 +59,9 @@ class AudioReadError(Exception):
         super().__init__(f"audio of {key}: {reason}")
         self.key, self.reason = str(key), reason
 
+    def __reduce__(self) -> tuple[type[AudioReadError], tuple[str, str]]:
+        return type(self), (self.key, self.reason)  # picklable: loader workers raise it
+
 
 class PackWriter:
     """Streams FLACs into one pack: `add` appends a member and returns its key (relative to
@@ -104,9 +107,15 @@ class PackWriter:
             fsync_dir(self.path.parent)
 
 
+def pack_token(fingerprint: str) -> str:
+    """A pack's token from its shard's fingerprint (the same inputs, the same name and keys;
+    other inputs, another file: a pack is never overwritten with other contents)."""
+    return fingerprint[:16]
+
+
 def new_token() -> str:
-    """A fresh pack token: each write of a shard's pack gets its own file name."""
-    return uuid.uuid4().hex[:12]
+    """A random pack token (a pack written outside the ingest stage's fingerprints)."""
+    return uuid.uuid4().hex[:16]
 
 
 def prune_packs(layout: DataLayout, clips_shard: Path, keep: Path | None = None) -> list[Path]:
