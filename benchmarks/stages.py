@@ -384,10 +384,11 @@ def embed_vggface(args: argparse.Namespace) -> dict[str, Any]:
 
 @stage("spectrogram")
 def spectrogram_stage(args: argparse.Namespace) -> dict[str, Any]:
-    """FLAC load + fix length (6 s) + compressed complex STFT, batches of 8 (s2f.media.audio)."""
+    """FLAC load (a pack member, s2f.media.packs) + fix length (6 s) + compressed complex STFT, batches of 8 (s2f.media.audio)."""
     import torch
 
-    from s2f.media.audio import AudioConfig, load_fixed, spectrogram
+    from s2f.media.audio import AudioConfig, fix_length, spectrogram
+    from s2f.media.packs import load_clip_audio
     from storage.layout import DataLayout
 
     cfg = AudioConfig()
@@ -397,7 +398,8 @@ def spectrogram_stage(args: argparse.Namespace) -> dict[str, Any]:
     def run() -> tuple[int, ...]:
         shape: tuple[int, ...] = ()
         for at in range(0, len(paths), 8):
-            waves = torch.from_numpy(np.stack([load_fixed(p, cfg) for p in paths[at:at + 8]]))
+            waves = torch.from_numpy(np.stack([fix_length(load_clip_audio(p), cfg.num_samples)
+                                               for p in paths[at:at + 8]]))
             shape = tuple(spectrogram(waves, cfg).shape)
         return shape
 

@@ -214,6 +214,7 @@ def predict_demo_voices(layout: DataLayout, n: int = 3) -> list[Any]:
     """After the demo trained a model: a face for each of `n` test voices, with the
     just-trained (challenger) encoder and decoder, under DATA_DIR/predictions. Returns the
     `s2f.registry.predict` results."""
+    from s2f.media.packs import as_file
     from s2f.registry.names import CHALLENGER, FACE_DECODER_NAME, VOICE_ENCODER_NAME, model_uri
     from s2f.registry.predict import predict_files
     from storage.io import scan
@@ -221,12 +222,13 @@ def predict_demo_voices(layout: DataLayout, n: int = 3) -> list[Any]:
     voices = (scan(layout, "clips").filter((pl.col("split") == "test")
                                            & (pl.col("status") == "ok"))
               .unique("youtube_id", keep="first", maintain_order=True)  # distinct voices
-              .select("audio_path").head(n).collect())
-    paths = [layout.resolve(p) for p in voices["audio_path"].to_list()]
+              .select("clip_key", "audio_path").head(n).collect())
+    out = layout.root / "predictions"
+    paths = [as_file(layout.resolve(p), out / "voices", key)  # pack members: copied out
+             for key, p in voices.iter_rows()]
     if not paths:
         print("no test voices to predict for")
         return []
-    out = layout.root / "predictions"
     predictions = predict_files(paths, out, model_uri(VOICE_ENCODER_NAME, CHALLENGER),
                                 model_uri(FACE_DECODER_NAME, CHALLENGER))
     print(f"\nPredicted faces for {len(paths)} test voices (challenger model) in {out}:")

@@ -47,7 +47,7 @@ def write_table_atomic(table: pa.Table, path: Path, extra: Mapping[str, Any] | N
     table = table.replace_schema_metadata(metadata)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         pq.write_table(table, fh, compression="zstd", write_page_checksum=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -91,8 +91,8 @@ TEMP_GLOB = ".*.tmp-*"
 
 
 def remove_stale_temps(directories: Iterable[Path]) -> list[Path]:
-    """Delete the temporary files (`.NAME.tmp-PID-XXXX`, from `write_table_atomic` and
-    `s2f.ingest.media.write_flac_atomic`) that a killed run left under `directories`.
+    """Delete the temporary files (`.NAME.tmp-PID-XXXX`, from `write_table_atomic`,
+    `s2f.ingest.media.write_flac_atomic` and `s2f.media.packs.PackWriter`) that a killed run left under `directories`.
     Only safe while holding the stage's lock (storage.lock): a live writer's temp looks the same."""
     removed = []
     for directory in directories:
@@ -103,7 +103,8 @@ def remove_stale_temps(directories: Iterable[Path]) -> list[Path]:
     return removed
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory (a rename in it is durable after this); errors are ignored."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

@@ -3,13 +3,17 @@ plus damaged copies (empty, truncated, garbage, garbled audio packets)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
 import av
 import numpy as np
 
+from s2f.ingest.media import read_flac
 from s2f.media.mux import write_media
+from s2f.media.packs import read_encoded
+from storage.layout import DataLayout
 
 SAMPLE_RATE = 16000
 DURATION_S = 2.0
@@ -88,3 +92,9 @@ def copy_media(media: dict[str, Path], root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for path in media.values():
         shutil.copy2(path, root / path.name)
+
+
+def clip_flac(layout: DataLayout, audio_path: str) -> tuple[np.ndarray, int]:
+    """int16 samples and rate of one clip's cut audio, by its `audio_path` key (a pack member,
+    or a per-clip FLAC of data ingested before packs)."""
+    return read_flac(io.BytesIO(read_encoded(layout.resolve(audio_path))))

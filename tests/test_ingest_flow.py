@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from ingest_helpers import copy_media, make_good, make_media_set
+from ingest_helpers import clip_flac, copy_media, make_good, make_media_set
 
 from flows.cli import build_parser, command_params, main
 from storage.io import read_extra, shard_paths
@@ -93,8 +93,9 @@ def test_flow_records_every_line_and_reruns_add_nothing(
     assert ok["clip_key"].n_unique() == ok.height == 3
     assert set(clips["split"]) == {"train"}
     for row in ok.iter_rows(named=True):
-        audio = data_dir.resolve() / row["audio_path"]
-        assert audio.is_file() and row["audio_samples"] > 0.99 * 16000
+        samples, _ = clip_flac(DataLayout(data_dir), row["audio_path"])  # from the shard's pack
+        assert row["audio_path"].startswith("audio/packs/avspeech_train/shard-")
+        assert len(samples) == row["audio_samples"] > 0.99 * 16000
         assert row["video_path"] == str((media_root / "goodmp4____.mp4").resolve()) or \
             row["youtube_id"] == "goodwebm___"
     # The shard files record their line range and a hash of their lines.

@@ -22,9 +22,10 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from ingest_helpers import clip_flac
 
 from s2f.ingest import pairs
-from s2f.ingest.media import read_flac, write_flac_atomic
+from s2f.ingest.media import write_flac_atomic
 from s2f.ingest.pairs import (
     PAIRS_FOLDERS,
     PairsLayoutError,
@@ -37,7 +38,7 @@ from s2f.ingest.pairs import (
     scan_pairs,
 )
 from storage.io import TEMP_GLOB, rows_to_table, scan, shard_paths, write_table_atomic
-from storage.layout import DataLayout, clip_key
+from storage.layout import DataLayout, clip_key, parse_audio_key
 from storage.schemas import ADDED_COLUMNS, CLIP_STATUSES, CLIPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,10 +254,11 @@ def test_ingest_decodes_wav_and_flac_and_refuses_bad_audio(page: Path, tmp_path:
             for r in frame.iter_rows(named=True) if r["media_path"] or r["face_image_path"]}
     wav16 = rows["aaaaaaaaaaa_001.000000-003.000000"]
     assert wav16["status"] == "ok" and wav16["audio_codec"] == "pcm_s16le"
-    samples, rate = read_flac(layout.resolve(wav16["audio_path"]))
+    samples, rate = clip_flac(layout, wav16["audio_path"])
     source = np.round(chirp(1.0, RATE, 150) * 32767).astype(np.int16)
     assert rate == RATE and np.array_equal(samples, source)  # 16-bit input kept bit for bit
-    assert wav16["audio_path"] == f"audio/aaaaaaaaaaa/{wav16['clip_key']}.flac"
+    pack = parse_audio_key(wav16["audio_path"])  # a member of its shard's pack
+    assert pack is not None and pack.pack.startswith("audio/packs/pairs_avspeech_res/shard-")
     flac = rows["aaaaaaaaaaa_010.000000-012.000000"]
     assert flac["status"] == "ok" and flac["audio_codec"] == "flac"
     stereo = rows["bbbbbbbbbbb_000.500000-002.500000"]
@@ -388,7 +390,7 @@ def test_full_disk_stops_the_shard_and_leaves_no_parquet(page: Path, tmp_path: P
     real_fsync = os.fsync
 
     def full_disk(fd: int) -> None:  # a full disk reports at fsync (delayed allocation)
-        if ".flac.tmp-" in os.readlink(f"/proc/self/fd/{fd}"):
+        if ".tar.tmp-" in os.readlink(f"/proc/self/fd/{fd}"):  # the shard's audio pack
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(fd)
 

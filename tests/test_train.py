@@ -148,7 +148,8 @@ def test_dali_loader_gives_the_same_batches(corpus: DataLayout) -> None:
 
 
 def test_random_crops_depend_only_on_seed_epoch_and_pair(corpus: DataLayout) -> None:
-    from s2f.media.audio import AudioConfig, load_audio
+    from s2f.media.audio import AudioConfig
+    from s2f.media.packs import load_clip_audio
 
     audio = AudioConfig(seconds=0.25)  # 4000 samples from 0.6 s clips: 5600 possible offsets
     crops = PairStream(corpus, "dlib-resnet", "train", audio, 4, seed=0, dev_fraction=0.2,
@@ -163,7 +164,7 @@ def test_random_crops_depend_only_on_seed_epoch_and_pair(corpus: DataLayout) -> 
     first = starts.load(pos, 1).waves.numpy()
     offsets = []
     for i, p in enumerate(pos):
-        full = load_audio(corpus.resolve(crops._audio[p]), audio.sample_rate)
+        full = load_clip_audio(corpus.resolve(crops._audio[p]), audio.sample_rate)
         np.testing.assert_array_equal(first[i], full[:audio.num_samples])  # no crop: the start
         hits = [o for o in range(full.size - audio.num_samples + 1)
                 if np.array_equal(full[o:o + audio.num_samples], a[i])]

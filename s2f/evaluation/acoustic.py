@@ -31,30 +31,33 @@ from pathlib import Path
 import numpy as np
 
 from s2f.evaluation.scores import StreamedRidge
-from s2f.media.audio import SAMPLE_RATE, load_audio
+from s2f.media.audio import SAMPLE_RATE
+from s2f.media.packs import AudioReadError, load_clip_audio
+from storage.layout import audio_file_of
 
 
 @lru_cache(maxsize=1 << 20)
 def _measured(path: str, size: int, mtime_ns: int) -> tuple[float, ...]:
-    """(median F0, *ACOUSTIC_STATISTICS) of one file: decoded once for both baselines."""
+    """(median F0, *ACOUSTIC_STATISTICS) of one clip's audio (a resolved key: pack member or
+    FLAC; `size`, `mtime_ns`: of the file holding it): decoded once for both baselines."""
     from s2f.media.acoustics import acoustic_statistics
     from s2f.models.pitch import median_f0
 
-    wave = load_audio(path)
+    wave = load_clip_audio(path)
     return (median_f0(wave, SAMPLE_RATE), *acoustic_statistics(wave, SAMPLE_RATE).tolist())
 
 
 def _measured_of(paths: Sequence[Path | str]) -> np.ndarray:
-    """`_measured` of each file (rows); NaN rows for files that are gone."""
+    """`_measured` of each clip (rows); NaN rows for clips whose audio is gone or unreadable."""
     from s2f.media.acoustics import ACOUSTIC_STATISTICS
 
     out = np.full((len(paths), 1 + len(ACOUSTIC_STATISTICS)), np.nan)
     for n, path in enumerate(paths):
         try:
-            st = Path(path).stat()
-        except OSError:
+            st = audio_file_of(path).stat()
+            out[n] = _measured(str(path), st.st_size, st.st_mtime_ns)
+        except (OSError, AudioReadError):
             continue
-        out[n] = _measured(str(path), st.st_size, st.st_mtime_ns)
     return out
 
 

@@ -90,7 +90,7 @@ from s2f.evaluation.scores import (
     voice_design,
     voice_parameter_scores,
 )
-from s2f.media.audio import load_audio
+from s2f.media.packs import AudioReader, AudioReadError
 from s2f.progress import Progress
 from s2f.registry.inference import (
     FACE_DECODER_NAME,
@@ -269,8 +269,9 @@ def _predict(encoder: LoadedModel, es: EvalSet, seconds: Sequence[float]
     """The encoder's features of every clip of `es` from `seconds` of its speech: waves read
     `WAVE_READ_BLOCK` at a time, encoded at every length, dropped; only predictions are kept."""
     blocks: dict[float, list[np.ndarray]] = {s: [] for s in seconds}
+    reader = AudioReader()
     for i in range(0, len(es), WAVE_READ_BLOCK):
-        waves = [load_audio(p) for p in es.audio_paths[i:i + WAVE_READ_BLOCK]]
+        waves = _read_block(reader, es, i)
         for s in seconds:
             pred = encode_waves(encoder, waves, s, batch_size=_encode_batch(encoder))
             if pred.shape[1] != es.features.shape[1]:
@@ -279,6 +280,18 @@ def _predict(encoder: LoadedModel, es: EvalSet, seconds: Sequence[float]
                     f"features of {es.encoder!r} are {es.features.shape[1]}-D")
             blocks[s].append(pred)
     return {s: np.concatenate(b) for s, b in blocks.items()}
+
+
+def _read_block(reader: AudioReader, es: EvalSet, start: int) -> list[np.ndarray]:
+    """The waves of `WAVE_READ_BLOCK` clips from `start` (`s2f.media.packs`: a pack's members
+    in offset order); an unreadable clip is an EvaluationDataError naming it: every clip of
+    the split is scored or none is."""
+    waves = reader.waves(es.audio_paths[start:start + WAVE_READ_BLOCK])
+    for n, wave in enumerate(waves):
+        if isinstance(wave, AudioReadError):
+            raise EvaluationDataError(f"clip {es.clip_keys[start + n]}: {wave}; re-run `s2f "
+                                      "ingest` to cut its audio again")
+    return [w for w in waves if not isinstance(w, AudioReadError)]
 
 
 def _score_model(preds: dict[float, np.ndarray], es: EvalSet, pools: _Pools, n_boot: int,

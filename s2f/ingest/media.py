@@ -18,11 +18,12 @@ renamed, so a killed run never leaves half a file under the final name.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -247,7 +248,20 @@ def open_media(path: Path) -> Iterator[MediaSource]:
 def write_flac_atomic(samples: np.ndarray, path: Path, sample_rate: int = SAMPLE_RATE) -> Path:
     """int16 mono samples to FLAC: a temporary file in the same directory, fsynced (the shard's
     Parquet will point at this file), then a rename."""
-    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="flac") as container:
+    with atomic_path(path) as tmp:
+        _write_flac(samples, str(tmp), sample_rate)
+    return path
+
+
+def encode_flac(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """int16 mono samples to the bytes of a FLAC file (a pack member, `s2f.media.packs`)."""
+    buffer = io.BytesIO()
+    _write_flac(samples, buffer, sample_rate)
+    return buffer.getvalue()
+
+
+def _write_flac(samples: np.ndarray, target: str | BinaryIO, sample_rate: int) -> None:
+    with av.open(target, mode="w", format="flac") as container:
         stream = container.add_stream("flac", rate=sample_rate)
         stream.layout = "mono"
         stream.format = "s16"
@@ -261,12 +275,12 @@ def write_flac_atomic(samples: np.ndarray, path: Path, sample_rate: int = SAMPLE
             pts += len(block)
             encode_and_mux(container, stream, frame)
         encode_and_mux(container, stream)
-    return path
 
 
-def read_flac(path: Path) -> tuple[np.ndarray, int]:
-    """Samples (int16 mono) and sample rate of a FLAC written by `write_flac_atomic`."""
-    with av.open(str(path)) as container:
+def read_flac(path: Path | BinaryIO) -> tuple[np.ndarray, int]:
+    """Samples (int16 mono) and sample rate of a FLAC written by `write_flac_atomic` (or of an
+    open binary file: a pack member's bytes in a BytesIO, `s2f.media.packs.read_encoded`)."""
+    with av.open(path if hasattr(path, "read") else str(path)) as container:
         stream = container.streams.audio[0]
         chunks = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
         return (np.concatenate(chunks) if chunks else np.zeros(0, np.int16)), stream.rate

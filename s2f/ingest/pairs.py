@@ -4,7 +4,7 @@
     assign_splits(records, seed=0)                # train/dev/test by person, in place
     shards = plan_pair_shards(records, 256)       # per folder, in listing order
     for shard in shards:
-        ingest_pair_shard(shard, layout)          # decode + check audio, FLACs, then the Parquet
+        ingest_pair_shard(shard, layout)          # decode + check audio, its pack, then the Parquet
     remove_stale_pair_shards(layout, shards)
     # or all of it: ingest_pairs(root, layout, seed=0)
 
@@ -53,9 +53,10 @@ import av
 import numpy as np
 
 from s2f.ingest.manifest import quote
-from s2f.ingest.media import SAMPLE_RATE, MediaError, write_flac_atomic
-from s2f.ingest.shard import ShardResult, remove_stale_shards
+from s2f.ingest.media import SAMPLE_RATE, MediaError, encode_flac
+from s2f.ingest.shard import ShardResult, audio_damage, remove_stale_shards
 from s2f.media.audio import load_audio
+from s2f.media.packs import PackWriter, pack_token, prune_packs
 from storage.io import read_extra, rows_to_table, write_table_atomic
 from storage.layout import DataLayout, clip_key
 from storage.schemas import CLIPS
@@ -597,7 +598,7 @@ def read_checked_audio(path: Path) -> np.ndarray:
     return np.clip(np.round(wave.astype(np.float64) * 32768), -32768, 32767).astype(np.int16)
 
 
-def _ingest_audio(row: dict[str, Any], layout: DataLayout) -> None:
+def _ingest_audio(row: dict[str, Any], pack: PackWriter) -> None:
     """Decode, check and write one ok record's audio; a bad file marks the row only."""
     path = Path(row["media_path"])
     try:
@@ -610,9 +611,7 @@ def _ingest_audio(row: dict[str, Any], layout: DataLayout) -> None:
         row["status"], row["error"] = "error", f"reading {path}: {type(exc).__name__}: {exc}"[:400]
         return
     # Writing is outside the try: a full disk must stop the shard, not mark the clip.
-    out = layout.audio_path(row["youtube_id"], row["clip_key"])
-    write_flac_atomic(samples, out)
-    row["audio_path"] = layout.relative(out)
+    row["audio_path"] = pack.add(row["clip_key"], encode_flac(samples))
     row["audio_samples"] = int(samples.size)
     row["media_duration_s"] = samples.size / SAMPLE_RATE
     if row.get("end_s") is None:  # VoxCeleb: the clip is the whole file
@@ -622,19 +621,23 @@ def _ingest_audio(row: dict[str, Any], layout: DataLayout) -> None:
 def ingest_pair_shard(shard: PairShard, layout: DataLayout) -> ShardResult:
     """Write `tables/clips/<manifest>/shard-NNNNN.parquet` unless its fingerprint is current
     (then nothing is read or written: a re-run adds no rows). Each ok record's audio is
-    decoded, checked and written as 16 kHz mono FLAC first; the Parquet file, written last and
-    atomically, is the commit point. One bad file marks its row; an OSError while writing (a
-    full disk) stops the shard."""
+    decoded, checked and written as 16 kHz mono FLAC into the shard's pack first
+    (`s2f.media.packs`); the Parquet file, written last and atomically, is the commit point
+    (then the packs it does not point to are deleted). One bad file marks its row; an OSError
+    while writing (a full disk) stops the shard. A current shard whose pack is gone or short
+    is redone."""
     out = layout.shard_path(TABLE, shard.manifest, shard.index)
     fingerprint = pair_shard_fingerprint(shard)
     extra = read_extra(out) if out.exists() else None
-    if extra and extra.get("fingerprint") == fingerprint:
+    if extra and extra.get("fingerprint") == fingerprint and audio_damage(layout, out) is None:
         return ShardResult(shard.manifest, shard.index, str(out), True,
                            dict(extra.get("counts", {})))
     rows = [dict(r) for r in shard.records]  # the plan stays as scanned
-    for row in rows:
-        if row["status"] == "ok":
-            _ingest_audio(row, layout)
+    pack_path = layout.pack_path(out, pack_token(fingerprint))
+    with PackWriter(pack_path, layout) as pack:
+        for row in rows:
+            if row["status"] == "ok":
+                _ingest_audio(row, pack)
     counts = dict(Counter(r["status"] for r in rows))
     settings = shard.records[0].get(_SETTINGS) if shard.records else None
     write_table_atomic(rows_to_table(rows, CLIPS), out, extra={
@@ -643,6 +646,7 @@ def ingest_pair_shard(shard: PairShard, layout: DataLayout) -> ShardResult:
         "n_stems": len(rows), "counts": counts, "split_settings": settings,
         "pairs_version": PAIRS_VERSION,
     })
+    prune_packs(layout, out, keep=pack_path)
     return ShardResult(shard.manifest, shard.index, str(out), False, counts)
 
 

@@ -1,6 +1,6 @@
 """Ingest one shard of manifest lines end to end, without Prefect.
 
-    rows = ingest_shard_rows(plan, layout, media_root)        # records only (benchmarks)
+    rows = ingest_shard_rows(plan, layout, media_root)        # records + their pack (benchmarks)
     result = ingest_shard(plan, layout, media_root)           # + skip check + atomic Parquet
 
 A shard is `plan.n_lines` physical lines read from byte `plan.offset` (see
@@ -11,8 +11,14 @@ rows depend on (lines, duplicate references, the media files' name/size/mtime, t
 flag). A re-run skips a shard whose fingerprint is unchanged, so re-ingesting adds no rows;
 appending lines redoes only the last shard and the new ones; media appearing later redoes the
 shards that name it; a shard whose pages fail their checksums (a bit flipped on disk) is
-redone, logged with the reason. A shard's FLACs are written before its Parquet file, which is the commit
-point: a killed shard is redone whole.
+redone, logged with the reason, as is one whose audio pack is missing or shorter than its rows
+say. A shard's cut audio is one pack (`s2f.media.packs`: a tar of FLACs, streamed, fsynced and
+renamed) written before its Parquet file, which is the commit point: a killed shard is redone
+whole. The pack's name carries a token from the shard's fingerprint (`pack_token`): the same
+inputs give the same name and keys (a resumed run's table equals an uninterrupted one's), other
+inputs another name, so a pack is never overwritten with other contents while an older
+Parquet file points into it; the packs the committed shard does not point to are deleted after
+it is written (`prune_packs`).
 
     python -m s2f.ingest.shard MANIFEST.csv MEDIA_ROOT DATA_DIR [SHARD_SIZE]
 """
@@ -32,11 +38,18 @@ from s2f.ingest.manifest import ShardPlan, conflict_reason, is_blank, iter_raw_l
 from s2f.ingest.media import (
     MediaError,
     MediaSource,
+    encode_flac,
     find_media,
     media_state,
-    write_flac_atomic,
 )
-from storage.io import read_extra, rows_to_table, shard_damage, write_table_atomic
+from s2f.media.packs import PackWriter, missing_audio, new_token, pack_token, prune_packs
+from storage.io import (
+    read_extra,
+    read_table_verified,
+    rows_to_table,
+    shard_damage,
+    write_table_atomic,
+)
 from storage.layout import DataLayout
 from storage.schemas import CLIPS
 
@@ -109,7 +122,7 @@ def _fail(rows: list[dict[str, Any]], status: str, reason: str) -> None:
         row["status"], row["error"] = status, reason
 
 
-def _ingest_video(youtube_id: str, rows: list[dict[str, Any]], layout: DataLayout,
+def _ingest_video(youtube_id: str, rows: list[dict[str, Any]], pack: PackWriter,
                   media_root: Path, fetch: Fetch | None) -> None:
     """Fill in the media fields of every row of one video (one open of the file)."""
     try:
@@ -145,9 +158,7 @@ def _ingest_video(youtube_id: str, rows: list[dict[str, Any]], layout: DataLayou
                 row["error"] = f"decoding {path}: {type(exc).__name__}: {exc}"[:400]
                 continue
             # Writing is outside the try: a full disk must stop the shard, not mark the clip.
-            audio_path = layout.audio_path(youtube_id, row["clip_key"])
-            write_flac_atomic(segment, audio_path)
-            row["audio_path"] = layout.relative(audio_path)
+            row["audio_path"] = pack.add(row["clip_key"], encode_flac(segment))
             row["audio_samples"] = int(len(segment))
     finally:
         source.close()
@@ -155,18 +166,34 @@ def _ingest_video(youtube_id: str, rows: list[dict[str, Any]], layout: DataLayou
 
 def ingest_shard_rows(plan: ShardPlan, layout: DataLayout, media_root: Path,
                       fetch: Fetch | None = None,
-                      records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Every non-blank line of the shard as a `clips` record, media probed and audio cut.
-    `fetch(youtube_id) -> Path` downloads a missing video (None: missing stays missing)."""
+                      records: list[dict[str, Any]] | None = None,
+                      token: str | None = None) -> list[dict[str, Any]]:
+    """Every non-blank line of the shard as a `clips` record, media probed and audio cut into
+    the shard's pack `layout.pack_path(shard, token)` (committed on return; none when no clip
+    has audio; `token` None: a new one). `fetch(youtube_id) -> Path` downloads a missing video
+    (None: missing stays missing)."""
     if records is None:
         records, _ = read_shard_lines(plan)
     by_video: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         if record["status"] == "ok":
             by_video[record["youtube_id"]].append(record)
-    for youtube_id in sorted(by_video):
-        _ingest_video(youtube_id, by_video[youtube_id], layout, Path(media_root), fetch)
+    pack_path = layout.pack_path(layout.shard_path(TABLE, plan.manifest, plan.index),
+                                 token or new_token())
+    with PackWriter(pack_path, layout) as pack:
+        for youtube_id in sorted(by_video):
+            _ingest_video(youtube_id, by_video[youtube_id], pack, Path(media_root), fetch)
     return records
+
+
+def audio_damage(layout: DataLayout, shard: Path) -> str | None:
+    """Why the audio a committed clips shard points to is not all there (its pack missing or
+    short: `s2f.media.packs.missing_audio`), or None."""
+    try:
+        keys = read_table_verified(shard, ["audio_path"]).column("audio_path").to_pylist()
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"[:400]
+    return missing_audio(layout, keys)
 
 
 def ingest_shard(plan: ShardPlan, layout: DataLayout, media_root: Path,
@@ -178,12 +205,14 @@ def ingest_shard(plan: ShardPlan, layout: DataLayout, media_root: Path,
     before = shard_fingerprint(plan, lines_sha, video_ids, media_root, download)
     extra = read_extra(out) if out.exists() else None
     if extra and extra.get("fingerprint") == before:
-        damage = shard_damage(out)  # the footer is current: are its pages still intact?
+        # the footer is current: are its pages still intact, and its pack there?
+        damage = shard_damage(out) or audio_damage(layout, out)
         if damage is None:
             return ShardResult(plan.manifest, plan.index, str(out), True,
                                dict(extra.get("counts", {})))
         log.warning("redoing %s: the shard is damaged (%s)", out, damage)
-    records = ingest_shard_rows(plan, layout, media_root, fetch, records)
+    token = pack_token(before)
+    records = ingest_shard_rows(plan, layout, media_root, fetch, records, token)
     counts = dict(Counter(r["status"] for r in records))
     # After downloads the media state differs; fingerprint what the rows were made from.
     after = shard_fingerprint(plan, lines_sha, video_ids, media_root, download)
@@ -193,6 +222,7 @@ def ingest_shard(plan: ShardPlan, layout: DataLayout, media_root: Path,
         "byte_offset": plan.offset, "manifest_path": plan.manifest_path, "counts": counts,
         "ingest_version": INGEST_VERSION,
     })
+    prune_packs(layout, out, keep=layout.pack_path(out, token))
     return ShardResult(plan.manifest, plan.index, str(out), False, counts)
 
 
@@ -205,6 +235,7 @@ def remove_stale_shards(layout: DataLayout, manifest: str, n_shards: int,
              if int(p.stem.split("-")[1]) >= n_shards or int(p.stem.split("-")[1]) in blank]
     for path in stale:
         path.unlink()
+        prune_packs(layout, path)
     return stale
 
 

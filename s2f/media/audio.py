@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import av
 import numpy as np
@@ -66,15 +66,16 @@ def num_frames(num_samples: int, win_length: int = 400, hop_length: int = 160) -
     return (num_samples - win_length) // hop_length + 1
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE,
+def load_audio(path: str | Path | BinaryIO, sample_rate: int = SAMPLE_RATE,
                max_seconds: float | None = None) -> np.ndarray:
-    """Decode any audio file PyAV reads (FLAC from ingestion) to float32 mono at `sample_rate`;
-    with `max_seconds`, decoding stops there (memory bounded whatever the file's length)."""
+    """Decode any audio file PyAV reads (FLAC from ingestion; or an open binary file, e.g. a
+    pack member's bytes in a BytesIO) to float32 mono at `sample_rate`; with `max_seconds`,
+    decoding stops there (memory bounded whatever the file's length)."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     limit = None if max_seconds is None else int(max_seconds * sample_rate)
     chunks: list[np.ndarray] = []
     total = 0
-    with av.open(str(path)) as container:
+    with av.open(path if hasattr(path, "read") else str(path)) as container:
         if not container.streams.audio:
             raise ValueError(f"{path}: no audio stream")
         stream = container.streams.audio[0]

@@ -55,14 +55,18 @@ class DaliAudioLoader:
         return p
 
     def load(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
-        if not paths:
+        return self.load_encoded([Path(p).read_bytes() for p in paths])
+
+    def load_encoded(self, blobs: Sequence[bytes]) -> list[np.ndarray]:
+        """Decode encoded files' bytes (a pack's members, `s2f.media.packs.AudioReader`)."""
+        if not blobs:
             return []
-        if len(paths) > self.batch_size:
-            raise ValueError(f"{len(paths)} files for a pipeline of batch {self.batch_size}")
+        if len(blobs) > self.batch_size:
+            raise ValueError(f"{len(blobs)} files for a pipeline of batch {self.batch_size}")
         if self._pipe is None:
             self._pipe = self._build()
         try:
-            self._pipe.feed_input("enc", [np.fromfile(str(p), np.uint8) for p in paths])
+            self._pipe.feed_input("enc", [np.frombuffer(bytearray(b), np.uint8) for b in blobs])
             (out,) = self._pipe.run()
         except Exception:
             self._pipe = None  # DALI invalidates a pipeline after an error

@@ -18,7 +18,12 @@ identity A is paired with the face feature of identity B = `voice_derangement(..
 feature of B's first clip), a fixed derangement drawn from the seed: the same training, with
 no true voice-face link, so a model trained so should score at chance.
 
-Audio decoding: PyAV per file (default) or NVIDIA DALI per batch (`loader="dali"`,
+Audio: a batch's clips are read through `s2f.media.packs.AudioReader`: packed clips (one pack
+per clips shard, and a batch is drawn from one face_features shard = one clips shard) as a few
+forward reads of one file, clips of data ingested before packs one FLAC each. A clip whose
+audio cannot be read (pack missing, CRC-32 failing, FLAC not decoding) is left out of its batch
+and logged once, with its key and why (`PairStream.audio_errors`); a batch with no readable clip
+raises. Decoding: PyAV (default) or NVIDIA DALI per batch (`loader="dali"`,
 `s2f.media.dali_audio`); both give the same samples.
 
 Crops: validation and test take each clip's first `seconds`; training (`random_crop=True`) takes
@@ -41,6 +46,7 @@ computes the same plan and loads only its contiguous slice of each batch (`part=
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,13 +57,16 @@ import numpy as np
 import polars as pl
 import torch
 
-from s2f.media.audio import AudioConfig, crop_fixed, load_audio
+from s2f.media.audio import AudioConfig, crop_fixed
+from s2f.media.packs import AudioReader, AudioReadError, decode
 from s2f.train.augment import Augment
 from s2f.train.distributed import rank_slice
 from storage.io import read_table_verified, scan, shard_paths
 from storage.layout import DataLayout
 
 Role = Literal["train", "dev", "test"]
+
+log = logging.getLogger(__name__)
 
 
 def is_dev(youtube_id: str, dev_fraction: float) -> bool:
@@ -233,6 +242,8 @@ class PairStream:
             self._feat_shard, self._feat_row = shuffled_feature_rows(self.index, seed)
         self._keys = self.index["clip_key"].to_list()
         self._audio = self.index["audio_path"].to_list()
+        self.reader = AudioReader()
+        self.audio_errors: dict[str, str] = {}  # clip key -> why its audio was left out
 
     def __len__(self) -> int:
         n = self.index.height
@@ -260,15 +271,12 @@ class PairStream:
                 for p in positions]
 
     def load(self, positions: np.ndarray, epoch: int | None = None) -> Batch:
-        """The pairs at `positions`; `epoch` seeds the random crops (None: first window)."""
-        feats = np.empty((len(positions), 0), dtype=np.float32)
-        rows = []
-        for p in positions:
-            rows.append(self.shards.rows(int(self._feat_shard[p]), np.array([self._feat_row[p]])))
-        feats = np.concatenate(rows) if rows else feats
-        paths = [self.layout.resolve(self._audio[p]) for p in positions]
-        raw = (self._dali.load(paths) if self._dali is not None
-               else [load_audio(p, self.audio.sample_rate) for p in paths])
+        """The pairs at `positions` (less any whose audio cannot be read); `epoch` seeds the
+        random crops (None: first window)."""
+        positions, raw = self._read_waves(np.asarray(positions))
+        rows = [self.shards.rows(int(self._feat_shard[p]), np.array([self._feat_row[p]]))
+                for p in positions]
+        feats = np.concatenate(rows) if rows else np.empty((0, 0), dtype=np.float32)
         n, crops = self.audio.num_samples, self.crop_positions(positions, epoch)
         if self.augment is None or epoch is None:  # no epoch: first windows, as recorded
             waves = np.stack([crop_fixed(w, n, where) for w, where in zip(raw, crops, strict=True)])
@@ -277,6 +285,29 @@ class PairStream:
                               in zip(raw, crops, positions, strict=True)])
         return Batch([self._keys[p] for p in positions], torch.from_numpy(waves),
                      torch.from_numpy(feats))
+
+    def _read_waves(self, positions: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The positions whose audio reads and their waves; the others are logged (once per
+        clip) and recorded in `audio_errors`. Raises AudioReadError when none reads."""
+        keys = [self.layout.resolve(self._audio[p]) for p in positions]
+        blobs = self.reader.encoded(keys)
+        if self._dali is not None:
+            good = [b for b in blobs if isinstance(b, bytes)]
+            waves = iter(self._dali.load_encoded(good))
+            raw: list[np.ndarray | AudioReadError] = [
+                b if isinstance(b, AudioReadError) else next(waves) for b in blobs]
+        else:
+            raw = [b if isinstance(b, AudioReadError) else decode(k, b, self.audio.sample_rate)
+                   for k, b in zip(keys, blobs, strict=True)]
+        kept = [i for i, w in enumerate(raw) if not isinstance(w, AudioReadError)]
+        for p, wave in zip(positions, raw, strict=True):
+            if isinstance(wave, AudioReadError) and self._keys[p] not in self.audio_errors:
+                self.audio_errors[self._keys[p]] = wave.reason
+                log.warning("clip %s left out of training batches: %s", self._keys[p], wave)
+        if len(positions) and not kept:
+            raise AudioReadError(keys[0], f"no clip of this batch of {len(positions)} reads "
+                                          f"(the first: {raw[0]})")
+        return positions[kept], [w for w in raw if not isinstance(w, AudioReadError)]
 
     def _augmented(self, wave: np.ndarray, n: int, where: float | None, epoch: int,
                    position: int) -> np.ndarray:

@@ -5,16 +5,20 @@ whose pitches are affine functions of z (plus a little noise, and a per-clip pha
 feature is learnable from the spectrogram; its face feature is W·z + small noise (dim D, W a
 fixed seeded matrix); its face crop is a 224×224 image whose colour encodes z and whose jaw
 and mouth landmarks move with z. Written exactly as ingestion and preprocessing would: clips
-(16 kHz mono FLAC via PyAV), faces (crop JPEG + landmarks in frame pixels) and face_features.
+(16 kHz mono FLAC via PyAV, one pack per clips shard as ingest writes them, `s2f.media.packs`;
+`packed=False`: one FLAC per clip, as data ingested before packs), faces (crop JPEG + landmarks
+in frame pixels) and face_features.
 
     python -m s2f.train.synthetic OUT_DIR [IDENTITIES] [CLIPS_PER_IDENTITY]
 """
 
 from __future__ import annotations
 
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -37,12 +41,14 @@ class SyntheticCorpus:
     seed: int = 0
     faces: bool = True
     shard_size: int = 16           # clips per Parquet shard (several shards: exercises streaming)
+    packed: bool = True            # audio in one pack per clips shard (False: a FLAC per clip)
 
 
-def write_flac(path: Path, wave: np.ndarray, sample_rate: int = SR) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_flac(path: Path | BinaryIO, wave: np.ndarray, sample_rate: int = SR) -> None:
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     pcm = np.clip(wave * 32767, -32768, 32767).astype(np.int16)
-    with av.open(str(path), mode="w") as out:
+    with av.open(str(path) if isinstance(path, Path) else path, mode="w", format="flac") as out:
         stream = out.add_stream("flac", rate=sample_rate, layout="mono")
         frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
         frame.sample_rate = sample_rate
@@ -84,7 +90,7 @@ def build(layout: DataLayout, cfg: SyntheticCorpus = SyntheticCorpus()) -> dict[
 
     rng = np.random.default_rng(cfg.seed)
     w = rng.standard_normal((cfg.dim, 3)).astype(np.float32)
-    clips, faces, feats = [], [], []
+    clips, faces, feats, waves = [], [], [], []
     for i in range(cfg.identities):
         yid = f"syn{i:04d}{cfg.seed:04d}"[:11].ljust(11, "x")
         z = rng.uniform(-1, 1, 3).astype(np.float32)
@@ -92,11 +98,10 @@ def build(layout: DataLayout, cfg: SyntheticCorpus = SyntheticCorpus()) -> dict[
         for c in range(cfg.clips_per_identity):
             start, end = 10.0 * c, 10.0 * c + cfg.seconds
             key = clip_key(yid, start, end)
-            path = layout.audio_path(yid, key)
-            write_flac(path, voice(z, cfg.seconds, rng))
+            waves.append(voice(z, cfg.seconds, rng))
             clips.append({"clip_key": key, "manifest": "synthetic", "split": split,
                           "line_no": len(clips) + 1, "youtube_id": yid, "start_s": start,
-                          "end_s": end, "status": "ok", "audio_path": layout.relative(path),
+                          "end_s": end, "status": "ok",
                           "audio_samples": round(cfg.seconds * SR)})
             feature = w @ z + 0.05 * rng.standard_normal(cfg.dim).astype(np.float32)
             feats.append({"clip_key": key, "encoder": cfg.encoder,
@@ -108,6 +113,9 @@ def build(layout: DataLayout, cfg: SyntheticCorpus = SyntheticCorpus()) -> dict[
                               "bbox": [40.0, 40.0, 184.0, 184.0],
                               "landmarks": lm.reshape(-1).tolist(), "det_score": 1.0,
                               "crop_jpeg": encode_jpeg(crop)})
+            if len(clips) % cfg.shard_size == 0:  # a full shard: its audio out of memory
+                _write_audio(layout, cfg, clips[-cfg.shard_size:], waves)
+    _write_audio(layout, cfg, clips[len(clips) - len(waves):], waves)
     n = cfg.shard_size
     for s in range(0, len(clips), n):
         write_table_atomic(rows_to_table(clips[s:s + n], CLIPS),
@@ -118,6 +126,29 @@ def build(layout: DataLayout, cfg: SyntheticCorpus = SyntheticCorpus()) -> dict[
             write_table_atomic(rows_to_table(faces[s:s + n], FACES),
                                layout.shard_path("faces", "synthetic", s // n))
     return {"clips": len(clips), "faces": len(faces), "features": len(feats)}
+
+
+def _write_audio(layout: DataLayout, cfg: SyntheticCorpus, rows: list[dict[str, Any]],
+                 waves: list[np.ndarray]) -> None:
+    """The FLACs of `rows` (one clips shard's, whose `waves` these are: emptied here): one pack
+    (`cfg.packed`), or a file per clip; sets each row's `audio_path`."""
+    from s2f.media.packs import PackWriter
+
+    if not rows:
+        return
+    index = (int(rows[0]["line_no"]) - 1) // cfg.shard_size
+    with PackWriter(layout.pack_path(layout.shard_path("clips", "synthetic", index),
+                                     "synthetic"), layout) as pack:
+        for row, wave in zip(rows, waves, strict=True):
+            if cfg.packed:
+                buffer = io.BytesIO()
+                write_flac(buffer, wave)
+                row["audio_path"] = pack.add(row["clip_key"], buffer.getvalue())
+            else:
+                path = layout.audio_path(row["youtube_id"], row["clip_key"])
+                write_flac(path, wave)
+                row["audio_path"] = layout.relative(path)
+    waves.clear()
 
 
 if __name__ == "__main__":

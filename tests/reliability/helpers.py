@@ -14,10 +14,9 @@ import av
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-from ingest_helpers import SAMPLE_RATE, frames, make_good, tone
+from ingest_helpers import SAMPLE_RATE, clip_flac, frames, make_good, tone
 
 from s2f.ingest.manifest import is_blank, iter_raw_lines
-from s2f.ingest.media import read_flac
 from s2f.media.mux import encode_and_mux, write_media
 from storage.io import shard_paths
 from storage.layout import DataLayout
@@ -162,7 +161,7 @@ def check_clips(data_dir: Path, manifests: dict[str, Path]) -> pl.DataFrame:
     ok = frame.filter(pl.col("status") == "ok")
     assert ok["clip_key"].n_unique() == ok.height, "duplicate clip keys among ok rows"
     for row in ok.iter_rows(named=True):
-        samples, rate = read_flac(layout.resolve(row["audio_path"]))
+        samples, rate = clip_flac(layout, row["audio_path"])
         assert rate == SAMPLE_RATE and len(samples) == row["audio_samples"]
     return frame
 

@@ -187,12 +187,12 @@ def test_full_flow_killed_then_resumed(prefect_server: None, corpus: dict, tmp_p
     # The dead run's lock names it, but the kernel released the flock with its process.
     assert read_holder(layout, "ingest").get("pid") == proc.pid
 
-    # Plant the leftovers of a kill in the middle of writing (a torn Parquet temp, a FLAC temp).
+    # Plant the leftovers of a kill in the middle of writing (a torn Parquet temp, a pack temp).
     shard = shard_paths(layout, "clips")[0]
     torn = shard.parent / f".{shard.name}.tmp-999999-deadbeef"
     torn.write_bytes(shard.read_bytes()[:100])
-    flac_dir = next((layout.root / "audio").iterdir())
-    (flac_dir / ".x.flac.tmp-999999-deadbeef").write_bytes(b"fLaC")
+    pack_dir = layout.root / "audio" / "packs" / shard.parent.name
+    (pack_dir / ".shard-00000-x.tar.tmp-999999-deadbeef").write_bytes(b"fLaC")
 
     # Resume against the session's server (same code path, no second server start-up).
     resumed = subprocess.run(cli, env=subprocess_env(PREFECT_API_URL=PREFECT_API_URL.value()),

@@ -48,7 +48,10 @@ from storage.space import DiskFull, free_bytes, storage_full_message
 from .helpers import check_clips, popen, python, subprocess_env
 
 LINES, SHARD_SIZE = 600, 20  # 30 shards of 20 one-and-a-half-second clips (~19 KB of FLAC each)
-FILE_LIMIT = 16 * 1024  # RLIMIT_FSIZE: 0.5 s FLACs (~6 KB) and 4-row shards fit, 1.9 s (~24 KB) not
+# RLIMIT_FSIZE: a 2-clip shard's audio pack of two 0.5 s FLACs (~12 KB each; the tar padded to
+# 30 KB) and the Parquet shards (~16 KB) fit; the pack holding the 1.9 s FLAC (~21 KB) beside
+# a 0.5 s one (~35 KB written before its padding) does not.
+FILE_LIMIT = 32 * 1024
 
 
 @pytest.fixture()
@@ -186,22 +189,22 @@ def test_a_file_size_limit_ends_with_the_summary_and_a_resume_finishes(
         prefect_server: None, tmp_path: Path) -> None:
     from prefect.settings import PREFECT_API_URL
 
-    manifest, media = _manifest(tmp_path, 12, long_line=5)  # shard 1 of 3 holds the 1.9 s clip
+    manifest, media = _manifest(tmp_path, 12, long_line=3)  # shard 1 of 6 holds the 1.9 s clip
     data_dir = tmp_path / "data"
     env = subprocess_env(PREFECT_API_URL=str(PREFECT_API_URL.value()))
-    cli = _cli(manifest, media, data_dir, 4)
+    cli = _cli(manifest, media, data_dir, 2)
     failed = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=400,
                             check=False, preexec_fn=_limit_file_size)
     out = failed.stdout + failed.stderr
     assert failed.returncode == 1, out[-3000:]
     _assert_clean_failure(out, "[Errno 27] File too large while writing it")
-    assert "1 shards failed" in out and "goodmp4_____000000050_000001950.flac" in out
+    assert "1 shards failed" in out and "audio/packs/disk_train/shard-00001-" in out
     written = shard_paths(DataLayout(data_dir), "clips")
-    assert [p.name for p in written] == ["shard-00000.parquet", "shard-00002.parquet"]
+    assert [p.name for p in written] == [f"shard-{i:05d}.parquet" for i in (0, 2, 3, 4, 5)]
 
     done = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=400,
                           check=False)  # the limit lifted
-    _assert_resumed(done, 2, data_dir, manifest, 12)
+    _assert_resumed(done, 5, data_dir, manifest, 12)
 
 
 def test_below_the_reserve_the_cli_refuses_up_front(

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from ingest_helpers import SAMPLE_RATE, make_garbage, make_good
+from ingest_helpers import SAMPLE_RATE, clip_flac, make_garbage, make_good
 
 from s2f.ingest.manifest import MAX_LINE_BYTES, plan_manifests
-from s2f.ingest.media import read_flac
 from s2f.ingest.shard import ingest_shard
 from storage.layout import DataLayout, clip_key
 
@@ -151,14 +150,14 @@ def test_hostile_manifest_and_media_through_the_flow(
     assert by_id["webmasmp4__"]["video_codec"] == "vp9"
     assert by_id["mp4aswebm__"]["video_codec"] == "h264"
     # The 16 kHz FLAC-in-mkv source cut at the same 0.5-1.5 s: the reference waveform.
-    reference, _ = read_flac(layout.resolve(
-        _by_key(frame)[clip_key("goodmkv____", 0.5, 1.5)]["audio_path"]))
+    reference, _ = clip_flac(layout,
+        _by_key(frame)[clip_key("goodmkv____", 0.5, 1.5)]["audio_path"])
     for vid in ("audio8khz__", "audio96khz_", "sixchannel_", "vfrvideo___", "rotated____"):
-        samples, rate = read_flac(layout.resolve(by_id[vid]["audio_path"]))
+        samples, rate = clip_flac(layout, by_id[vid]["audio_path"])
         assert rate == SAMPLE_RATE and len(samples) == SAMPLE_RATE
         corr = np.corrcoef(samples.astype(float), reference.astype(float))[0, 1]
         assert corr > 0.9, (vid, corr)  # same chirp, whatever the rate, channels or container
-    silent, _ = read_flac(layout.resolve(by_id["silentaudio"]["audio_path"]))
+    silent, _ = clip_flac(layout, by_id["silentaudio"]["audio_path"])
     assert len(silent) == SAMPLE_RATE and np.abs(silent).max() <= 1
 
     errors = dict(zip(frame["line_no"], frame["error"], strict=True))
@@ -183,8 +182,8 @@ def test_hostile_manifest_and_media_through_the_flow(
     for key, want in clean.items():
         have = hostile_ok[key]
         assert {f: have[f] for f in PROBE_FIELDS} == {f: want[f] for f in PROBE_FIELDS}
-        a, _ = read_flac(layout.resolve(have["audio_path"]))
-        b, _ = read_flac(DataLayout(clean_dir).resolve(want["audio_path"]))
+        a, _ = clip_flac(layout, have["audio_path"])
+        b, _ = clip_flac(DataLayout(clean_dir), want["audio_path"])
         assert np.array_equal(a, b), key
 
 
