@@ -96,6 +96,10 @@ CLIPS = _schema("clips", "One row per manifest line (or per file stem of a pairs
        "gives the clip `media_changed` if it differs (null: ingested before the column)"),
     _f("media_mtime_ns", pa.int64(), "modification time (ns) of the media file when it was "
        "probed; compared like `media_size_bytes`"),
+    # Added with issue 26: a re-sharded ingest reuses a row whose inputs are unchanged.
+    _f("clip_fingerprint", pa.string(), "SHA-256 of what the row's media fields were made from "
+       "(the line's bytes and number, the video's media state, the download flag while it is "
+       "absent); null for rows that needed no media (invalid, duplicate, split conflict)"),
 ])
 
 PREPROCESS_STATUSES = {
@@ -115,6 +119,10 @@ PREPROCESS = _schema("preprocess", "One row per ok clip: what preprocessing made
     _f("video_decoder", pa.string(), "dali-gpu | dali-cpu | pyav: which path decoded the frames"),
     _f("frames_sampled", pa.int32(), "frames decoded from the segment"),
     _f("faces_found", pa.int32(), "frames with a detected face"),
+    # Added with issue 26: a re-sharded preprocess reuses a clip whose inputs are unchanged.
+    _f("clip_fingerprint", pa.string(), "SHA-256 of the clip's `clips` row and the "
+       "preprocessing parameters: a run with another shard size copies this clip's rows "
+       "(here, in `faces` and in `face_features`) instead of redoing it"),
 ])
 
 FACES = _schema("faces", "One row per sampled frame with a detected face.", [
@@ -191,8 +199,13 @@ RENAMED_COLUMNS: dict[str, dict[str, str]] = {
 # directory with video clips ingested before them still reads as one table beside new shards.
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
     "clips": ("person_id", "face_image_path", "paper_s2f_path", "paper_f2f_path", "gender",
-              "age_band", "ethnicity", "native_speaker", "media_size_bytes", "media_mtime_ns"),
+              "age_band", "ethnicity", "native_speaker", "media_size_bytes", "media_mtime_ns",
+              "clip_fingerprint"),
+    "preprocess": ("clip_fingerprint",),
 }
+
+# The tables `s2f preprocess` writes per clips shard, under the clips shard's manifest/name.
+PREPROCESS_OUTPUT_TABLES = ("preprocess", "faces", "face_features")
 
 STATUS_VOCABULARY: dict[str, dict[str, str]] = {"clips": CLIP_STATUSES, "preprocess": PREPROCESS_STATUSES}
 

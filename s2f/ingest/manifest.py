@@ -57,6 +57,9 @@ MAX_SEGMENT_S = 600.0
 # span 0.12 s) is refused too: a 0.0004 s one was `ok`.
 MIN_SEGMENT_S = 0.2
 _BOM = b"\xef\xbb\xbf"
+# Manifest lines per shard when neither the run nor the data directory says (`s2f ingest
+# --shard-size`; measured in docs/performance.md, "Shard size").
+DEFAULT_SHARD_SIZE = 1024
 _CHUNK = 1 << 16
 
 
@@ -284,6 +287,7 @@ class ManifestPlan:
     shards: list[ShardPlan] = field(default_factory=list)
     n_shards: int = 0
     blank_shards: list[int] = field(default_factory=list)
+    shard_size: int = 0  # lines per shard: shard i holds lines i * size + 1 .. (i + 1) * size
 
 
 def _key_digest(key: str) -> bytes:
@@ -318,7 +322,7 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
     plans: list[ManifestPlan] = []
     earlier = _seed_prior(prior or PriorClips(), names, claims, digests, manifest_idx, line_nos)
     for m_idx, (path, name) in enumerate(zip(paths, names, strict=True)):
-        plan = ManifestPlan(manifest=name, path=Path(path).resolve())
+        plan = ManifestPlan(manifest=name, path=Path(path).resolve(), shard_size=shard_size)
         m_split = splits[m_idx]
         offsets: list[int] = []
         filled: list[bool] = []  # per shard: has a non-blank line
