@@ -124,9 +124,8 @@ def _orphan_outputs(layout: DataLayout, ctx: Context) -> Iterator[Orphan]:
 def _referenced_audio(layout: DataLayout, ctx: Context) -> set[str]:
     names: set[str] = set()
     for path in [*shard_paths(layout, "clips"), *ctx.kept_clips]:
-        table = read_table_verified(path)
-        if "audio_path" in table.column_names:
-            names.update(p for p in table.column("audio_path").to_pylist() if p)
+        column = read_table_verified(path, ["audio_path"]).column("audio_path")
+        names.update(p for p in column.to_pylist() if p)
     return names
 
 

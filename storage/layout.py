@@ -3,6 +3,8 @@
     <data_dir>/
       tables/<table>/<manifest>/shard-<NNNNN>.parquet   one Parquet file per shard of manifest lines
       audio/<youtube_id>/<clip_key>.flac                16 kHz mono speech segment of one clip
+      superseded/<table>/<manifest>/lines-A-B.parquet   shards of another shard size, kept for
+                                                        reuse until `s2f gc` (storage.superseded)
       mlflow/mlflow.db, mlflow/artifacts/               MLflow tracking store and artifacts
       prefect/                                          PREFECT_HOME (SQLite database, logs)
       locks/                                            advisory file locks of running stages

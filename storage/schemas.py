@@ -97,9 +97,8 @@ CLIPS = _schema("clips", "One row per manifest line (or per file stem of a pairs
     _f("media_mtime_ns", pa.int64(), "modification time (ns) of the media file when it was "
        "probed; compared like `media_size_bytes`"),
     # Added with issue 26: a re-sharded ingest reuses a row whose inputs are unchanged.
-    _f("clip_fingerprint", pa.string(), "SHA-256 of what the row's media fields were made from "
-       "(the line's bytes and number, the video's media state, the download flag while it is "
-       "absent); null for rows that needed no media (invalid, duplicate, split conflict)"),
+    _f("clip_fingerprint", pa.string(), "SHA-256 of the row's inputs (line, media state): "
+       "null where no media was needed"),
 ])
 
 PREPROCESS_STATUSES = {
@@ -120,9 +119,7 @@ PREPROCESS = _schema("preprocess", "One row per ok clip: what preprocessing made
     _f("frames_sampled", pa.int32(), "frames decoded from the segment"),
     _f("faces_found", pa.int32(), "frames with a detected face"),
     # Added with issue 26: a re-sharded preprocess reuses a clip whose inputs are unchanged.
-    _f("clip_fingerprint", pa.string(), "SHA-256 of the clip's `clips` row and the "
-       "preprocessing parameters: a run with another shard size copies this clip's rows "
-       "(here, in `faces` and in `face_features`) instead of redoing it"),
+    _f("clip_fingerprint", pa.string(), "SHA-256 of the clip's `clips` row and the parameters"),
 ])
 
 FACES = _schema("faces", "One row per sampled frame with a detected face.", [

@@ -174,3 +174,20 @@ def test_a_killed_reshard_resumes_without_redoing_and_gc_keeps_what_it_needs(
     assert resumed == {"media_rows": 0, "reused_rows": 3, "run": 1}  # line 8 is a bad row
     assert preprocess(layout) == {"clips_run": 0, "clips_reused": 6, "run": 2}
     assert digests(layout.root) == before
+
+
+def test_the_ingest_flow_keeps_the_data_directorys_size_and_reports_reuse(
+        prefect_server: None, corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    """`s2f ingest` without --shard-size keeps the size the directory was ingested with (no
+    surprise re-shard); with another size its summary counts the clips reused."""
+    from flows.ingest import IngestParams, ingest_flow
+
+    manifest, media = corpus
+    params = IngestParams(manifests=[manifest], media_root=media, data_dir=tmp_path / "d")
+    first = ingest_flow(params.model_copy(update={"shard_size": 2}))
+    assert (first.shards, first.clips_run, first.clips_reused) == (4, 7, 0)
+    kept = ingest_flow(params)  # no size given: the directory's 2, not the default 1024
+    assert (kept.shards_skipped, kept.shards_run, kept.clips_run) == (4, 0, 0)
+    resharded = ingest_flow(params.model_copy(update={"shard_size": 1024}))
+    assert (resharded.shards, resharded.clips_run, resharded.clips_reused) == (1, 0, 7)
+    assert resharded.counts == first.counts
