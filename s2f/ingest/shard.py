@@ -42,6 +42,7 @@ from s2f.ingest.manifest import (
     is_blank,
     iter_raw_lines,
     parse_line,
+    video_key,
 )
 from s2f.ingest.media import (
     MediaError,
@@ -87,7 +88,7 @@ def read_shard_lines(plan: ShardPlan) -> tuple[list[dict[str, Any]], str]:
                    if not is_blank(raw)]
     manifest_file = Path(plan.manifest_path).name
     for record in records:
-        where = plan.conflicts.get(record.get("youtube_id") or "")
+        where = plan.conflicts.get(video_key(record.get("youtube_id") or ""))
         if where is not None and record["status"] == "ok":
             record["status"] = "split_conflict"
             record["error"] = conflict_reason(record["youtube_id"], manifest_file,
