@@ -63,6 +63,7 @@ LABELS = {
 }
 # Where memory grows with N because the stage's output (or what it is given) does.
 GROWS = {
+    "ingest": "planning: ~53 B a line", "status": "polars' state per shard file",
     "train_index": "the index: ~100 B a clip", "face_stream": "the index: ~60 B a face",
     "train_index_eval": "the train index", "identity_pool": "N / 5 identity means",
     "identity_retrieval": "its inputs (held)", "paper_protocol": "its inputs (held)",
