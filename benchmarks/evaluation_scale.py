@@ -28,15 +28,14 @@ just before it), which is what must stay flat; `peak MB` the process's peak duri
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks import child as runner
 
 ENCODER = "dlib-resnet"
 STAGES = ("train_index", "mean_face", "identity_pool", "identity_retrieval", "paper_protocol", "bootstrap",
@@ -184,12 +183,8 @@ def child(args: list[str]) -> list[dict[str, Any]]:
 
 
 def run_child(args: list[str]) -> list[dict[str, Any]]:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.evaluation_scale", "--child", *args],
-                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return [{"error": " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[:300]}]
+    result = runner.run_child("benchmarks.evaluation_scale", args)
+    return [result] if isinstance(result, dict) else result
 
 
 def measure(rows: int, args: argparse.Namespace, rate: float | None
@@ -249,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
-        print("RESULT " + json.dumps(child(args.child)), flush=True)
-        return 0
+        return runner.child_result(child(args.child))
     args.work.mkdir(parents=True, exist_ok=True)
     lines: list[tuple[str, int, dict[str, Any]]] = []
     rate = None

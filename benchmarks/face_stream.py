@@ -18,16 +18,14 @@ issue 26): its column is that floor, N × 602 KB.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks import child
 
 FRAMES = 3   # faces rows per clip, as preprocessing's default K = 3 sampled frames
 POOL = 256   # distinct crops: a zstd page (~1 MB) holds few repeats, so sizes stay realistic
@@ -84,32 +82,33 @@ def write_tables(root: Path, faces: int, shard_size: int) -> dict[str, Any]:
             / 1024}
 
 
-def child_epoch(root: Path, image_size: int, batch: int) -> dict[str, Any]:
+def child_epoch(root: Path, image_size: int, batch: int, max_batches: int | None = None,
+                dev_fraction: float = 0.0) -> dict[str, Any]:
+    """The index, the mean shape, then one epoch of batches (or its first `max_batches`)."""
     from s2f.train.face_data import FaceStream
     from s2f.train.prefetch import prefetched
     from storage.layout import DataLayout
 
     t0 = time.perf_counter()
-    stream = FaceStream(DataLayout(root), "dlib-resnet", "train", 0.0, image_size, batch)
+    stream = FaceStream(DataLayout(root), "dlib-resnet", "train", dev_fraction, image_size, batch)
     stream.mean_landmarks()
     index_s = time.perf_counter() - t0
     t0, faces, cache_rows = time.perf_counter(), 0, 0
-    for _, _, b in prefetched(stream, forever=False):
+    for n, (_, _, b) in enumerate(prefetched(stream, forever=False), start=1):
         faces += len(b)
         cache_rows = max(cache_rows, stream.cache.rows())
+        if max_batches is not None and n >= max_batches:
+            break
     return {"faces": stream.faces, "index_s": index_s, "epoch_s": time.perf_counter() - t0,
             "trained": faces, "cache_rows": cache_rows, "reads": stream.cache.reads,
             "shards": len(stream.faces_per_shard())}
 
 
 def run_child(args: list[str]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.face_stream", "--child", *args],
-                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    raise RuntimeError("face_stream child failed: " +
-                       " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[:400])
+    result = child.run_child("benchmarks.face_stream", args)
+    if "error" in result:
+        raise RuntimeError(f"face_stream child failed: {result['error']}")
+    return result
 
 
 def print_table(rows: list[tuple[int, dict[str, Any], dict[str, Any]]], image_size: int,
@@ -137,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child is not None:
         result = child_epoch(Path(args.child[0]), int(args.child[1]), int(args.child[2]))
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print("RESULT " + json.dumps(result | {"rss_mb": round(rss, 1)}), flush=True)
-        return 0
+        return child.child_result(result | {"rss_mb": child.peak_rss_mb()})
     rows = []
     for n in args.faces:
         root = args.work / f"faces-{n}"

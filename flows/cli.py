@@ -9,6 +9,7 @@
     s2f train-decoder   --data-dir DIR          train the face decoder on faces + face features
     s2f train           --data-dir DIR          train the voice encoder [--config small|paper]
     s2f status          --data-dir DIR          one row per manifest line: furthest stage, reason
+    s2f gc              --data-dir DIR [--yes]  list (remove) shards and audio no live shard needs
     s2f evaluate        --data-dir DIR          the paper's metrics on the test split -> MLflow, table
     s2f promote         --data-dir DIR          challenger -> champion only if better and not collapsed
     s2f predict         AUDIO... --out DIR      voice/video file -> labelled face image + feature
@@ -176,6 +177,14 @@ COMMANDS: tuple[Command, ...] = (
             "Report every manifest line with the furthest stage it reached, its status and the "
             "reason it stopped, then counts by status.",
             (Flag("data_dir"), Flag("format")), data_dir=False),
+    Command("gc", P.GcParams, "flows.cli:run_gc",
+            "list, then remove, what no live shard needs (dry run by default)",
+            "List what the data directory holds that no live shard needs, with its bytes: "
+            "shards of an earlier shard size that ingest and preprocess moved aside (once live "
+            "shards hold all their lines), preprocess outputs whose clips shard is gone, and "
+            "audio no clips row names. Nothing is removed without --yes; a live shard is never "
+            "listed. Holds the ingest and preprocess locks: exit 3 while one of them runs.",
+            (Flag("data_dir"), Flag("yes")), data_dir=False),
     Command("evaluate", P.EvaluateParams, "flows.evaluate:run_evaluate_from_cli",
             "score a registered voice encoder on the test split",
             "Feature similarity (3 s and 6 s input), recall@K with bootstrap CIs against the "
@@ -209,7 +218,7 @@ COMMANDS: tuple[Command, ...] = (
 COMMAND_BY_NAME = {c.name: c for c in COMMANDS}
 
 
-# -- the two commands that are not flows --------------------------------------------------------
+# -- the three commands that are not flows ------------------------------------------------------
 
 def run_demo_corpus(params: P.DemoCorpusParams) -> int:
     from s2f.corpus.build import CorpusConfig, build_demo_corpus
@@ -225,6 +234,21 @@ def run_status(params: P.StatusParams) -> int:
     from storage.status import print_status
 
     return print_status(DataLayout(params.data_dir), fmt=params.format, out=sys.stdout)
+
+
+def run_gc(params: P.GcParams) -> int:
+    from storage.gc import print_gc
+    from storage.layout import DataLayout
+    from storage.lock import StageLocked
+
+    if not (params.data_dir / "tables").is_dir():
+        print(f"s2f gc: {params.data_dir} holds no tables", file=sys.stderr)
+        return 2
+    try:
+        return print_gc(DataLayout(params.data_dir), params.yes)
+    except StageLocked as exc:
+        print(f"s2f gc: {exc}", file=sys.stderr)
+        return 3
 
 
 # -- generating the parser from the models ----------------------------------------------------

@@ -3,7 +3,7 @@
 -> the same `clips` table, one row per pair: `s2f.ingest.pairs`; `s2f real-pairs` runs it).
 
     s2f ingest --manifest avspeech_train.csv --manifest avspeech_test.csv \\
-               --media-root media/ --data-dir s2f-data [--download] [--shard-size 256]
+               --media-root media/ --data-dir s2f-data [--download] [--shard-size 1024]
     s2f ingest --manifest latest.csv --split train ...   # a name that does not end in the split
 
 or from Python (after `flows.runtime.configure(data_dir)`):
@@ -15,7 +15,8 @@ Thin on purpose: the work is in `s2f.ingest`. One planning task streams every ma
 (shard byte offsets, duplicate clip keys), then one task per shard of `shard_size` lines
 (`.map`, so the task runner can run shards in parallel) validates, probes, cuts audio and writes
 `tables/clips/<manifest>/shard-NNNNN.parquet` atomically. A re-run skips shards whose inputs are
-unchanged. With `download`, a missing video is fetched by the `download-video` task, retried
+unchanged. Another `shard_size` (default: the data directory's current one) moves the old
+shards aside first and the new shards copy every clip whose `clip_fingerprint` is unchanged. With `download`, a missing video is fetched by the `download-video` task, retried
 with exponential backoff, then recorded as `download_failed`. Bad rows are normal and never fail
 the run; a shard that crashes (a full disk, a bug) fails the flow after the other shards finish,
 and a re-run redoes only that shard.
@@ -45,10 +46,22 @@ from flows.guards import download_slot, flow_guard, stage_guard
 from flows.params import IngestPairsParams, IngestParams
 from flows.summaries import IngestSummary, ShardsFailed, failures_text
 from s2f.ingest.download import download_video
-from s2f.ingest.manifest import ManifestPlan, ShardPlan, manifest_name_of, plan_manifests
+from s2f.ingest.manifest import (
+    DEFAULT_SHARD_SIZE,
+    ManifestPlan,
+    ShardPlan,
+    manifest_name_of,
+    plan_manifests,
+)
 from s2f.ingest.media import MediaError, find_media
 from s2f.ingest.prior import read_prior_clips
-from s2f.ingest.shard import ShardResult, ingest_shard, remove_stale_shards
+from s2f.ingest.shard import (
+    ShardResult,
+    current_shard_size,
+    ingest_shard,
+    remove_stale_shards,
+    supersede_shards,
+)
 from storage.io import remove_stale_temps
 from storage.layout import DataLayout
 from storage.lock import StageLocked
@@ -129,16 +142,23 @@ def _ingest(params: IngestParams) -> IngestSummary:
     if params.download:
         params.media_root.mkdir(parents=True, exist_ok=True)
 
-    plans: list[ManifestPlan] = plan_ingest(params.manifests, params.shard_size, params.split,
+    shard_size = (params.shard_size or current_shard_size(
+        layout, [manifest_name_of(p) for p in params.manifests]) or DEFAULT_SHARD_SIZE)
+    plans: list[ManifestPlan] = plan_ingest(params.manifests, shard_size, params.split,
                                             layout.root)
     for plan in plans:
+        # Before any shard is written: another layout's shards are read by the new ones.
+        moved = supersede_shards(layout, plan)
+        if moved:
+            logger.info("%s: %d shards of another layout moved aside; their clips are reused "
+                        "(`s2f gc` removes them once no longer needed)", plan.manifest, len(moved))
         removed = remove_stale_shards(layout, plan.manifest, plan.n_shards, plan.blank_shards)
         if removed:
             logger.info("%s shrank: removed %d stale shards", plan.manifest, len(removed))
     shards = [shard for plan in plans for shard in plan.shards]
     logger.info("%d manifests, %d lines (%d blank), %d shards of up to %d lines",
                 len(plans), sum(p.lines for p in plans), sum(p.blank_lines for p in plans),
-                len(shards), params.shard_size)
+                len(shards), shard_size)
 
     futures = ingest_shard_task.map(shards, unmapped(layout.root), unmapped(params.media_root),
                                     unmapped(params))
@@ -189,6 +209,8 @@ def ingest_summary(layout: DataLayout, counts: Counter[str], results: list[Shard
         lines=lines, blank_lines=blank_lines,
         shards_run=sum(not r.skipped for r in results),
         shards_skipped=sum(r.skipped for r in results),
+        clips_run=sum(r.media_rows for r in results),
+        clips_reused=sum(r.reused_rows for r in results),
         tables=sorted({str(layout.table_dir("clips") / t) for t in tables}),
         failed_shards=failed)
     get_run_logger().info("ingest summary: %s", summary.model_dump())
@@ -230,6 +252,9 @@ def print_ingest_summary(summary: IngestSummary, data_dir: Path) -> None:
     print(f"{summary.lines} lines ({summary.blank_lines} blank), {summary.clips} rows, "
           f"{summary.shards} shards ({summary.shards_skipped} unchanged, skipped"
           + (f"; {len(summary.failed_shards)} failed" if summary.failed_shards else "") + ")")
+    if summary.clips_reused:
+        print(f"{summary.clips_reused} clips reused from earlier shard files (unchanged inputs), "
+              f"{summary.clips_run} probed and cut")
     for status, n in summary.counts.items():
         print(f"  {status:<16} {n}")
     print(f"details: s2f status --data-dir {data_dir}")

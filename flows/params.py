@@ -25,7 +25,7 @@ from s2f.corpus import DEMO_CLIPS_PER_IDENTITY, DEMO_IDENTITIES
 from s2f.devices import DEFAULT_DEVICE, DEVICE_PATTERN
 from s2f.evaluation.metrics import DEFAULT_BOOTSTRAP
 from s2f.ingest.download import DEFAULT_URL_TEMPLATE
-from s2f.ingest.manifest import SPLITS, manifest_name_of, split_of
+from s2f.ingest.manifest import DEFAULT_SHARD_SIZE, SPLITS, manifest_name_of, split_of
 from s2f.registry.names import (
     CHALLENGER,
     CHAMPION,
@@ -101,7 +101,10 @@ class FaceParams(Params):
 class ShardingParams(Params):
     download: bool = Field(False, description="fetch missing media with yt-dlp "
                                               "(validated ids only)")
-    shard_size: int = Field(256, ge=1, le=100_000, description="manifest lines per shard")
+    shard_size: int | None = Field(
+        None, ge=1, le=100_000,
+        description=f"manifest lines per shard (default: the data directory's current shard "
+                    f"size, else {DEFAULT_SHARD_SIZE}); another size reuses finished clips")
 
 
 # -- task runner of the shard-level stages (flows.runners builds it) --------------------------
@@ -341,6 +344,11 @@ class PredictParams(DataDirParams):
 
 class StatusParams(DataDirParams):
     format: Literal["table", "csv"] = Field("table", description="output format")
+
+
+class GcParams(DataDirParams):
+    yes: bool = Field(False, description="remove them (without it: a dry run that lists what "
+                                         "would be removed and its bytes)")
 
 
 class DemoCorpusParams(CorpusSizeParams):

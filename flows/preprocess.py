@@ -12,7 +12,9 @@ Thin on purpose: the work is in `s2f.preprocess.shards` and `.clips`. One task p
 (`tables/clips/<manifest>/shard-NNNNN.parquet` -> `tables/{preprocess,faces,face_features}/
 <manifest>/shard-NNNNN.parquet`). A shard whose three outputs exist and record the input
 shard's SHA-256 and the same parameters, and whose pages pass their checksums, is skipped, so
-a re-run redoes only new, changed, failed or damaged shards. A shard task that crashes is retried; a shard that still fails is reported and
+a re-run redoes only new, changed, failed or damaged shards; within a redone shard, clips whose
+`clip_fingerprint` is unchanged are copied from its previous outputs or from the outputs of
+another shard size, moved aside before any shard runs (`supersede_outputs`). A shard task that crashes is retried; a shard that still fails is reported and
 fails the run after the other shards finish. Bad clips never fail a shard: they get a status.
 Models (dlib, VGG-Face) and the DALI pipeline are loaded inside the worker thread, once per
 thread. Within a shard, clips are spread over `workers` processes (`s2f.preprocess.pool`;
@@ -41,6 +43,7 @@ from s2f.preprocess.shards import (
     preprocess_shard,
     read_status_counts,
     shard_is_done,
+    supersede_outputs,
 )
 from storage.io import remove_stale_temps, shard_paths
 from storage.layout import DataLayout
@@ -84,12 +87,16 @@ def _preprocess(params: PreprocessParams, layout: DataLayout) -> PreprocessSumma
     logger = get_run_logger()
     shards = shard_paths(layout, "clips")
     logger.info("preprocess: %d clips shards under %s", len(shards), layout.table_dir("clips"))
+    moved = supersede_outputs(layout)  # before any shard is written: the new ones read them
+    if moved:
+        logger.info("%d output shards of another layout moved aside; their clips are reused "
+                    "(`s2f gc` removes them once no longer needed)", len(moved))
     shard_task = preprocess_shard_task.with_options(
         retries=params.retries, retry_delay_seconds=2,
         retry_condition_fn=retry_unless_storage_full)
     futures = [shard_task.submit(s, layout.root, params) for s in shards]
     counts: Counter[str] = Counter()
-    done = skipped = 0
+    done = skipped = run = reused = 0
     failed: list[str] = []
     for future, shard in zip(futures, shards, strict=True):
         try:
@@ -101,6 +108,8 @@ def _preprocess(params: PreprocessParams, layout: DataLayout) -> PreprocessSumma
         counts.update(result["counts"])
         skipped += int(result["skipped"])
         done += int(not result["skipped"])
+        run += int(result.get("clips_run", 0))
+        reused += int(result.get("clips_reused", 0))
     rows = [{"status": s, "clips": int(counts.get(s, 0)), "meaning": m}
             for s, m in PREPROCESS_STATUSES.items() if counts.get(s)]
     create_table_artifact(key="preprocess-status-counts", table=rows or [{"status": "none",
@@ -109,6 +118,7 @@ def _preprocess(params: PreprocessParams, layout: DataLayout) -> PreprocessSumma
                                       f"{len(failed)} failed")
     summary = PreprocessSummary(
         counts=dict(counts), clips=sum(counts.values()), shards_run=done, shards_skipped=skipped,
+        clips_run=run, clips_reused=reused,
         failed_shards=failed, tables={t: str(layout.table_dir(t)) for t in OUTPUT_TABLES})
     if failed:
         raise ShardsFailed(f"{len(failed)} of {len(shards)} shards failed (re-run to retry "

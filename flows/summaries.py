@@ -28,6 +28,10 @@ class StageSummary(BaseModel):
     shards_run: int = 0
     shards_skipped: int = Field(0, description="shards whose inputs were unchanged")
     failed_shards: list[str] = Field(default_factory=list)
+    clips_run: int = Field(0, description="clips whose media work ran now (ingest: probe and "
+                                          "cut; preprocess: frames, faces, features)")
+    clips_reused: int = Field(0, description="clips copied from an earlier shard file with an "
+                                             "unchanged clip_fingerprint (a new shard size)")
     run_id: str | None = Field(None, description="the stage's MLflow run")
     model_uri: str | None = Field(None, description="the model it registered or scored")
     headline: dict[str, float] = Field(default_factory=dict, description="headline metrics")

@@ -5,6 +5,8 @@
       audio/packs/<manifest>/shard-<NNNNN>-<token>.tar  the cut audio of one clips shard: a tar of
                                                         16 kHz mono FLACs, read by offset
       audio/<youtube_id>/<clip_key>.flac                one clip's FLAC (data ingested before packs)
+      superseded/<table>/<manifest>/lines-A-B.parquet   shards of another shard size, kept for
+                                                        reuse until `s2f gc` (storage.superseded)
       mlflow/mlflow.db, mlflow/artifacts/               MLflow tracking store and artifacts
       prefect/                                          PREFECT_HOME (SQLite database, logs)
       locks/                                            advisory file locks of running stages

@@ -71,9 +71,10 @@ CLIPS = _schema("clips", "One row per manifest line (or per file stem of a pairs
     _f("video_path", pa.string(), "source video (same as media_path): referenced, never copied"),
     _f("audio_path", pa.string(), "where the segment's 16 kHz mono FLAC is, relative to the "
        "data directory: `audio/packs/<manifest>/shard-<NNNNN>-<token>.tar#<offset>:<size>:"
-       "<crc32>` (a member of the clips shard's pack: its bytes' offset, size and CRC-32, "
-       "storage.layout.PACK_KEY_TEMPLATE) or, ingested before packs, `audio/<id>/<clip_key>"
-       ".flac`; s2f.media.packs reads both"),
+       "<crc32>` (a member of a clips shard's pack: its bytes' offset, size and CRC-32, "
+       "storage.layout.PACK_KEY_TEMPLATE; a row copied by a re-shard keeps naming the pack it "
+       "was cut into) or, ingested before packs, `audio/<id>/<clip_key>.flac`; "
+       "s2f.media.packs reads both"),
     _f("video_codec", pa.string(), "codec of the first video stream (h264, vp9, ...)"),
     _f("audio_codec", pa.string(), "codec of the first audio stream (aac, opus, ...)"),
     _f("width", pa.int32(), "video width in pixels"),
@@ -100,6 +101,9 @@ CLIPS = _schema("clips", "One row per manifest line (or per file stem of a pairs
        "gives the clip `media_changed` if it differs (null: ingested before the column)"),
     _f("media_mtime_ns", pa.int64(), "modification time (ns) of the media file when it was "
        "probed; compared like `media_size_bytes`"),
+    # Added with issue 26: a re-sharded ingest reuses a row whose inputs are unchanged.
+    _f("clip_fingerprint", pa.string(), "SHA-256 of the row's inputs (line, media state): "
+       "null where no media was needed"),
 ])
 
 PREPROCESS_STATUSES = {
@@ -119,6 +123,8 @@ PREPROCESS = _schema("preprocess", "One row per ok clip: what preprocessing made
     _f("video_decoder", pa.string(), "dali-gpu | dali-cpu | pyav: which path decoded the frames"),
     _f("frames_sampled", pa.int32(), "frames decoded from the segment"),
     _f("faces_found", pa.int32(), "frames with a detected face"),
+    # Added with issue 26: a re-sharded preprocess reuses a clip whose inputs are unchanged.
+    _f("clip_fingerprint", pa.string(), "SHA-256 of the clip's `clips` row and the parameters"),
 ])
 
 FACES = _schema("faces", "One row per sampled frame with a detected face.", [
@@ -195,8 +201,13 @@ RENAMED_COLUMNS: dict[str, dict[str, str]] = {
 # directory with video clips ingested before them still reads as one table beside new shards.
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
     "clips": ("person_id", "face_image_path", "paper_s2f_path", "paper_f2f_path", "gender",
-              "age_band", "ethnicity", "native_speaker", "media_size_bytes", "media_mtime_ns"),
+              "age_band", "ethnicity", "native_speaker", "media_size_bytes", "media_mtime_ns",
+              "clip_fingerprint"),
+    "preprocess": ("clip_fingerprint",),
 }
+
+# The tables `s2f preprocess` writes per clips shard, under the clips shard's manifest/name.
+PREPROCESS_OUTPUT_TABLES = ("preprocess", "faces", "face_features")
 
 STATUS_VOCABULARY: dict[str, dict[str, str]] = {"clips": CLIP_STATUSES, "preprocess": PREPROCESS_STATUSES}
 

@@ -57,6 +57,9 @@ MAX_SEGMENT_S = 600.0
 # span 0.12 s) is refused too: a 0.0004 s one was `ok`.
 MIN_SEGMENT_S = 0.2
 _BOM = b"\xef\xbb\xbf"
+# Manifest lines per shard when neither the run nor the data directory says (`s2f ingest
+# --shard-size`; measured in docs/performance.md, "Shard size").
+DEFAULT_SHARD_SIZE = 1024
 _CHUNK = 1 << 16
 
 
@@ -258,7 +261,7 @@ def iter_records(path: Path, manifest: str | None = None,
 class ShardPlan:
     """Lines [first_line, first_line + n_lines) of one manifest, starting at byte `offset`.
     `duplicates` maps a line number in this shard to (manifest, line_no) of its first copy;
-    `conflicts` maps a video of this shard that two splits claim to the first line of it in
+    `conflicts` maps a video of this shard that two splits claim (its `video_key`) to its first line in
     each split (`split -> "file:line"`): its lines are `split_conflict` (`conflict_reason`)."""
 
     manifest: str
@@ -284,6 +287,7 @@ class ManifestPlan:
     shards: list[ShardPlan] = field(default_factory=list)
     n_shards: int = 0
     blank_shards: list[int] = field(default_factory=list)
+    shard_size: int = 0  # lines per shard: shard i holds lines i * size + 1 .. (i + 1) * size
 
 
 def _key_digest(key: str) -> bytes:
@@ -299,8 +303,9 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
     for other manifests (`s2f.ingest.prior.read_prior_clips`): they come first, so a key or a
     video already in the data directory makes this run's copy a duplicate or a conflict.
 
-    Memory: 16 bytes of hash + 10 bytes of position per valid line (about 26 MB per million
-    lines), independent of line length, plus one small entry per distinct video."""
+    Memory: 16 bytes of hash + 10 bytes of position per valid line for the duplicates, as much
+    again for the split claims (`_Claims`): about 53 MB per million lines, independent of line
+    length, and no Python object per line or per video."""
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
     if split is not None and split not in SPLITS:
@@ -309,16 +314,14 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
     if len(set(names)) != len(names):
         raise ValueError(f"two manifests share a name (file stem): {names}")
     splits = [split or split_of(Path(p).name) for p in paths]  # refuses a bad name up front
-    # youtube id -> {split: (manifest index, first line)}, and the shards holding its lines
-    claims: dict[str, dict[str, tuple[int, int]]] = {}
-    shards_of: dict[str, set[tuple[int, int]]] = {}
+    claims = _Claims()  # which splits claim each video, and where
     digests = bytearray()
     manifest_idx = array.array("H")
     line_nos = array.array("q")
     plans: list[ManifestPlan] = []
     earlier = _seed_prior(prior or PriorClips(), names, claims, digests, manifest_idx, line_nos)
     for m_idx, (path, name) in enumerate(zip(paths, names, strict=True)):
-        plan = ManifestPlan(manifest=name, path=Path(path).resolve())
+        plan = ManifestPlan(manifest=name, path=Path(path).resolve(), shard_size=shard_size)
         m_split = splits[m_idx]
         offsets: list[int] = []
         filled: list[bool] = []  # per shard: has a non-blank line
@@ -337,9 +340,7 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
                     digests += _key_digest(record["clip_key"])
                     manifest_idx.append(m_idx)
                     line_nos.append(raw.line_no)
-                    yid = record["youtube_id"]
-                    claims.setdefault(yid, {}).setdefault(m_split, (m_idx, raw.line_no))
-                    shards_of.setdefault(yid, set()).add((m_idx, (raw.line_no - 1) // shard_size))
+                    claims.add(record["youtube_id"], m_split, m_idx, raw.line_no)
         for index, offset in enumerate(offsets):
             first = index * shard_size + 1
             plan.shards.append(ShardPlan(
@@ -350,7 +351,7 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
         plans.append(plan)
 
     if line_nos:
-        duplicates = _find_duplicates(np.frombuffer(bytes(digests), dtype="V16"),
+        duplicates = _find_duplicates(np.frombuffer(digests, dtype="V16"),  # no copy
                                       np.frombuffer(manifest_idx, dtype=np.uint16),
                                       np.frombuffer(line_nos, dtype=np.int64))
         for (m_idx, line_no), (first_m, first_line) in duplicates.items():
@@ -362,11 +363,11 @@ def plan_manifests(paths: list[Path], shard_size: int, split: str | None = None,
                 names[first_m] if first_m < len(paths) else
                 f"{earlier[first_m - len(paths)]} (ingested earlier)", first_line)
     files = [Path(p).name for p in paths] + [f"{m} (ingested earlier)" for m in earlier]
-    for youtube_id, by_split in claims.items():
-        if len(by_split) > 1:
-            where = {sp: f"{files[m]}:{n}" for sp, (m, n) in by_split.items()}
-            for m_idx, shard_idx in shards_of.get(youtube_id, ()):
-                plans[m_idx].shards[shard_idx].conflicts[youtube_id] = where
+    for key, firsts, lines in claims.conflicts():
+        where = {sp: f"{files[m]}:{n}" for sp, (m, n) in firsts.items()}
+        for m_idx, line_no in lines:
+            if m_idx < len(paths):  # this run's lines (earlier runs' rows are decided)
+                plans[m_idx].shards[(line_no - 1) // shard_size].conflicts[key] = where
     _drop_blank_shards(plans)  # after the positional look-ups above
     return plans
 
@@ -378,7 +379,54 @@ def _drop_blank_shards(plans: list[ManifestPlan]) -> None:
         plan.shards = [s for s in plan.shards if s.index not in blank]
 
 
-def _seed_prior(prior: PriorClips, names: list[str], claims: dict[str, dict[str, tuple[int, int]]],
+def video_key(youtube_id: str) -> str:
+    """A video's key in `ShardPlan.conflicts`: the hex of its 16-byte hash."""
+    return _key_digest(youtube_id).hex()
+
+
+class _Claims:
+    """Every valid line's video and split, in reading order, as arrays (27 bytes a line, no
+    object per video): the videos two splits claim are found by sorting, once."""
+
+    def __init__(self) -> None:
+        self.digests = bytearray()
+        self.split = array.array("B")
+        self.manifest = array.array("H")
+        self.line = array.array("q")
+        self.names: list[str] = []  # split names by code
+
+    def add(self, youtube_id: str, split: str, m_idx: int, line_no: int) -> None:
+        if split not in self.names:
+            self.names.append(split)
+        self.digests += _key_digest(youtube_id)
+        self.split.append(self.names.index(split))
+        self.manifest.append(m_idx)
+        self.line.append(line_no)
+
+    def conflicts(self) -> Iterator[tuple[str, dict[str, tuple[int, int]], list[tuple[int, int]]]]:
+        """(video_key, {split: (manifest index, first line)}, every (manifest index, line) of
+        the video) for each video claimed by more than one split."""
+        if not self.line:
+            return
+        hi = np.frombuffer(self.digests, dtype=np.uint64).reshape(-1, 2)  # no copy
+        split = np.frombuffer(self.split, dtype=np.uint8)
+        order = np.lexsort((np.arange(len(hi)), hi[:, 1], hi[:, 0]))  # by video, then as read
+        sorted_hi, sorted_split = hi[order], split[order]
+        starts = np.flatnonzero(np.r_[True, np.any(sorted_hi[1:] != sorted_hi[:-1], axis=1)])
+        mixed = (np.minimum.reduceat(sorted_split, starts)
+                 != np.maximum.reduceat(sorted_split, starts))
+        ends = np.r_[starts[1:], len(order)]
+        for start, end in zip(starts[mixed], ends[mixed], strict=True):
+            firsts: dict[str, tuple[int, int]] = {}
+            lines = []
+            for pos in order[start:end]:
+                at = (int(self.manifest[pos]), int(self.line[pos]))
+                firsts.setdefault(self.names[self.split[pos]], at)
+                lines.append(at)
+            yield bytes(self.digests[16 * pos:16 * pos + 16]).hex(), firsts, lines
+
+
+def _seed_prior(prior: PriorClips, names: list[str], claims: _Claims,
                 digests: bytearray, manifest_idx: array.array, line_nos: array.array) -> list[str]:
     """Earlier runs' rows first in reading order (indices after this run's manifests): their
     videos' splits and their first copies of clip keys. Returns their manifests' names."""
@@ -387,7 +435,7 @@ def _seed_prior(prior: PriorClips, names: list[str], claims: dict[str, dict[str,
         raise ValueError(f"prior clips include this run's manifests: {set(earlier) & set(names)}")
     earlier_idx = {m: len(names) + i for i, m in enumerate(earlier)}
     for manifest, line_no, youtube_id, split, key, first_copy in prior.rows:
-        claims.setdefault(youtube_id, {}).setdefault(split, (earlier_idx[manifest], line_no))
+        claims.add(youtube_id, split, earlier_idx[manifest], line_no)
         if first_copy and key:
             digests += _key_digest(key)
             manifest_idx.append(earlier_idx[manifest])

@@ -56,7 +56,7 @@ from s2f.ingest.manifest import quote
 from s2f.ingest.media import SAMPLE_RATE, MediaError, encode_flac
 from s2f.ingest.shard import ShardResult, audio_damage, remove_stale_shards
 from s2f.media.audio import load_audio
-from s2f.media.packs import PackWriter, pack_token, prune_packs
+from s2f.media.packs import PackWriter, pack_token
 from storage.io import read_extra, rows_to_table, write_table_atomic
 from storage.layout import DataLayout, clip_key
 from storage.schemas import CLIPS
@@ -623,8 +623,8 @@ def ingest_pair_shard(shard: PairShard, layout: DataLayout) -> ShardResult:
     (then nothing is read or written: a re-run adds no rows). Each ok record's audio is
     decoded, checked and written as 16 kHz mono FLAC into the shard's pack first
     (`s2f.media.packs`); the Parquet file, written last and atomically, is the commit point
-    (then the packs it does not point to are deleted). One bad file marks its row; an OSError
-    while writing (a full disk) stops the shard. A current shard whose pack is gone or short
+    (earlier packs of the shard stay until `s2f gc` finds no row naming them). One bad file
+    marks its row; an OSError while writing (a full disk) stops the shard. A current shard whose pack is gone or short
     is redone."""
     out = layout.shard_path(TABLE, shard.manifest, shard.index)
     fingerprint = pair_shard_fingerprint(shard)
@@ -646,7 +646,6 @@ def ingest_pair_shard(shard: PairShard, layout: DataLayout) -> ShardResult:
         "n_stems": len(rows), "counts": counts, "split_settings": settings,
         "pairs_version": PAIRS_VERSION,
     })
-    prune_packs(layout, out, keep=pack_path)
     return ShardResult(shard.manifest, shard.index, str(out), False, counts)
 
 

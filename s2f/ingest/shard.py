@@ -17,8 +17,18 @@ renamed) written before its Parquet file, which is the commit point: a killed sh
 whole. The pack's name carries a token from the shard's fingerprint (`pack_token`): the same
 inputs give the same name and keys (a resumed run's table equals an uninterrupted one's), other
 inputs another name, so a pack is never overwritten with other contents while an older
-Parquet file points into it; the packs the committed shard does not point to are deleted after
-it is written (`prune_packs`).
+Parquet file points into it. Ingest deletes no pack: a redone shard's earlier pack, a killed
+run's, a stale shard's stay until `s2f gc` (`storage.gc`) finds no `clips` row naming them
+(rows copied by re-sharding may name a pack of another shard index).
+
+Each row that went through the media work records its `clip_fingerprint` (the line's bytes and
+number, its video's media state, the download flag where the media is absent). A shard that is
+redone first reads the rows it may reuse: its own previous file, and the files of another shard
+size that `supersede_shards` moved aside (`storage.superseded`); a video whose every row there
+has an unchanged fingerprint, and whose audio is still there (`pack_holds`: the pack exists and
+is long enough; or the per-clip FLAC exists), is copied, not opened again: its `audio_path`
+keeps naming the pack it was cut into, so a shard's rows may point into several packs. So a new `--shard-size` rewrites the
+Parquet files and cuts no audio, and media appearing for one video redoes that video only.
 
     python -m s2f.ingest.shard MANIFEST.csv MEDIA_ROOT DATA_DIR [SHARD_SIZE]
 """
@@ -34,7 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s2f.ingest.manifest import ShardPlan, conflict_reason, is_blank, iter_raw_lines, parse_line
+from s2f.ingest.manifest import (
+    ManifestPlan,
+    ShardPlan,
+    conflict_reason,
+    is_blank,
+    iter_raw_lines,
+    parse_line,
+    video_key,
+)
 from s2f.ingest.media import (
     MediaError,
     MediaSource,
@@ -42,9 +60,10 @@ from s2f.ingest.media import (
     find_media,
     media_state,
 )
-from s2f.media.packs import PackWriter, missing_audio, new_token, pack_token, prune_packs
+from s2f.media.packs import PackWriter, missing_audio, new_token, pack_holds, pack_token
 from storage.io import (
     read_extra,
+    read_shard,
     read_table_verified,
     rows_to_table,
     shard_damage,
@@ -52,6 +71,7 @@ from storage.io import (
 )
 from storage.layout import DataLayout
 from storage.schemas import CLIPS
+from storage.superseded import line_range, overlapping, supersede
 
 # Bump when the records a shard produces would change for the same inputs.
 INGEST_VERSION = 2  # 2: split_conflict
@@ -71,6 +91,8 @@ class ShardResult:
     path: str
     skipped: bool
     counts: dict[str, int] = field(default_factory=dict)
+    media_rows: int = 0   # rows whose media were probed and cut in this run
+    reused_rows: int = 0  # rows copied from an earlier file (same clip_fingerprint)
 
 
 def read_shard_lines(plan: ShardPlan) -> tuple[list[dict[str, Any]], str]:
@@ -78,12 +100,12 @@ def read_shard_lines(plan: ShardPlan) -> tuple[list[dict[str, Any]], str]:
     hasher = hashlib.sha256()
     with open(plan.manifest_path, "rb") as fh:
         fh.seek(plan.offset)
-        records = [parse_line(raw, plan.manifest, plan.split)
+        records = [parse_line(raw, plan.manifest, plan.split) | {"_line": _line_digest(raw)}
                    for raw in iter_raw_lines(fh, plan.first_line, plan.n_lines, hasher)
                    if not is_blank(raw)]
     manifest_file = Path(plan.manifest_path).name
     for record in records:
-        where = plan.conflicts.get(record.get("youtube_id") or "")
+        where = plan.conflicts.get(video_key(record.get("youtube_id") or ""))
         if where is not None and record["status"] == "ok":
             record["status"] = "split_conflict"
             record["error"] = conflict_reason(record["youtube_id"], manifest_file,
@@ -96,6 +118,20 @@ def read_shard_lines(plan: ShardPlan) -> tuple[list[dict[str, Any]], str]:
             record["error"] = (f"duplicate of {first_manifest} line {first_line} "
                                f"(same clip key {record['clip_key']})")
     return records, hasher.hexdigest()
+
+
+def _line_digest(raw: Any) -> str:
+    return f"{hashlib.sha256(raw.data).hexdigest()[:32]}:{raw.length}"
+
+
+def clip_fingerprint(record: dict[str, Any], media: str, media_root: Path,
+                     download: bool) -> str:
+    """One clip's inputs and settings: what its media fields were made from. `media` is its
+    video's `media_state`; the download flag counts only while the media is absent."""
+    payload = [INGEST_VERSION, record["manifest"], record["split"], record["line_no"],
+               record["_line"], str(Path(media_root).resolve()), media,
+               download if ":absent:" in media else None]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
 def _video_ids(records: list[dict[str, Any]]) -> list[str]:
@@ -167,23 +203,53 @@ def _ingest_video(youtube_id: str, rows: list[dict[str, Any]], pack: PackWriter,
 def ingest_shard_rows(plan: ShardPlan, layout: DataLayout, media_root: Path,
                       fetch: Fetch | None = None,
                       records: list[dict[str, Any]] | None = None,
-                      token: str | None = None) -> list[dict[str, Any]]:
+                      token: str | None = None,
+                      reuse: dict[int, dict[str, Any]] | None = None,
+                      download: bool = False) -> list[dict[str, Any]]:
     """Every non-blank line of the shard as a `clips` record, media probed and audio cut into
     the shard's pack `layout.pack_path(shard, token)` (committed on return; none when no clip
-    has audio; `token` None: a new one). `fetch(youtube_id) -> Path` downloads a missing video
-    (None: missing stays missing)."""
+    was cut; `token` None: a new one). `fetch(youtube_id) -> Path` downloads a missing video
+    (None: missing stays missing). `reuse`: earlier rows by line number (`reusable_rows`); a
+    video whose every ok row is there with the same `clip_fingerprint` and whose audio is
+    still there is copied (marked `_reused`, its `audio_path` still naming the pack or FLAC it
+    was cut into), not opened."""
     if records is None:
         records, _ = read_shard_lines(plan)
     by_video: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         if record["status"] == "ok":
             by_video[record["youtube_id"]].append(record)
+    root = Path(media_root)
     pack_path = layout.pack_path(layout.shard_path(TABLE, plan.manifest, plan.index),
                                  token or new_token())
+    sizes: dict[str, int] = {}  # pack sizes, one stat per pack
     with PackWriter(pack_path, layout) as pack:
         for youtube_id in sorted(by_video):
-            _ingest_video(youtube_id, by_video[youtube_id], pack, Path(media_root), fetch)
+            rows = by_video[youtube_id]
+            state = media_state(root, youtube_id)
+            fingerprints = [clip_fingerprint(r, state, root, download) for r in rows]
+            earlier = [(reuse or {}).get(r["line_no"]) for r in rows]
+            if all(e is not None and e.get("clip_fingerprint") == f
+                   and _audio_kept(layout, e, pack_path, sizes)
+                   for e, f in zip(earlier, fingerprints, strict=True)):
+                for row, old in zip(rows, earlier, strict=True):
+                    row.update({k: v for k, v in old.items() if k in CLIPS.names}, _reused=True)  # type: ignore[union-attr]
+                continue
+            _ingest_video(youtube_id, rows, pack, root, fetch)
+            state = media_state(root, youtube_id)  # after a download: what rows were made from
+            for row in rows:
+                row["clip_fingerprint"] = clip_fingerprint(row, state, root, download)
     return records
+
+
+def _audio_kept(layout: DataLayout, row: dict[str, Any], writing: Path,
+                sizes: dict[str, int]) -> bool:
+    """Whether a row's audio can be reused as it is: no audio, a per-clip FLAC that exists, or
+    a member inside a pack that exists and is long enough (`pack_holds`) and is not the pack
+    about to be written (`writing`: a shard redone over the same fingerprint rewrites that
+    very file)."""
+    key = row.get("audio_path")
+    return not key or pack_holds(layout, key, sizes, exclude=writing)
 
 
 def audio_damage(layout: DataLayout, shard: Path) -> str | None:
@@ -194,6 +260,24 @@ def audio_damage(layout: DataLayout, shard: Path) -> str | None:
     except (OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"[:400]
     return missing_audio(layout, keys)
+
+
+def reusable_rows(plan: ShardPlan, layout: DataLayout, out: Path) -> dict[int, dict[str, Any]]:
+    """Rows with a `clip_fingerprint` that earlier files hold for this shard's lines: the
+    shard's own previous file and the superseded files overlapping it, by line number."""
+    last = plan.first_line + plan.n_lines - 1
+    found: dict[int, dict[str, Any]] = {}
+    for path in [*overlapping(layout, TABLE, plan.manifest, plan.first_line, last),
+                 *([out] if out.exists() else [])]:  # the own file last: the newest rows
+        try:
+            rows = read_shard(path, TABLE).to_pylist()
+        except (OSError, ValueError) as exc:  # damaged: its clips are simply redone
+            log.warning("not reusing %s: %s", path, exc)
+            continue
+        for row in rows:
+            if row.get("clip_fingerprint") and plan.first_line <= row["line_no"] <= last:
+                found[row["line_no"]] = row
+    return found
 
 
 def ingest_shard(plan: ShardPlan, layout: DataLayout, media_root: Path,
@@ -211,9 +295,12 @@ def ingest_shard(plan: ShardPlan, layout: DataLayout, media_root: Path,
             return ShardResult(plan.manifest, plan.index, str(out), True,
                                dict(extra.get("counts", {})))
         log.warning("redoing %s: the shard is damaged (%s)", out, damage)
-    token = pack_token(before)
-    records = ingest_shard_rows(plan, layout, media_root, fetch, records, token)
+    reuse = reusable_rows(plan, layout, out)
+    records = ingest_shard_rows(plan, layout, media_root, fetch, records, pack_token(before),
+                                reuse, download)
     counts = dict(Counter(r["status"] for r in records))
+    reused = sum(bool(r.get("_reused")) for r in records)
+    worked = sum(bool(r.get("clip_fingerprint")) for r in records) - reused
     # After downloads the media state differs; fingerprint what the rows were made from.
     after = shard_fingerprint(plan, lines_sha, video_ids, media_root, download)
     write_table_atomic(rows_to_table(records, CLIPS), out, extra={
@@ -222,8 +309,37 @@ def ingest_shard(plan: ShardPlan, layout: DataLayout, media_root: Path,
         "byte_offset": plan.offset, "manifest_path": plan.manifest_path, "counts": counts,
         "ingest_version": INGEST_VERSION,
     })
-    prune_packs(layout, out, keep=layout.pack_path(out, token))
-    return ShardResult(plan.manifest, plan.index, str(out), False, counts)
+    return ShardResult(plan.manifest, plan.index, str(out), False, counts, worked, reused)
+
+
+def supersede_shards(layout: DataLayout, plan: ManifestPlan) -> list[Path]:
+    """Move aside (`storage.superseded`) every live shard of the manifest whose lines differ
+    from the lines now planned under its name (another shard size; lines appended to the
+    last one), before any shard is written: the shard tasks reuse their rows. Shards wholly
+    past the manifest's end, or the same lines all blank now, are left to
+    `remove_stale_shards`."""
+    size = plan.shard_size
+    moved = []
+    for path in sorted((layout.table_dir(TABLE) / plan.manifest).glob("shard-*.parquet")):
+        lines = line_range(path)
+        index = int(path.stem.split("-")[1])
+        planned = (index * size + 1, min((index + 1) * size, plan.lines))
+        if lines is None or lines == planned or lines[0] > plan.lines:
+            continue
+        moved.append(supersede(layout, TABLE, plan.manifest, path, lines))
+    return moved
+
+
+def current_shard_size(layout: DataLayout, manifests: Iterable[str]) -> int | None:
+    """The shard size the data directory's clips of these manifests were ingested with: the
+    first shard's length in a manifest of several shards (None: no such manifest yet)."""
+    for manifest in manifests:
+        directory = layout.table_dir(TABLE) / manifest
+        first, second = directory / "shard-00000.parquet", directory / "shard-00001.parquet"
+        lines = line_range(first) if second.exists() else None
+        if lines is not None:
+            return lines[1] - lines[0] + 1
+    return None
 
 
 def remove_stale_shards(layout: DataLayout, manifest: str, n_shards: int,
@@ -234,18 +350,17 @@ def remove_stale_shards(layout: DataLayout, manifest: str, n_shards: int,
     stale = [p for p in sorted((layout.table_dir(TABLE) / manifest).glob("shard-*.parquet"))
              if int(p.stem.split("-")[1]) >= n_shards or int(p.stem.split("-")[1]) in blank]
     for path in stale:
-        path.unlink()
-        prune_packs(layout, path)
+        path.unlink()  # its packs stay: reused rows of other shards may name them (`s2f gc`)
     return stale
 
 
 if __name__ == "__main__":
     import sys
 
-    from s2f.ingest.manifest import plan_manifests
+    from s2f.ingest.manifest import DEFAULT_SHARD_SIZE, plan_manifests
 
     manifest_path, media_dir, data_dir = (Path(a) for a in sys.argv[1:4])
-    size = int(sys.argv[4]) if len(sys.argv) > 4 else 256
+    size = int(sys.argv[4]) if len(sys.argv) > 4 else DEFAULT_SHARD_SIZE
     data_layout = DataLayout(data_dir).ensure()
     for manifest_plan in plan_manifests([manifest_path], size):
         for shard in manifest_plan.shards:

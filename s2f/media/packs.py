@@ -118,13 +118,24 @@ def new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def prune_packs(layout: DataLayout, clips_shard: Path, keep: Path | None = None) -> list[Path]:
-    """Delete the packs of `clips_shard` other than `keep` (those of a superseded or killed
-    write; all of them when the shard itself is gone). Call after the shard is committed."""
-    removed = [p for p in layout.packs_of(clips_shard) if keep is None or p != Path(keep)]
-    for path in removed:
-        path.unlink(missing_ok=True)
-    return removed
+def pack_holds(layout: DataLayout, key: str, sizes: dict[str, int] | None = None,
+               exclude: Path | None = None) -> bool:
+    """Whether a clip's audio key (relative) is there as far as a stat tells: a per-clip FLAC
+    exists; a pack member's pack exists, is not `exclude` and is long enough to hold the
+    member (offset + size). `sizes` caches the packs' sizes across calls (-1: missing)."""
+    ref = parse_audio_key(key)
+    if ref is None:
+        return layout.resolve(key).exists()
+    path = layout.resolve(ref.pack)
+    if exclude is not None and path == Path(exclude):
+        return False
+    cache = {} if sizes is None else sizes
+    if ref.pack not in cache:
+        try:
+            cache[ref.pack] = path.stat().st_size
+        except OSError:
+            cache[ref.pack] = -1
+    return cache[ref.pack] >= ref.offset + ref.size
 
 
 def missing_audio(layout: DataLayout, keys: Sequence[str | None]) -> str | None:

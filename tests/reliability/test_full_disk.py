@@ -49,8 +49,9 @@ from .helpers import check_clips, popen, python, subprocess_env
 
 LINES, SHARD_SIZE = 600, 20  # 30 shards of 20 one-and-a-half-second clips (~19 KB of FLAC each)
 # RLIMIT_FSIZE: a 2-clip shard's audio pack of two 0.5 s FLACs (~12 KB each; the tar padded to
-# 30 KB) and the Parquet shards (~16 KB) fit; the pack holding the 1.9 s FLAC (~21 KB) beside
-# a 0.5 s one (~35 KB written before its padding) does not.
+# 30 KB) and the Parquet shards (2 rows, with clip_fingerprint since issue 26: under 20 KB) fit;
+# the pack holding the 1.9 s FLAC (~21 KB) beside a 0.5 s one (~35 KB written before its
+# padding) does not.
 FILE_LIMIT = 32 * 1024
 
 
