@@ -1,6 +1,8 @@
 """A layout that can change (issue 26): a finished data directory ingested and preprocessed
 again with another shard size redoes no clip's work (counts of work done), a killed re-shard
 resumes without redoing either, and `s2f gc` removes exactly the orphans, never a live shard.
+Packed audio across re-shards: reused rows keep naming the packs their audio was cut into,
+ingest deletes no pack, and gc removes exactly the packs no row names.
 
     pytest tests/test_reshard.py
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from pipeline_helpers import table_digest
 
@@ -19,9 +22,10 @@ from s2f.ingest.shard import (
     remove_stale_shards,
     supersede_shards,
 )
+from s2f.media.packs import AudioReader
 from s2f.preprocess.clips import PreprocessConfig
-from storage.io import rows_to_table, shard_paths, write_table_atomic
-from storage.layout import DataLayout
+from storage.io import rows_to_table, scan, shard_paths, write_table_atomic
+from storage.layout import DataLayout, parse_audio_key
 from storage.schemas import PREPROCESS
 
 VIDEOS = ("faceaaaaaaa", "facebbbbbbb")
@@ -84,6 +88,18 @@ def digests(data_dir: Path) -> dict[str, Any]:
     return {t: table_digest(data_dir, t, cols) for t, cols in COLUMNS.items()}
 
 
+def audio_bytes(layout: DataLayout) -> dict[str, bytes]:
+    """Every ok clip's FLAC bytes, read through its `audio_path` key (`AudioReader`)."""
+    ok = scan(layout, "clips").filter(pl.col("status") == "ok").collect()
+    blobs = AudioReader().encoded([layout.resolve(p) for p in ok["audio_path"]])
+    assert all(isinstance(b, bytes) for b in blobs), blobs
+    return dict(zip(ok["clip_key"], blobs, strict=True))
+
+
+def packs(layout: DataLayout) -> list[Path]:
+    return sorted((layout.root / "audio" / "packs").rglob("*.tar"))
+
+
 def _no_clip_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any media probe or frame decode from here on fails the test."""
     import s2f.ingest.shard as ingest_module
@@ -133,8 +149,10 @@ def test_another_shard_size_recomputes_nothing_and_gc_removes_only_orphans(
     superseded = sorted((layout.root / "superseded").rglob("*.parquet"))
     assert len(superseded) == 4 * 4  # 4 clips shards + 4 of each output table
     live = {p: p.read_bytes() for p in [*(layout.root / "tables").rglob("*.parquet"),
+                                        *(layout.root / "audio").rglob("*.tar"),
                                         *(layout.root / "audio").rglob("*.flac")]
             if p not in (old, stray)}
+    assert len(packs(layout)) == 3  # the 2-line shards' packs: the reused rows name them all
 
     from flows.cli import main
 
@@ -191,3 +209,89 @@ def test_the_ingest_flow_keeps_the_data_directorys_size_and_reports_reuse(
     resharded = ingest_flow(params.model_copy(update={"shard_size": 1024}))
     assert (resharded.shards, resharded.clips_run, resharded.clips_reused) == (1, 0, 7)
     assert resharded.counts == first.counts
+
+
+def _touch(media: Path, video: str) -> None:
+    """A new mtime for one video (same bytes): its clips' fingerprints change."""
+    import os
+
+    path = media / f"{video}.webm"
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**10))
+
+
+def _unreferenced_packs(layout: DataLayout) -> list[Path]:
+    from storage.gc import find_orphans
+
+    return sorted(o.path for o in find_orphans(layout)
+                  if o.kind == "unreferenced-pack" and o.removable)
+
+
+def test_resharding_packed_audio_redoes_no_clip_and_gc_removes_only_unreferenced_packs(
+        corpus: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest, media = corpus
+    work = tmp_path / "media"  # a copy: the mtimes are changed below
+    work.mkdir()
+    for video in VIDEOS:
+        (work / f"{video}.webm").write_bytes((media / f"{video}.webm").read_bytes())
+    layout = DataLayout(tmp_path / "data").ensure()
+    assert ingest(layout, manifest, work, 2)["media_rows"] == 7
+    before, written = audio_bytes(layout), packs(layout)
+    assert len(before) == 6 and len(written) == 3  # shards of 2 lines; the 4th has no audio
+    with monkeypatch.context() as patched:
+        _no_clip_work(patched)
+        for size in (3, 2, 3):  # grow, shrink back (the old fingerprints' pack names), grow
+            done = ingest(layout, manifest, work, size)
+            assert (done["media_rows"], done["reused_rows"]) == (0, 7)
+            assert audio_bytes(layout) == before  # every key reads the same bytes
+            assert packs(layout) == written  # nothing cut: no pack written, none deleted
+            assert _unreferenced_packs(layout) == []
+    # Lines 1-3 (faceaaaaaaa twice, facebbbbbbb) now read from the packs of two old shards.
+    rows = pl.read_parquet(layout.shard_path("clips", "avspeech_train", 0))
+    assert len({parse_audio_key(p).pack for p in rows["audio_path"] if p}) == 2
+
+    # One video's clips redone: the old packs still hold the other's, so they stay live.
+    _touch(work, VIDEOS[1])
+    assert ingest(layout, manifest, work, 3)["media_rows"] == 3
+    assert audio_bytes(layout) == before and _unreferenced_packs(layout) == []
+    # The other's too: now no row names the three first packs, and gc removes exactly them.
+    _touch(work, VIDEOS[0])
+    assert ingest(layout, manifest, work, 3)["media_rows"] == 3
+    live = [p for p in packs(layout) if p not in written]
+    assert len(live) == 4 and set(written) <= set(packs(layout))  # 2 shards x 2 runs; none deleted
+    assert _unreferenced_packs(layout) == written
+
+    from flows.cli import main
+
+    assert main(["gc", "--data-dir", str(layout.root), "--yes"]) == 0
+    assert packs(layout) == sorted(live)
+    assert audio_bytes(layout) == before  # the same cuts, all still read
+    from storage.gc import find_orphans
+
+    assert find_orphans(layout) == []
+
+
+def test_a_pack_that_reused_rows_name_is_never_rewritten(
+        corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    """A shard redone under its own fingerprint (its pack cut short after its first video's
+    clip) reuses that clip from the short pack and writes the other to a pack of a derived
+    name, leaving the short one as it is."""
+    manifest, media = corpus
+    layout = DataLayout(tmp_path / "data").ensure()
+    ingest(layout, manifest, media, 2)
+    before = audio_bytes(layout)
+    shard = layout.shard_path("clips", "avspeech_train", 0)
+    keys = dict(pl.read_parquet(shard).select("clip_key", "audio_path").iter_rows())
+    first, second = sorted(keys.items(), key=lambda kv: parse_audio_key(kv[1]).offset)
+    ref = parse_audio_key(first[1])
+    (pack,) = layout.packs_of(shard)
+    with open(pack, "r+b") as fh:
+        fh.truncate(ref.offset + ref.size)  # the second clip's member is cut off
+    short = pack.read_bytes()
+    done = ingest(layout, manifest, media, 2)
+    assert (done["run"], done["media_rows"], done["reused_rows"]) == (1, 1, 1)
+    again = dict(pl.read_parquet(shard).select("clip_key", "audio_path").iter_rows())
+    assert again[first[0]] == first[1]  # reused: the same key, into the short pack
+    assert parse_audio_key(again[second[0]]).pack != ref.pack
+    assert pack.read_bytes() == short and len(layout.packs_of(shard)) == 2
+    assert audio_bytes(layout) == before and _unreferenced_packs(layout) == []

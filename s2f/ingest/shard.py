@@ -69,7 +69,7 @@ from storage.io import (
     shard_damage,
     write_table_atomic,
 )
-from storage.layout import DataLayout
+from storage.layout import DataLayout, parse_audio_key
 from storage.schemas import CLIPS
 from storage.superseded import line_range, overlapping, supersede
 
@@ -207,8 +207,8 @@ def ingest_shard_rows(plan: ShardPlan, layout: DataLayout, media_root: Path,
                       reuse: dict[int, dict[str, Any]] | None = None,
                       download: bool = False) -> list[dict[str, Any]]:
     """Every non-blank line of the shard as a `clips` record, media probed and audio cut into
-    the shard's pack `layout.pack_path(shard, token)` (committed on return; none when no clip
-    was cut; `token` None: a new one). `fetch(youtube_id) -> Path` downloads a missing video
+    the shard's pack (`new_pack_path`: `token`'s; committed on return; none when no clip is
+    cut; `token` None: a new one). `fetch(youtube_id) -> Path` downloads a missing video
     (None: missing stays missing). `reuse`: earlier rows by line number (`reusable_rows`); a
     video whose every ok row is there with the same `clip_fingerprint` and whose audio is
     still there is copied (marked `_reused`, its `audio_path` still naming the pack or FLAC it
@@ -220,21 +220,26 @@ def ingest_shard_rows(plan: ShardPlan, layout: DataLayout, media_root: Path,
         if record["status"] == "ok":
             by_video[record["youtube_id"]].append(record)
     root = Path(media_root)
-    pack_path = layout.pack_path(layout.shard_path(TABLE, plan.manifest, plan.index),
-                                 token or new_token())
     sizes: dict[str, int] = {}  # pack sizes, one stat per pack
-    with PackWriter(pack_path, layout) as pack:
-        for youtube_id in sorted(by_video):
-            rows = by_video[youtube_id]
-            state = media_state(root, youtube_id)
-            fingerprints = [clip_fingerprint(r, state, root, download) for r in rows]
-            earlier = [(reuse or {}).get(r["line_no"]) for r in rows]
-            if all(e is not None and e.get("clip_fingerprint") == f
-                   and _audio_kept(layout, e, pack_path, sizes)
+    to_cut, named = [], set()
+    for youtube_id in sorted(by_video):
+        rows = by_video[youtube_id]
+        state = media_state(root, youtube_id)
+        fingerprints = [clip_fingerprint(r, state, root, download) for r in rows]
+        earlier = [(reuse or {}).get(r["line_no"]) for r in rows]
+        if not all(e is not None and e.get("clip_fingerprint") == f and _audio_kept(layout, e, sizes)
                    for e, f in zip(earlier, fingerprints, strict=True)):
-                for row, old in zip(rows, earlier, strict=True):
-                    row.update({k: v for k, v in old.items() if k in CLIPS.names}, _reused=True)  # type: ignore[union-attr]
-                continue
+            to_cut.append(youtube_id)
+            continue
+        for row, old in zip(rows, earlier, strict=True):
+            row.update({k: v for k, v in old.items() if k in CLIPS.names}, _reused=True)  # type: ignore[union-attr]
+            ref = parse_audio_key(row["audio_path"]) if row.get("audio_path") else None
+            if ref is not None:
+                named.add(layout.resolve(ref.pack))
+    pack_path = new_pack_path(layout, plan, token or new_token(), named)
+    with PackWriter(pack_path, layout) as pack:
+        for youtube_id in to_cut:
+            rows = by_video[youtube_id]
             _ingest_video(youtube_id, rows, pack, root, fetch)
             state = media_state(root, youtube_id)  # after a download: what rows were made from
             for row in rows:
@@ -242,14 +247,25 @@ def ingest_shard_rows(plan: ShardPlan, layout: DataLayout, media_root: Path,
     return records
 
 
-def _audio_kept(layout: DataLayout, row: dict[str, Any], writing: Path,
-                sizes: dict[str, int]) -> bool:
+def new_pack_path(layout: DataLayout, plan: ShardPlan, token: str, named: set[Path]) -> Path:
+    """The pack the shard's cut audio goes to: `token`'s, unless rows the shard reuses name
+    that very file (the shard redone under the fingerprint an earlier pack of it was written
+    with: a damaged shard, a re-shard back to an earlier size), then the first token derived
+    from it that no such row names: a pack that rows name is never rewritten. Deterministic,
+    so a resumed run writes the same name."""
+    shard = layout.shard_path(TABLE, plan.manifest, plan.index)
+    path = layout.pack_path(shard, token)
+    while path in named:
+        token = pack_token(hashlib.sha256(token.encode()).hexdigest())
+        path = layout.pack_path(shard, token)
+    return path
+
+
+def _audio_kept(layout: DataLayout, row: dict[str, Any], sizes: dict[str, int]) -> bool:
     """Whether a row's audio can be reused as it is: no audio, a per-clip FLAC that exists, or
-    a member inside a pack that exists and is long enough (`pack_holds`) and is not the pack
-    about to be written (`writing`: a shard redone over the same fingerprint rewrites that
-    very file)."""
+    a member inside a pack that exists and is long enough (`pack_holds`)."""
     key = row.get("audio_path")
-    return not key or pack_holds(layout, key, sizes, exclude=writing)
+    return not key or pack_holds(layout, key, sizes)
 
 
 def audio_damage(layout: DataLayout, shard: Path) -> str | None:

@@ -118,17 +118,15 @@ def new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def pack_holds(layout: DataLayout, key: str, sizes: dict[str, int] | None = None,
-               exclude: Path | None = None) -> bool:
+def pack_holds(layout: DataLayout, key: str, sizes: dict[str, int] | None = None) -> bool:
     """Whether a clip's audio key (relative) is there as far as a stat tells: a per-clip FLAC
-    exists; a pack member's pack exists, is not `exclude` and is long enough to hold the
-    member (offset + size). `sizes` caches the packs' sizes across calls (-1: missing)."""
+    exists; a pack member's pack exists and is long enough to hold the member (offset +
+    size; the CRC-32 is checked when it is read). `sizes` caches the packs' sizes across
+    calls (-1: missing)."""
     ref = parse_audio_key(key)
     if ref is None:
         return layout.resolve(key).exists()
     path = layout.resolve(ref.pack)
-    if exclude is not None and path == Path(exclude):
-        return False
     cache = {} if sizes is None else sizes
     if ref.pack not in cache:
         try:
