@@ -17,7 +17,8 @@ renamed) written before its Parquet file, which is the commit point: a killed sh
 whole. The pack's name carries a token from the shard's fingerprint (`pack_token`): the same
 inputs give the same name and keys (a resumed run's table equals an uninterrupted one's), other
 inputs another name, so a pack is never overwritten with other contents while an older
-Parquet file points into it. Ingest deletes no pack: a redone shard's earlier pack, a killed
+Parquet file points into it (nor while rows the shard reuses name it: `new_pack_path` then
+derives another token). Ingest deletes no pack: a redone shard's earlier pack, a killed
 run's, a stale shard's stay until `s2f gc` (`storage.gc`) finds no `clips` row naming them
 (rows copied by re-sharding may name a pack of another shard index).
 
@@ -27,8 +28,9 @@ redone first reads the rows it may reuse: its own previous file, and the files o
 size that `supersede_shards` moved aside (`storage.superseded`); a video whose every row there
 has an unchanged fingerprint, and whose audio is still there (`pack_holds`: the pack exists and
 is long enough; or the per-clip FLAC exists), is copied, not opened again: its `audio_path`
-keeps naming the pack it was cut into, so a shard's rows may point into several packs. So a new `--shard-size` rewrites the
-Parquet files and cuts no audio, and media appearing for one video redoes that video only.
+keeps naming the pack it was cut into, so a shard's rows may point into several packs. So a
+new `--shard-size` rewrites the Parquet files and cuts no audio, and media appearing for one
+video redoes that video only.
 
     python -m s2f.ingest.shard MANIFEST.csv MEDIA_ROOT DATA_DIR [SHARD_SIZE]
 """
