@@ -22,15 +22,21 @@ from typing import Any
 PREFIX = "RESULT "
 
 
+def status_mb(field: str) -> float:
+    """One memory field of /proc/self/status (VmRSS, VmHWM, ...), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, MB: the kernel's VmHWM of its own address
     space. Not getrusage's ru_maxrss: Linux carries the forked parent's high-water mark across
     exec into it, so a child of a parent holding 400 MB reported at least 400 MB."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
+        return round(status_mb("VmHWM"), 1)
+    except (OSError, RuntimeError):
         pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 

@@ -45,13 +45,6 @@ LABELS = {"train_index": "train index (clips)", "mean_face": "mean face (Parquet
           "bootstrap": "bootstrap, 6 K", "similarity": "similarity + diversity"}
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _reset_peak() -> None:
     """Reset the kernel's peak-RSS mark (VmHWM) so the next reading is this stage's own."""
     try:
@@ -119,19 +112,19 @@ def _mean_face(data: Path) -> list[dict[str, Any]]:
 
     layout = DataLayout(data)
     _reset_peak()
-    at = _status_mb("VmRSS")
+    at = runner.status_mb("VmRSS")
     start = time.perf_counter()
     train = training_clips(layout, ENCODER)
     index = {"seconds": time.perf_counter() - start, "held_mb": 0.0, "at_mb": at,
-             "rows": train.height, "peak_mb": _status_mb("VmHWM")}
+             "rows": train.height, "peak_mb": runner.status_mb("VmHWM")}
     _reset_peak()
-    after = _status_mb("VmRSS")
+    after = runner.status_mb("VmRSS")
     start = time.perf_counter()
     mean = FeatureMean()
     feed_training_features(layout, ENCODER, train, [mean])
     mean.mean()
     return [index, {"seconds": time.perf_counter() - start, "held_mb": after - at,
-                    "at_mb": after, "rows": train.height, "peak_mb": _status_mb("VmHWM")}]
+                    "at_mb": after, "rows": train.height, "peak_mb": runner.status_mb("VmHWM")}]
 
 
 def _stage(kind: str, rows: int, dim: int, per_identity: int, n_boot: int
@@ -146,13 +139,13 @@ def _stage(kind: str, rows: int, dim: int, per_identity: int, n_boot: int
         similarity_scores,
     )
 
-    base = _status_mb("VmRSS")
+    base = runner.status_mb("VmRSS")
     true, pred, target, identities = synthetic(rows, dim, per_identity)
     pool = group_means(true, target, identities) if kind == "identity_retrieval" else None
     ranks = np.random.default_rng(2).geometric(0.02, rows) - 1 if kind == "bootstrap" else None
-    held = _status_mb("VmRSS") - base
+    held = runner.status_mb("VmRSS") - base
     _reset_peak()
-    at = _status_mb("VmRSS")
+    at = runner.status_mb("VmRSS")
     start = time.perf_counter()
     if kind == "identity_pool":
         group_means(true, target, identities)
@@ -178,7 +171,7 @@ def child(args: list[str]) -> list[dict[str, Any]]:
         rows, dim, per_identity, n_boot = map(int, args[1:5])
         seconds, held, at = _stage(kind, rows, dim, per_identity, n_boot)
         results = [{"seconds": seconds, "held_mb": held, "at_mb": at, "rows": rows,
-                    "peak_mb": _status_mb("VmHWM")}]
+                    "peak_mb": runner.status_mb("VmHWM")}]
     return [r | {"work_mb": r["peak_mb"] - r["at_mb"]} for r in results]
 
 

@@ -72,13 +72,6 @@ GROWS = {
 }
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 # -- inputs ------------------------------------------------------------------------------------
 
 def write_manifest(path: Path, rows: int, video_ids: list[str] | None = None) -> Path:
@@ -212,7 +205,7 @@ def step_ingest(work: Path, manifest: Path, media_root: Path, shard_size: int,
     if fresh:
         shutil.rmtree(data, ignore_errors=True)
     layout = DataLayout(data).ensure()
-    at, start = _rss_mb(), time.perf_counter()
+    at, start = child.status_mb("VmRSS"), time.perf_counter()
     rows = reused = shards = 0
     for plan in plan_manifests([manifest], shard_size):
         supersede_shards(layout, plan)
@@ -230,7 +223,7 @@ def step_status(data: Path) -> dict[str, Any]:
     from storage.layout import DataLayout
     from storage.status import print_status
 
-    at, start = _rss_mb(), time.perf_counter()
+    at, start = child.status_mb("VmRSS"), time.perf_counter()
     with open(os.devnull, "w") as sink:
         print_status(DataLayout(data), "table", out=sink)
     return {"seconds": time.perf_counter() - start, "start_mb": at}
@@ -248,7 +241,7 @@ def step_preprocess_plan(data: Path) -> dict[str, Any]:
     from storage.layout import DataLayout
 
     layout, config = DataLayout(data), PreprocessConfig()
-    at, start = _rss_mb(), time.perf_counter()
+    at, start = child.status_mb("VmRSS"), time.perf_counter()
     supersede_outputs(layout)
     done = rows = 0
     for shard in shard_paths(layout, "clips"):
@@ -266,7 +259,7 @@ def step_preprocess_reshard(data: Path) -> dict[str, Any]:
     from storage.layout import DataLayout
 
     layout, config = DataLayout(data), PreprocessConfig()
-    at, start = _rss_mb(), time.perf_counter()
+    at, start = child.status_mb("VmRSS"), time.perf_counter()
     supersede_outputs(layout)
     ran = reused = shards = 0
     for shard in shard_paths(layout, "clips"):
@@ -282,7 +275,7 @@ def step_train_index(data: Path) -> dict[str, Any]:
     from s2f.train.data import pair_index
     from storage.layout import DataLayout
 
-    at, start = _rss_mb(), time.perf_counter()
+    at, start = child.status_mb("VmRSS"), time.perf_counter()
     index = pair_index(DataLayout(data), ENCODER, "train", 0.1)
     return {"seconds": time.perf_counter() - start, "start_mb": at,
             "note": f"{index.height:,} train clips"}
@@ -291,7 +284,7 @@ def step_train_index(data: Path) -> dict[str, Any]:
 def step_face_stream(data: Path, batches: int) -> dict[str, Any]:
     from benchmarks.face_stream import child_epoch
 
-    at = _rss_mb()
+    at = child.status_mb("VmRSS")
     r = child_epoch(data, 64, 16, max_batches=batches, dev_fraction=0.1)
     return {"seconds": r["index_s"], "start_mb": at, "rows": r["faces"],
             "note": f"index + mean shape; then {r['trained']:,} faces in "
@@ -339,7 +332,7 @@ def run_step(args: list[str]) -> dict[str, Any]:
         result = step_prefect_tasks(paths[0], int(args[2]))
     else:
         raise ValueError(f"unknown step {kind!r}")
-    return result | {"peak_mb": child.peak_rss_mb()}
+    return result | {"peak_mb": child.peakchild.status_mb("VmRSS")}
 
 
 # -- the parent ---------------------------------------------------------------------------------
