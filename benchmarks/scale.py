@@ -332,7 +332,7 @@ def run_step(args: list[str]) -> dict[str, Any]:
         result = step_prefect_tasks(paths[0], int(args[2]))
     else:
         raise ValueError(f"unknown step {kind!r}")
-    return result | {"peak_mb": child.peakchild.status_mb("VmRSS")}
+    return result | {"peak_mb": child.peak_rss_mb()}
 
 
 # -- the parent ---------------------------------------------------------------------------------
